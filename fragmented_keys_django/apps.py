@@ -1,0 +1,19 @@
+"""App config: registers system checks and settings-change hooks. No monkeypatching."""
+
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class FragmentedKeysConfig(AppConfig):
+    name = "fragmented_keys_django"
+    label = "fragmented_keys_django"
+    verbose_name = "Fragmented keys cache"
+
+    def ready(self) -> None:
+        from django.core.signals import setting_changed
+
+        from . import checks  # noqa: F401  (registers the checks)
+        from .conf import on_setting_changed
+
+        setting_changed.connect(on_setting_changed, dispatch_uid="fkd:setting_changed")

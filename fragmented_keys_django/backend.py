@@ -1,0 +1,993 @@
+"""``FragmentedKeysCacheBackend``: a tenant-scoped, tag-versioned Django cache.
+
+It wraps another cache alias (the *store*, named by ``CACHE_NAME``) and
+implements Django's whole ``BaseCache`` API plus the seed's ``*_with_tags``
+methods.
+
+How an entry is kept. Every value is stored under a stable *entry key*
+(tenant, key, group_id, tags, epoch: see :mod:`.keys`) together with the
+versions it was computed under: the current tenant's namespace version and one
+version per tag. A read fetches the entry and those versions in one
+``get_many`` (one round trip) and serves the value only if every recorded
+version equals the current one. A bump writes a fresh, never-repeating version,
+so every entry that depended on it stops validating at once, whatever their
+number; nothing is scanned or deleted, and the next write reuses the entry key.
+
+The plain Django API (``get``, ``set``, ...) is the tagged API with no tags:
+``set("k", v)`` in tenant A is invisible in tenant B, and ``clear()`` bumps the
+current tenant's namespace instead of flushing the shared store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import numbers
+import pickle
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
+from django.db import transaction
+
+from . import metrics
+from .conf import (
+    BACKEND_PATHS,
+    BackendOptions,
+    alias_of,
+    get_cache_epoch,
+    store_is_reliable,
+)
+from .exceptions import ConfigurationError, InvalidTimeout, TenantRequired, UnpicklableValue
+from .keys import EntryKeys, TagSpec, entry_keys, lock_key, namespace_key, tag_version_key
+from .signals import cache_hit, cache_missed
+from .tags import normalize_tags
+from .tenancy.context import current_tenant_id, tenant_id_of
+from .transactions import WriteMode, read_bypassed, write_mode
+from .versions import aensure, ensure
+
+__all__ = ["FragmentedKeysCacheBackend"]
+
+logger = logging.getLogger("fragmented_keys_django")
+
+_MISSING = object()
+
+
+def _decode(ek: EntryKeys, raw: Mapping[str, Any]) -> tuple[bool, Any]:
+    """Return ``(hit, value)`` for *ek* given the ``get_many`` result *raw*."""
+    env = raw.get(ek.entry)
+    if type(env) is not tuple or len(env) != 2:
+        return False, None
+    recorded = env[0]
+    vkeys = ek.version_keys
+    if type(recorded) is not tuple or len(recorded) != len(vkeys):
+        return False, None
+    for k, v in zip(vkeys, recorded):
+        if raw.get(k) != v:
+            return False, None
+    return True, env[1]
+
+
+def _found_tokens(ek: EntryKeys, raw: Mapping[str, Any]) -> tuple[int, ...] | None:
+    try:
+        return tuple(raw[k] for k in ek.version_keys)
+    except KeyError:
+        return None
+
+
+def _check_pickle(key: Any, value: Any, exc: BaseException) -> None:
+    try:
+        pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+    except Exception as pexc:
+        raise UnpicklableValue(
+            f"The value for cache key {key!r} cannot be pickled ({type(value).__name__}: {pexc}). "
+            f"Cache plain data (dicts, lists, model instances), not open files, locks or lambdas."
+        ) from exc
+
+
+class FragmentedKeysCacheBackend(BaseCache):
+    """A Django cache backend with tenant namespaces and tag-versioned entries.
+
+    Configure it in ``settings.CACHES``::
+
+        CACHES = {
+            "default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": "redis://..."},
+            "fragmented": {
+                "BACKEND": "fragmented_keys_django.FragmentedKeysCacheBackend",
+                "CACHE_NAME": "default",   # the store alias it wraps
+                "PREFIX": "myapp",         # namespace of versions and entries
+            },
+        }
+
+    ``TIMEOUT``, ``KEY_PREFIX``, ``VERSION`` and ``KEY_FUNCTION`` on this alias
+    behave as Django documents them; without ``TIMEOUT`` the store's default
+    timeout applies. Options in ``OPTIONS`` are listed in
+    ``docs/configuration.md``.
+    """
+
+    def __init__(self, location: str, params: dict[str, Any]) -> None:
+        alias = alias_of(params)
+        self.options = BackendOptions.from_params(alias, location, params)
+        super().__init__(params)
+        self.alias = alias
+        self._explicit_timeout = "TIMEOUT" in params or "timeout" in params
+        self._store: Any = None
+        self._verify = False
+
+    # -- plumbing -----------------------------------------------------------
+
+    @property
+    def store(self) -> Any:
+        """The wrapped Django cache (the store alias named by ``CACHE_NAME``)."""
+        store = self._store
+        if store is None:
+            store = self._store = self._resolve_store()
+        return store
+
+    def _resolve_store(self) -> Any:
+        from django.conf import settings
+        from django.core.cache import caches
+
+        name = self.options.cache_name
+        conf = settings.CACHES.get(name)
+        if conf is None:
+            raise ConfigurationError(
+                f"CACHES[{self.alias!r}]['CACHE_NAME'] names {name!r}, which is not in "
+                f"settings.CACHES. Define the store alias, e.g. CACHES[{name!r}] = "
+                f"{{'BACKEND': 'django.core.cache.backends.locmem.LocMemCache'}}."
+            )
+        if conf.get("BACKEND") in BACKEND_PATHS:
+            raise ConfigurationError(
+                f"CACHES[{self.alias!r}]['CACHE_NAME'] must name a plain store alias, got {name!r}, "
+                f"which is itself a FragmentedKeysCacheBackend."
+            )
+        verify = self.options.verify_bumps
+        self._verify = (not store_is_reliable(conf.get("BACKEND", ""))) if verify is None else verify
+        return caches[name]
+
+    @property
+    def verify_bumps(self) -> bool:
+        """True if bumps on this store are read back (stores that drop failed writes)."""
+        _ = self.store
+        return self._verify
+
+    def _tenant(self) -> str | None:
+        tenant = current_tenant_id()
+        if tenant is None and self.options.tenant_required:
+            raise TenantRequired(
+                f"Cache alias {self.alias!r} requires a tenant (OPTIONS TENANT_REQUIRED=True) but "
+                f"none is current. Wrap the call in TenantContext.use_tenant(...), or use "
+                f"use_tenant(None) only if you mean the public namespace... which this alias forbids."
+            )
+        return tenant
+
+    def _epoch(self) -> str:
+        own = self.options.epoch
+        return get_cache_epoch() if own is None else f"{get_cache_epoch()}/{own}"
+
+    def _timeout(self, timeout: Any, *, strict: bool = False) -> Any:
+        if timeout is DEFAULT_TIMEOUT:
+            return self.default_timeout if self._explicit_timeout else DEFAULT_TIMEOUT
+        if timeout is None:
+            return None
+        if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
+            raise InvalidTimeout(
+                f"timeout must be a number of seconds or None (never expire), got {timeout!r}"
+            )
+        if strict and timeout < 0:
+            raise InvalidTimeout(f"timeout must not be negative, got {timeout!r}; use 0 to skip caching")
+        return timeout
+
+    def _keys(
+        self, key: Any, tags: tuple[TagSpec, ...], group_id: str, version: int | None, validate: bool
+    ) -> tuple[str | None, EntryKeys]:
+        tenant = self._tenant()
+        made = self.make_key(key, version=version)
+        if validate:
+            self.validate_key(made)
+        if not isinstance(group_id, str):
+            raise TypeError(f"group_id must be a string, got {group_id!r}")
+        return tenant, entry_keys(self.options.prefix, tenant, self._epoch(), made, group_id, tags)
+
+    def _failed(self, operation: str, tenant: str | None, exc: BaseException) -> None:
+        metrics.record_store_error(self.alias, tenant, operation, exc)
+
+    def _signal(self, hit: bool, tenant: str | None, key: Any) -> None:
+        sig = cache_hit if hit else cache_missed
+        if sig.receivers:
+            sig.send(type(self), alias=self.alias, tenant=tenant, key=key)
+
+    def _write_tokens(self, store: Any, ek: EntryKeys, raw: Mapping[str, Any] | None) -> tuple[int, ...] | None:
+        """Return the current versions of *ek*, creating missing ones; ``None`` if impossible."""
+        if raw is None:
+            raw = store.get_many(list(ek.version_keys))
+        found = _found_tokens(ek, raw)
+        if found is not None:
+            return found
+        got = ensure(store, list(ek.version_keys), dict(raw), self.options.version_timeout)
+        return None if got is None else tuple(got[k] for k in ek.version_keys)
+
+    async def _awrite_tokens(self, store: Any, ek: EntryKeys, raw: Mapping[str, Any] | None) -> tuple[int, ...] | None:
+        if raw is None:
+            raw = await store.aget_many(list(ek.version_keys))
+        found = _found_tokens(ek, raw)
+        if found is not None:
+            return found
+        got = await aensure(store, list(ek.version_keys), dict(raw), self.options.version_timeout)
+        return None if got is None else tuple(got[k] for k in ek.version_keys)
+
+    def _put(self, store: Any, key: Any, entry: str, env: tuple, timeout: Any, add: bool = False) -> Any:
+        try:
+            if add:
+                return store.add(entry, env, timeout=timeout)
+            return store.set(entry, env, timeout=timeout)
+        except metrics.store_errors():
+            raise
+        except Exception as exc:
+            _check_pickle(key, env[1], exc)
+            raise
+
+    async def _aput(self, store: Any, key: Any, entry: str, env: tuple, timeout: Any, add: bool = False) -> Any:
+        try:
+            if add:
+                return await store.aadd(entry, env, timeout=timeout)
+            return await store.aset(entry, env, timeout=timeout)
+        except metrics.store_errors():
+            raise
+        except Exception as exc:
+            _check_pickle(key, env[1], exc)
+            raise
+
+    # -- Django's BaseCache API ----------------------------------------------
+
+    def get(self, key: Any, default: Any = None, version: int | None = None) -> Any:
+        """Return the value of *key* in the current tenant, or *default*.
+
+        One round trip. A stored ``None`` is a value, not a miss. Follows
+        Django's ``BaseCache.get``; a store outage is logged and counted and
+        reads as a miss.
+        """
+        tenant, ek = self._keys(key, (), "", version, True)
+        try:
+            raw = self.store.get_many([ek.entry, *ek.version_keys])
+        except metrics.store_errors() as exc:
+            self._failed("get", tenant, exc)
+            return default
+        hit, value = _decode(ek, raw)
+        return value if hit else default
+
+    async def aget(self, key: Any, default: Any = None, version: int | None = None) -> Any:
+        """Async twin of :meth:`get`."""
+        tenant, ek = self._keys(key, (), "", version, True)
+        try:
+            raw = await self.store.aget_many([ek.entry, *ek.version_keys])
+        except metrics.store_errors() as exc:
+            self._failed("get", tenant, exc)
+            return default
+        hit, value = _decode(ek, raw)
+        return value if hit else default
+
+    def set(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> None:
+        """Store *value* under *key* in the current tenant for *timeout* seconds.
+
+        Follows Django's ``BaseCache.set`` (``None`` = forever, ``0`` = do not
+        keep). Raises ``UnpicklableValue`` (a ``pickle.PicklingError``) naming
+        the key when the value cannot be pickled.
+        """
+        tenant, ek = self._keys(key, (), "", version, True)
+        timeout = self._timeout(timeout)
+        store = self.store
+        try:
+            tokens = self._write_tokens(store, ek, None)
+            if tokens is not None:
+                self._put(store, key, ek.entry, (tokens, value), timeout)
+        except metrics.store_errors() as exc:
+            self._failed("set", tenant, exc)
+
+    async def aset(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> None:
+        """Async twin of :meth:`set`."""
+        tenant, ek = self._keys(key, (), "", version, True)
+        timeout = self._timeout(timeout)
+        store = self.store
+        try:
+            tokens = await self._awrite_tokens(store, ek, None)
+            if tokens is not None:
+                await self._aput(store, key, ek.entry, (tokens, value), timeout)
+        except metrics.store_errors() as exc:
+            self._failed("set", tenant, exc)
+
+    def add(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
+        """Store *value* only if *key* has no live entry; return True if stored.
+
+        Atomic as the store's ``add`` is, for keys never written or expired; a
+        key whose entry was invalidated (``clear()``, a bump) is replaced by a
+        delete followed by ``add``.
+        """
+        tenant, ek = self._keys(key, (), "", version, True)
+        timeout = self._timeout(timeout)
+        store = self.store
+        try:
+            raw = store.get_many([ek.entry, *ek.version_keys])
+            if _decode(ek, raw)[0]:
+                return False
+            tokens = self._write_tokens(store, ek, raw)
+            if tokens is None:
+                return False
+            if ek.entry in raw:
+                store.delete(ek.entry)
+            return bool(self._put(store, key, ek.entry, (tokens, value), timeout, add=True))
+        except metrics.store_errors() as exc:
+            self._failed("add", tenant, exc)
+            return False
+
+    async def aadd(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
+        """Async twin of :meth:`add`."""
+        tenant, ek = self._keys(key, (), "", version, True)
+        timeout = self._timeout(timeout)
+        store = self.store
+        try:
+            raw = await store.aget_many([ek.entry, *ek.version_keys])
+            if _decode(ek, raw)[0]:
+                return False
+            tokens = await self._awrite_tokens(store, ek, raw)
+            if tokens is None:
+                return False
+            if ek.entry in raw:
+                await store.adelete(ek.entry)
+            return bool(await self._aput(store, key, ek.entry, (tokens, value), timeout, add=True))
+        except metrics.store_errors() as exc:
+            self._failed("add", tenant, exc)
+            return False
+
+    def touch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
+        """Set a new expiry on a live entry; return False if *key* has none."""
+        tenant, ek = self._keys(key, (), "", version, True)
+        timeout = self._timeout(timeout)
+        store = self.store
+        try:
+            raw = store.get_many([ek.entry, *ek.version_keys])
+            if not _decode(ek, raw)[0]:
+                return False
+            return bool(store.touch(ek.entry, timeout))
+        except metrics.store_errors() as exc:
+            self._failed("touch", tenant, exc)
+            return False
+
+    async def atouch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
+        """Async twin of :meth:`touch`."""
+        tenant, ek = self._keys(key, (), "", version, True)
+        timeout = self._timeout(timeout)
+        store = self.store
+        try:
+            raw = await store.aget_many([ek.entry, *ek.version_keys])
+            if not _decode(ek, raw)[0]:
+                return False
+            return bool(await store.atouch(ek.entry, timeout))
+        except metrics.store_errors() as exc:
+            self._failed("touch", tenant, exc)
+            return False
+
+    def delete(self, key: Any, version: int | None = None) -> bool:
+        """Delete *key*'s entry; return True only if a live entry was deleted."""
+        tenant, ek = self._keys(key, (), "", version, True)
+        store = self.store
+        try:
+            raw = store.get_many([ek.entry, *ek.version_keys])
+            live = _decode(ek, raw)[0]
+            if ek.entry in raw:
+                deleted = store.delete(ek.entry)
+                return bool(live and deleted)
+            return False
+        except metrics.store_errors() as exc:
+            self._failed("delete", tenant, exc)
+            return False
+
+    async def adelete(self, key: Any, version: int | None = None) -> bool:
+        """Async twin of :meth:`delete`."""
+        tenant, ek = self._keys(key, (), "", version, True)
+        store = self.store
+        try:
+            raw = await store.aget_many([ek.entry, *ek.version_keys])
+            live = _decode(ek, raw)[0]
+            if ek.entry in raw:
+                deleted = await store.adelete(ek.entry)
+                return bool(live and deleted)
+            return False
+        except metrics.store_errors() as exc:
+            self._failed("delete", tenant, exc)
+            return False
+
+    def has_key(self, key: Any, version: int | None = None) -> bool:
+        """Return True if *key* has a live entry in the current tenant."""
+        return self.get(key, _MISSING, version=version) is not _MISSING
+
+    async def ahas_key(self, key: Any, version: int | None = None) -> bool:
+        """Async twin of :meth:`has_key`."""
+        return await self.aget(key, _MISSING, version=version) is not _MISSING
+
+    def incr(self, key: Any, delta: int = 1, version: int | None = None) -> Any:
+        """Add *delta* to the value of *key*; raise ``ValueError`` if it has none.
+
+        As in Django's ``BaseCache.incr`` this is a read then a write, not
+        atomic, and the entry gets the alias's default timeout again.
+        """
+        tenant, ek = self._keys(key, (), "", version, True)
+        store = self.store
+        raw = store.get_many([ek.entry, *ek.version_keys])
+        hit, value = _decode(ek, raw)
+        if not hit:
+            raise ValueError(f"Key '{key}' not found")
+        new = value + delta
+        self._put(store, key, ek.entry, (_found_tokens(ek, raw), new), self._timeout(DEFAULT_TIMEOUT))
+        return new
+
+    async def aincr(self, key: Any, delta: int = 1, version: int | None = None) -> Any:
+        """Async twin of :meth:`incr`."""
+        tenant, ek = self._keys(key, (), "", version, True)
+        store = self.store
+        raw = await store.aget_many([ek.entry, *ek.version_keys])
+        hit, value = _decode(ek, raw)
+        if not hit:
+            raise ValueError(f"Key '{key}' not found")
+        new = value + delta
+        await self._aput(store, key, ek.entry, (_found_tokens(ek, raw), new), self._timeout(DEFAULT_TIMEOUT))
+        return new
+
+    def decr(self, key: Any, delta: int = 1, version: int | None = None) -> Any:
+        """Subtract *delta* from the value of *key* (see :meth:`incr`)."""
+        return self.incr(key, -delta, version=version)
+
+    async def adecr(self, key: Any, delta: int = 1, version: int | None = None) -> Any:
+        """Async twin of :meth:`decr`."""
+        return await self.aincr(key, -delta, version=version)
+
+    def _many_keys(self, keys: Iterable[Any], version: int | None) -> tuple[str | None, dict[str, Any], str]:
+        tenant = self._tenant()
+        prefix, epoch = self.options.prefix, self._epoch()
+        entries: dict[str, Any] = {}
+        for key in keys:
+            made = self.make_key(key, version=version)
+            self.validate_key(made)
+            entries[entry_keys(prefix, tenant, epoch, made, "", ()).entry] = key
+        return tenant, entries, namespace_key(prefix, tenant)
+
+    def get_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
+        """Return ``{key: value}`` for the keys with live entries, in one round trip."""
+        tenant, entries, ns = self._many_keys(keys, version)
+        if not entries:
+            return {}
+        try:
+            raw = self.store.get_many([*entries, ns])
+        except metrics.store_errors() as exc:
+            self._failed("get_many", tenant, exc)
+            return {}
+        return self._decode_many(entries, ns, raw)
+
+    async def aget_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
+        """Async twin of :meth:`get_many`."""
+        tenant, entries, ns = self._many_keys(keys, version)
+        if not entries:
+            return {}
+        try:
+            raw = await self.store.aget_many([*entries, ns])
+        except metrics.store_errors() as exc:
+            self._failed("get_many", tenant, exc)
+            return {}
+        return self._decode_many(entries, ns, raw)
+
+    @staticmethod
+    def _decode_many(entries: dict[str, Any], ns: str, raw: Mapping[str, Any]) -> dict[Any, Any]:
+        out = {}
+        for entry, key in entries.items():
+            hit, value = _decode(EntryKeys(entry, (ns,)), raw)
+            if hit:
+                out[key] = value
+        return out
+
+    def set_many(self, data: Mapping[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> list[Any]:
+        """Store every item of *data*; return the keys that failed (Django's contract)."""
+        tenant, entries, ns = self._many_keys(data, version)
+        timeout = self._timeout(timeout)
+        if not entries:
+            return []
+        store = self.store
+        try:
+            tokens = self._write_tokens(store, EntryKeys("", (ns,)), None)
+            if tokens is None:
+                return list(data)
+            payload = {e: (tokens, data[k]) for e, k in entries.items()}
+            try:
+                failed = store.set_many(payload, timeout=timeout)
+            except metrics.store_errors():
+                raise
+            except Exception as exc:
+                for e, k in entries.items():
+                    _check_pickle(k, data[k], exc)
+                raise
+        except metrics.store_errors() as exc:
+            self._failed("set_many", tenant, exc)
+            return list(data)
+        return [entries[e] for e in failed or ()]
+
+    async def aset_many(self, data: Mapping[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> list[Any]:
+        """Async twin of :meth:`set_many`."""
+        tenant, entries, ns = self._many_keys(data, version)
+        timeout = self._timeout(timeout)
+        if not entries:
+            return []
+        store = self.store
+        try:
+            tokens = await self._awrite_tokens(store, EntryKeys("", (ns,)), None)
+            if tokens is None:
+                return list(data)
+            payload = {e: (tokens, data[k]) for e, k in entries.items()}
+            try:
+                failed = await store.aset_many(payload, timeout=timeout)
+            except metrics.store_errors():
+                raise
+            except Exception as exc:
+                for e, k in entries.items():
+                    _check_pickle(k, data[k], exc)
+                raise
+        except metrics.store_errors() as exc:
+            self._failed("set_many", tenant, exc)
+            return list(data)
+        return [entries[e] for e in failed or ()]
+
+    def delete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
+        """Delete the entries of *keys* in the current tenant, in one round trip."""
+        tenant, entries, _ = self._many_keys(keys, version)
+        if entries:
+            try:
+                self.store.delete_many(list(entries))
+            except metrics.store_errors() as exc:
+                self._failed("delete_many", tenant, exc)
+
+    async def adelete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
+        """Async twin of :meth:`delete_many`."""
+        tenant, entries, _ = self._many_keys(keys, version)
+        if entries:
+            try:
+                await self.store.adelete_many(list(entries))
+            except metrics.store_errors() as exc:
+                self._failed("delete_many", tenant, exc)
+
+    def clear(self) -> None:
+        """Invalidate every entry of the current tenant (one bump); the store is untouched."""
+        self.invalidate_tenant()
+
+    async def aclear(self) -> None:
+        """Async twin of :meth:`clear`."""
+        await self.ainvalidate_tenant()
+
+    def close(self, **kwargs: Any) -> None:
+        """Close the store's connection (Django calls this at the end of each request)."""
+        if self._store is not None:
+            self._store.close(**kwargs)
+
+    async def aclose(self, **kwargs: Any) -> None:
+        """Async twin of :meth:`close`."""
+        if self._store is not None:
+            await self._store.aclose(**kwargs)
+
+    # -- the tag API (seed: fragmented-keys-django) ---------------------------
+
+    def set_with_tags(
+        self,
+        key: str,
+        value: Any,
+        tags: Iterable[Any],
+        timeout: Any = DEFAULT_TIMEOUT,
+        group_id: str = "",
+        version: int | None = None,
+    ) -> bool:
+        """Store *value* under *key* depending on *tags*; return True if stored (or queued).
+
+        The versions are read now; inside a transaction the write waits for
+        the commit (and is dropped on rollback). Prefer
+        :meth:`get_or_set_with_tags`, which reads the versions *before* the
+        value is computed. Raises ``InvalidTag``, ``InvalidTimeout``,
+        ``UnpicklableValue``.
+        """
+        specs = normalize_tags(tags)
+        tenant, ek = self._keys(key, specs, group_id, version, False)
+        timeout = self._timeout(timeout, strict=True)
+        mode, using = write_mode()
+        if mode is WriteMode.SKIP:
+            return False
+        store = self.store
+        try:
+            tokens = self._write_tokens(store, ek, None)
+            if tokens is None:
+                return False
+            env = (tokens, value)
+            if mode is WriteMode.NOW:
+                return bool(self._put(store, key, ek.entry, env, timeout) is not False)
+            try:  # fail now, naming the key, rather than in the commit hook
+                pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+            except Exception as exc:
+                _check_pickle(key, value, exc)
+            transaction.on_commit(
+                lambda: self._deferred_put(key, ek.entry, env, timeout, tenant), using=using, robust=True
+            )
+            return True
+        except metrics.store_errors() as exc:
+            self._failed("set_with_tags", tenant, exc)
+            return False
+
+    def _deferred_put(self, key: Any, entry: str, env: tuple, timeout: Any, tenant: str | None) -> None:
+        try:
+            self._put(self.store, key, entry, env, timeout)
+        except metrics.store_errors() as exc:
+            self._failed("set_on_commit", tenant, exc)
+
+    async def aset_with_tags(
+        self,
+        key: str,
+        value: Any,
+        tags: Iterable[Any],
+        timeout: Any = DEFAULT_TIMEOUT,
+        group_id: str = "",
+        version: int | None = None,
+    ) -> bool:
+        """Async twin of :meth:`set_with_tags`."""
+        specs = normalize_tags(tags)
+        tenant, ek = self._keys(key, specs, group_id, version, False)
+        timeout = self._timeout(timeout, strict=True)
+        store = self.store
+        try:
+            tokens = await self._awrite_tokens(store, ek, None)
+            if tokens is None:
+                return False
+            return bool(await self._aput(store, key, ek.entry, (tokens, value), timeout) is not False)
+        except metrics.store_errors() as exc:
+            self._failed("set_with_tags", tenant, exc)
+            return False
+
+    def get_with_tags(
+        self, key: str, tags: Iterable[Any], default: Any = None, group_id: str = "", version: int | None = None
+    ) -> Any:
+        """Return the value stored under *key* with *tags*, or *default*.
+
+        A value is returned only if none of its tags (nor the tenant) was
+        bumped since it was stored. One round trip. Inside a transaction that
+        has written registered models, returns *default* (the cache is
+        bypassed so the writer sees its own writes).
+        """
+        specs = normalize_tags(tags)
+        tenant, ek = self._keys(key, specs, group_id, version, False)
+        if read_bypassed():
+            return default
+        try:
+            raw = self.store.get_many([ek.entry, *ek.version_keys])
+        except metrics.store_errors() as exc:
+            self._failed("get_with_tags", tenant, exc)
+            return default
+        hit, value = _decode(ek, raw)
+        self._signal(hit, tenant, key)
+        return value if hit else default
+
+    async def aget_with_tags(
+        self, key: str, tags: Iterable[Any], default: Any = None, group_id: str = "", version: int | None = None
+    ) -> Any:
+        """Async twin of :meth:`get_with_tags`."""
+        specs = normalize_tags(tags)
+        tenant, ek = self._keys(key, specs, group_id, version, False)
+        try:
+            raw = await self.store.aget_many([ek.entry, *ek.version_keys])
+        except metrics.store_errors() as exc:
+            self._failed("get_with_tags", tenant, exc)
+            return default
+        hit, value = _decode(ek, raw)
+        self._signal(hit, tenant, key)
+        return value if hit else default
+
+    def get_many_with_tags(
+        self,
+        keys: Mapping[str, Iterable[Any]] | Iterable[str],
+        tags: Iterable[Any] | None = None,
+        group_id: str = "",
+        version: int | None = None,
+    ) -> dict[str, Any]:
+        """Return ``{key: value}`` for the live entries among *keys*, in one round trip.
+
+        *keys* is either a mapping ``{key: tags}`` or an iterable of keys that
+        all share *tags*.
+        """
+        tenant, plans = self._many_tagged(keys, tags, group_id, version)
+        if not plans or read_bypassed():
+            return {}
+        wanted = dict.fromkeys(k for ek in plans.values() for k in (ek.entry, *ek.version_keys))
+        try:
+            raw = self.store.get_many(list(wanted))
+        except metrics.store_errors() as exc:
+            self._failed("get_many_with_tags", tenant, exc)
+            return {}
+        return self._decode_tagged(tenant, plans, raw)
+
+    async def aget_many_with_tags(
+        self,
+        keys: Mapping[str, Iterable[Any]] | Iterable[str],
+        tags: Iterable[Any] | None = None,
+        group_id: str = "",
+        version: int | None = None,
+    ) -> dict[str, Any]:
+        """Async twin of :meth:`get_many_with_tags`."""
+        tenant, plans = self._many_tagged(keys, tags, group_id, version)
+        if not plans:
+            return {}
+        wanted = dict.fromkeys(k for ek in plans.values() for k in (ek.entry, *ek.version_keys))
+        try:
+            raw = await self.store.aget_many(list(wanted))
+        except metrics.store_errors() as exc:
+            self._failed("get_many_with_tags", tenant, exc)
+            return {}
+        return self._decode_tagged(tenant, plans, raw)
+
+    def _many_tagged(
+        self, keys: Any, tags: Any, group_id: str, version: int | None
+    ) -> tuple[str | None, dict[str, EntryKeys]]:
+        items = keys.items() if isinstance(keys, Mapping) else ((k, tags) for k in keys)
+        plans: dict[str, EntryKeys] = {}
+        tenant = None
+        for key, key_tags in items:
+            tenant, plans[key] = self._keys(key, normalize_tags(key_tags), group_id, version, False)
+        return tenant, plans
+
+    def _decode_tagged(self, tenant: str | None, plans: dict[str, EntryKeys], raw: Mapping[str, Any]) -> dict[str, Any]:
+        out = {}
+        for key, ek in plans.items():
+            hit, value = _decode(ek, raw)
+            self._signal(hit, tenant, key)
+            if hit:
+                out[key] = value
+        return out
+
+    def get_or_set_with_tags(
+        self,
+        key: str,
+        default: Any,
+        tags: Iterable[Any],
+        timeout: Any = DEFAULT_TIMEOUT,
+        group_id: str = "",
+        version: int | None = None,
+    ) -> Any:
+        """Return the live value of *key* with *tags*, computing and storing it on a miss.
+
+        *default* is a value or a callable; a callable is called only on a
+        miss, and its result (``None`` included) is stored. The tag versions
+        are read before the callable runs, so a value computed from data older
+        than a committed bump is never served after that bump. When many
+        callers miss at once, one computes while the others wait briefly for
+        its value (a stampede lock in the store), then compute anyway.
+
+        Inside a transaction: a value is stored only after the commit; in a
+        transaction that has written registered models the cache is bypassed.
+        A store outage is logged and counted; the value is computed and
+        returned. Raises ``InvalidTag``, ``InvalidTimeout``, ``UnpicklableValue``,
+        and whatever the callable raises.
+        """
+        specs = normalize_tags(tags)
+        tenant, ek = self._keys(key, specs, group_id, version, False)
+        timeout = self._timeout(timeout, strict=True)
+        mode, using = write_mode()
+        if mode is WriteMode.BYPASS:
+            return default() if callable(default) else default
+        store = self.store
+        try:
+            raw = store.get_many([ek.entry, *ek.version_keys])
+        except metrics.store_errors() as exc:
+            self._failed("get_or_set_with_tags", tenant, exc)
+            return default() if callable(default) else default
+        hit, value = _decode(ek, raw)
+        self._signal(hit, tenant, key)
+        if hit:
+            return value
+        locked = False
+        lkey = lock_key(ek.entry)
+        try:
+            if callable(default) and self.options.stampede_lock:
+                locked = bool(store.add(lkey, 1, timeout=self.options.stampede_lock_timeout))
+                if not locked:
+                    waited = self._wait_for(store, ek)
+                    if waited is not _MISSING:
+                        return waited
+            tokens = self._write_tokens(store, ek, raw)
+        except metrics.store_errors() as exc:
+            self._failed("get_or_set_with_tags", tenant, exc)
+            tokens = None
+        try:
+            value = default() if callable(default) else default
+            if tokens is not None and mode is not WriteMode.SKIP:
+                env = (tokens, value)
+                if mode is WriteMode.NOW:
+                    self._put(store, key, ek.entry, env, timeout)
+                else:
+                    transaction.on_commit(
+                        lambda: self._deferred_put(key, ek.entry, env, timeout, tenant), using=using, robust=True
+                    )
+        except metrics.store_errors() as exc:
+            self._failed("get_or_set_with_tags", tenant, exc)
+        finally:
+            if locked:
+                try:
+                    store.delete(lkey)
+                except metrics.store_errors() as exc:
+                    self._failed("stampede_unlock", tenant, exc)
+        return value
+
+    def _wait_for(self, store: Any, ek: EntryKeys) -> Any:
+        """Poll for the entry another caller is computing; ``_MISSING`` if it does not come."""
+        opts = self.options
+        deadline = time.monotonic() + min(opts.stampede_wait, opts.stampede_lock_timeout)
+        keys = [ek.entry, *ek.version_keys]
+        while time.monotonic() < deadline:
+            time.sleep(opts.stampede_poll)
+            hit, value = _decode(ek, store.get_many(keys))
+            if hit:
+                return value
+        return _MISSING
+
+    async def _await_for(self, store: Any, ek: EntryKeys) -> Any:
+        opts = self.options
+        deadline = time.monotonic() + min(opts.stampede_wait, opts.stampede_lock_timeout)
+        keys = [ek.entry, *ek.version_keys]
+        while time.monotonic() < deadline:
+            await asyncio.sleep(opts.stampede_poll)
+            hit, value = _decode(ek, await store.aget_many(keys))
+            if hit:
+                return value
+        return _MISSING
+
+    async def aget_or_set_with_tags(
+        self,
+        key: str,
+        default: Any,
+        tags: Iterable[Any],
+        timeout: Any = DEFAULT_TIMEOUT,
+        group_id: str = "",
+        version: int | None = None,
+    ) -> Any:
+        """Async twin of :meth:`get_or_set_with_tags`; *default* may be an async callable."""
+        specs = normalize_tags(tags)
+        tenant, ek = self._keys(key, specs, group_id, version, False)
+        timeout = self._timeout(timeout, strict=True)
+        store = self.store
+
+        async def compute() -> Any:
+            if not callable(default):
+                return default
+            result = default()
+            return await result if inspect.isawaitable(result) else result
+
+        try:
+            raw = await store.aget_many([ek.entry, *ek.version_keys])
+        except metrics.store_errors() as exc:
+            self._failed("get_or_set_with_tags", tenant, exc)
+            return await compute()
+        hit, value = _decode(ek, raw)
+        self._signal(hit, tenant, key)
+        if hit:
+            return value
+        locked = False
+        lkey = lock_key(ek.entry)
+        try:
+            if callable(default) and self.options.stampede_lock:
+                locked = bool(await store.aadd(lkey, 1, timeout=self.options.stampede_lock_timeout))
+                if not locked:
+                    waited = await self._await_for(store, ek)
+                    if waited is not _MISSING:
+                        return waited
+            tokens = await self._awrite_tokens(store, ek, raw)
+        except metrics.store_errors() as exc:
+            self._failed("get_or_set_with_tags", tenant, exc)
+            tokens = None
+        try:
+            value = await compute()
+            if tokens is not None:
+                await self._aput(store, key, ek.entry, (tokens, value), timeout)
+        except metrics.store_errors() as exc:
+            self._failed("get_or_set_with_tags", tenant, exc)
+        finally:
+            if locked:
+                try:
+                    await store.adelete(lkey)
+                except metrics.store_errors() as exc:
+                    self._failed("stampede_unlock", tenant, exc)
+        return value
+
+    def delete_with_tags(self, key: str, tags: Iterable[Any], group_id: str = "", version: int | None = None) -> bool:
+        """Delete the entry of *key* with *tags*; return True if the store deleted one.
+
+        Rarely needed: :meth:`invalidate_tags` makes dependent entries
+        unreachable without deleting them.
+        """
+        specs = normalize_tags(tags)
+        tenant, ek = self._keys(key, specs, group_id, version, False)
+        try:
+            return bool(self.store.delete(ek.entry))
+        except metrics.store_errors() as exc:
+            self._failed("delete_with_tags", tenant, exc)
+            return False
+
+    async def adelete_with_tags(
+        self, key: str, tags: Iterable[Any], group_id: str = "", version: int | None = None
+    ) -> bool:
+        """Async twin of :meth:`delete_with_tags`."""
+        specs = normalize_tags(tags)
+        tenant, ek = self._keys(key, specs, group_id, version, False)
+        try:
+            return bool(await self.store.adelete(ek.entry))
+        except metrics.store_errors() as exc:
+            self._failed("delete_with_tags", tenant, exc)
+            return False
+
+    def tag_version_keys(self, tags: Iterable[Any], tenant: Any = _MISSING) -> list[str]:
+        """Return the version keys of the (non-constant) *tags* in *tenant* (default: current)."""
+        tid = self._tenant() if tenant is _MISSING else (None if tenant is None else tenant_id_of(tenant))
+        prefix = self.options.prefix
+        return [tag_version_key(prefix, tid, s.name, s.instance) for s in normalize_tags(tags) if s.constant is None]
+
+    def tag_version_key(self, tag_name: str, instance: str | int = "") -> str:
+        """Return the store key of tag (*tag_name*, *instance*)'s version in the current tenant."""
+        return self.tag_version_keys([(tag_name, instance)])[0]
+
+    def invalidate_tags(self, tags: Iterable[Any]) -> int:
+        """Bump *tags* in the current tenant; return how many tags were bumped.
+
+        One round trip, whatever the number of dependent entries. Inside a
+        transaction the bump runs after the commit (none on rollback). A store
+        outage is logged at ERROR and the bump retried until it lands (see
+        ``docs/operations.md``); with ``STRICT`` it raises ``BumpFailed``.
+        """
+        from .invalidation import bump_keys
+
+        keys = self.tag_version_keys(tags)
+        if keys:
+            bump_keys(self, self._tenant(), keys, tags=tags)
+        return len(keys)
+
+    async def ainvalidate_tags(self, tags: Iterable[Any]) -> int:
+        """Async twin of :meth:`invalidate_tags` (bumps at once: no transaction in async code)."""
+        from .invalidation import abump_keys
+
+        keys = self.tag_version_keys(tags)
+        if keys:
+            await abump_keys(self, self._tenant(), keys, tags=tags)
+        return len(keys)
+
+    def invalidate_tenant(self, tenant: Any = _MISSING) -> None:
+        """Invalidate every entry of *tenant* (default: the current one) with one bump.
+
+        Pass a tenant explicitly only from operator code: naming another
+        tenant here is the one way to touch its namespace without switching.
+        """
+        from .invalidation import bump_keys
+
+        tid = self._tenant() if tenant is _MISSING else (None if tenant is None else tenant_id_of(tenant))
+        bump_keys(self, tid, [namespace_key(self.options.prefix, tid)], flush=True)
+
+    async def ainvalidate_tenant(self, tenant: Any = _MISSING) -> None:
+        """Async twin of :meth:`invalidate_tenant`."""
+        from .invalidation import abump_keys
+
+        tid = self._tenant() if tenant is _MISSING else (None if tenant is None else tenant_id_of(tenant))
+        await abump_keys(self, tid, [namespace_key(self.options.prefix, tid)], flush=True)
+
+    def get_tag_version(self, tag_name: str, instance: str | int = "") -> int:
+        """Return the current version token of a tag in the current tenant (0 if none yet).
+
+        A version is an opaque int that changes on every bump and never
+        repeats; compare for equality only.
+        """
+        key = self.tag_version_key(tag_name, instance)
+        value = self.store.get(key)
+        return 0 if value is None else int(value)
+
+    async def aget_tag_version(self, tag_name: str, instance: str | int = "") -> int:
+        """Async twin of :meth:`get_tag_version`."""
+        key = self.tag_version_key(tag_name, instance)
+        value = await self.store.aget(key)
+        return 0 if value is None else int(value)

@@ -1,0 +1,81 @@
+"""Django system checks: configuration errors reported at start-up, with ids.
+
+========================  ====================================================
+``fragmented_keys_django.E001``  a fragmented alias's options are invalid
+``fragmented_keys_django.E002``  ``CACHE_NAME`` names a missing alias
+``fragmented_keys_django.E003``  ``CACHE_NAME`` names a fragmented alias (itself or another)
+``fragmented_keys_django.E004``  ``CACHE_NAME`` names Django's dummy cache (nothing would be kept)
+``fragmented_keys_django.W001``  the store is a per-process cache (locmem): bumps do not reach other processes
+========================  ====================================================
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core import checks
+
+from .conf import BACKEND_PATHS, BackendOptions
+from .exceptions import ConfigurationError
+
+_DUMMY = "django.core.cache.backends.dummy.DummyCache"
+_LOCMEM = "django.core.cache.backends.locmem.LocMemCache"
+
+
+@checks.register(checks.Tags.caches)
+def check_caches(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Check every ``CACHES`` entry that uses ``FragmentedKeysCacheBackend``."""
+    from django.conf import settings
+
+    errors: list[checks.CheckMessage] = []
+    caches_conf = getattr(settings, "CACHES", {})
+    for alias, conf in caches_conf.items():
+        if conf.get("BACKEND") not in BACKEND_PATHS:
+            continue
+        params = {k: v for k, v in conf.items() if k not in ("BACKEND", "LOCATION")}
+        try:
+            opts = BackendOptions.from_params(alias, conf.get("LOCATION", ""), params)
+        except ConfigurationError as exc:
+            errors.append(checks.Error(str(exc), id="fragmented_keys_django.E001", obj=alias))
+            continue
+        store = caches_conf.get(opts.cache_name)
+        if store is None:
+            errors.append(
+                checks.Error(
+                    f"CACHES[{alias!r}]['CACHE_NAME'] names {opts.cache_name!r}, which is not in CACHES.",
+                    hint=f"Define CACHES[{opts.cache_name!r}] (the store) or point CACHE_NAME at an existing alias.",
+                    id="fragmented_keys_django.E002",
+                    obj=alias,
+                )
+            )
+        elif store.get("BACKEND") in BACKEND_PATHS:
+            errors.append(
+                checks.Error(
+                    f"CACHES[{alias!r}]['CACHE_NAME'] names {opts.cache_name!r}, a FragmentedKeysCacheBackend "
+                    f"({'itself' if opts.cache_name == alias else 'another wrapper'}).",
+                    hint="CACHE_NAME must name a plain store alias (locmem, database, Redis, memcached).",
+                    id="fragmented_keys_django.E003",
+                    obj=alias,
+                )
+            )
+        elif store.get("BACKEND") == _DUMMY:
+            errors.append(
+                checks.Error(
+                    f"CACHES[{alias!r}] wraps {opts.cache_name!r}, Django's DummyCache, which keeps nothing: "
+                    f"tag versions could not be stored.",
+                    hint="Use LocMemCache for a cache that does nothing useful across processes, or a real store.",
+                    id="fragmented_keys_django.E004",
+                    obj=alias,
+                )
+            )
+        elif store.get("BACKEND") == _LOCMEM:
+            errors.append(
+                checks.Warning(
+                    f"CACHES[{alias!r}] wraps {opts.cache_name!r}, a LocMemCache: each process has its own "
+                    f"copy, so a bump in one process does not invalidate entries cached by another.",
+                    hint="Fine for one process (tests, the demo). Use Redis or the database cache otherwise.",
+                    id="fragmented_keys_django.W001",
+                    obj=alias,
+                )
+            )
+    return errors

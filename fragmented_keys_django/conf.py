@@ -1,0 +1,267 @@
+"""Options of a ``FragmentedKeysCacheBackend`` alias, parsed once and checked.
+
+A ``CACHES`` entry accepts Django's usual keys (``TIMEOUT``, ``KEY_PREFIX``,
+``VERSION``, ``KEY_FUNCTION``, ``OPTIONS``), the seed package's ``CACHE_NAME``,
+``PREFIX`` and ``EPOCH``, and our own knobs inside ``OPTIONS``. Unknown names
+raise ``ConfigurationError`` (a typo must not be silently ignored).
+"""
+
+from __future__ import annotations
+
+import difflib
+import numbers
+from dataclasses import dataclass
+from typing import Any
+
+from .exceptions import ConfigurationError
+
+__all__ = ["BACKEND_PATHS", "BackendOptions", "get_cache_epoch", "set_cache_epoch"]
+
+#: Import paths under which the backend may appear in ``CACHES[...]["BACKEND"]``.
+BACKEND_PATHS = frozenset(
+    {
+        "fragmented_keys_django.FragmentedKeysCacheBackend",
+        "fragmented_keys_django.backend.FragmentedKeysCacheBackend",
+        "fragmented_keys_django.cache_backends.django_backend.FragmentedKeysCacheBackend",
+    }
+)
+
+# Top-level keys of a CACHES entry that we understand (Django's and the seed's).
+_TOP_LEVEL = frozenset(
+    {
+        "BACKEND", "LOCATION", "TIMEOUT", "KEY_PREFIX", "VERSION", "KEY_FUNCTION",
+        "OPTIONS", "CACHE_NAME", "PREFIX", "EPOCH",
+        # Legacy lowercase spellings Django's BaseCache still reads.
+        "timeout", "max_entries", "cull_frequency",
+    }
+)
+
+# OPTIONS keys and their defaults.
+_OPTION_DEFAULTS: dict[str, Any] = {
+    "TENANT_REQUIRED": False,
+    "VERSION_TIMEOUT": 30 * 24 * 3600,
+    "STRICT": False,
+    "STAMPEDE_LOCK": True,
+    "STAMPEDE_LOCK_TIMEOUT": 30,
+    "STAMPEDE_WAIT": 5.0,
+    "STAMPEDE_POLL": 0.02,
+    "VERIFY_BUMPS": None,
+}
+
+# Stores whose set/set_many either lands or raises; others get read-back checks.
+_RELIABLE_STORES = (
+    "django.core.cache.backends.locmem.LocMemCache",
+    "django.core.cache.backends.redis.RedisCache",
+    "django.core.cache.backends.memcached.PyMemcacheCache",
+    "django.core.cache.backends.memcached.PyLibMCCache",
+    "django.core.cache.backends.filebased.FileBasedCache",
+    "django_redis.cache.RedisCache",
+)
+
+_global_epoch = "1"
+
+
+def set_cache_epoch(epoch: float | int | str) -> None:
+    """Set the process-wide epoch; every composite key built afterwards changes.
+
+    Follows the seed package's ``set_cache_epoch``: raising the epoch strands
+    every earlier entry at once (they expire by TTL).
+    """
+    global _global_epoch
+    _global_epoch = _epoch_str(epoch, "set_cache_epoch(epoch)")
+
+
+def get_cache_epoch() -> str:
+    """Return the process-wide epoch, as the string that enters keys."""
+    return _global_epoch
+
+
+def _epoch_str(value: Any, where: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, str)):
+        raise ConfigurationError(f"{where} must be a number or string, got {value!r}")
+    if isinstance(value, numbers.Real):
+        return repr(float(value))
+    if not value:
+        raise ConfigurationError(f"{where} must not be empty")
+    return value
+
+
+def _unknown(kind: str, alias: str, name: str, known: frozenset[str] | dict) -> ConfigurationError:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return ConfigurationError(
+        f"CACHES[{alias!r}] has an unknown {kind} {name!r}.{hint} Known: {', '.join(sorted(known))}."
+    )
+
+
+def _seconds(value: Any, where: str, *, allow_none: bool = True) -> float | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value < 0:
+        raise ConfigurationError(
+            f"{where} must be a non-negative number of seconds"
+            f"{' or None' if allow_none else ''}, got {value!r}"
+        )
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class BackendOptions:
+    """Parsed options of one fragmented alias. Build with :meth:`from_params`."""
+
+    alias: str
+    cache_name: str
+    prefix: str
+    epoch: str | None
+    tenant_required: bool
+    version_timeout: float | None
+    strict: bool
+    stampede_lock: bool
+    stampede_lock_timeout: float
+    stampede_wait: float
+    stampede_poll: float
+    verify_bumps: bool | None
+
+    @classmethod
+    def from_params(cls, alias: str, location: str, params: dict[str, Any]) -> BackendOptions:
+        """Parse and check a ``CACHES`` entry; raise ``ConfigurationError`` on any mistake."""
+        for name in params:
+            if name not in _TOP_LEVEL:
+                raise _unknown("key", alias, name, _TOP_LEVEL)
+        if location:
+            raise ConfigurationError(
+                f"CACHES[{alias!r}] sets LOCATION={location!r}, but a fragmented alias wraps "
+                f"another alias instead of owning a connection. Define the store as its own "
+                f"alias and set CACHE_NAME to it."
+            )
+        cache_name = params.get("CACHE_NAME", "default")
+        if not isinstance(cache_name, str) or not cache_name:
+            raise ConfigurationError(
+                f"CACHES[{alias!r}]['CACHE_NAME'] must name another cache alias, got {cache_name!r}"
+            )
+        prefix = params.get("PREFIX", "")
+        if not isinstance(prefix, str):
+            raise ConfigurationError(f"CACHES[{alias!r}]['PREFIX'] must be a string, got {prefix!r}")
+        epoch = params.get("EPOCH")
+        if epoch is not None:
+            epoch = _epoch_str(epoch, f"CACHES[{alias!r}]['EPOCH']")
+        timeout = params.get("TIMEOUT", params.get("timeout"))
+        if "TIMEOUT" in params or "timeout" in params:
+            _seconds(timeout, f"CACHES[{alias!r}]['TIMEOUT']")
+        options = params.get("OPTIONS", {}) or {}
+        if not isinstance(options, dict):
+            raise ConfigurationError(f"CACHES[{alias!r}]['OPTIONS'] must be a dict, got {options!r}")
+        for name in options:
+            if name not in _OPTION_DEFAULTS:
+                raise _unknown("OPTIONS key", alias, name, frozenset(_OPTION_DEFAULTS))
+        o = {**_OPTION_DEFAULTS, **options}
+        where = f"CACHES[{alias!r}]['OPTIONS']"
+        for flag in ("TENANT_REQUIRED", "STRICT", "STAMPEDE_LOCK"):
+            if not isinstance(o[flag], bool):
+                raise ConfigurationError(f"{where}[{flag!r}] must be True or False, got {o[flag]!r}")
+        if o["VERIFY_BUMPS"] is not None and not isinstance(o["VERIFY_BUMPS"], bool):
+            raise ConfigurationError(
+                f"{where}['VERIFY_BUMPS'] must be True, False or None (auto), got {o['VERIFY_BUMPS']!r}"
+            )
+        return cls(
+            alias=alias,
+            cache_name=cache_name,
+            prefix=prefix,
+            epoch=epoch,
+            tenant_required=o["TENANT_REQUIRED"],
+            version_timeout=_seconds(o["VERSION_TIMEOUT"], f"{where}['VERSION_TIMEOUT']"),
+            strict=o["STRICT"],
+            stampede_lock=o["STAMPEDE_LOCK"],
+            stampede_lock_timeout=_seconds(
+                o["STAMPEDE_LOCK_TIMEOUT"], f"{where}['STAMPEDE_LOCK_TIMEOUT']", allow_none=False
+            ),
+            stampede_wait=_seconds(o["STAMPEDE_WAIT"], f"{where}['STAMPEDE_WAIT']", allow_none=False),
+            stampede_poll=_seconds(o["STAMPEDE_POLL"], f"{where}['STAMPEDE_POLL']", allow_none=False)
+            or 0.001,
+            verify_bumps=o["VERIFY_BUMPS"],
+        )
+
+
+def store_is_reliable(backend_path: str) -> bool:
+    """Return True if *backend_path* is a store whose writes land or raise.
+
+    Django's database cache swallows ``DatabaseError`` on writes, so a bump
+    written there is read back and retried.
+    """
+    return backend_path in _RELIABLE_STORES
+
+
+def fragmented_aliases() -> list[str]:
+    """Return the ``CACHES`` aliases whose BACKEND is ``FragmentedKeysCacheBackend``."""
+    from django.conf import settings
+
+    return [a for a, c in settings.CACHES.items() if c.get("BACKEND") in BACKEND_PATHS]
+
+
+def alias_of(params: dict[str, Any]) -> str:
+    """Best effort: find the ``CACHES`` alias whose entry produced *params*."""
+    from django.conf import settings
+
+    for alias, conf in settings.CACHES.items():
+        if conf.get("BACKEND") not in BACKEND_PATHS:
+            continue
+        rest = {k: v for k, v in conf.items() if k not in ("BACKEND", "LOCATION")}
+        if rest == params:
+            return alias
+    return "<fragmented>"
+
+
+_default_alias: str | None = None
+
+
+def set_default_alias(alias: str | None) -> None:
+    """Make *alias* the fragmented alias used when none is named (``None`` resets)."""
+    global _default_alias
+    _default_alias = alias
+
+
+def resolve_alias(name: str | None = None) -> str:
+    """Return the fragmented alias to use for *name*.
+
+    *name* may be a fragmented alias, or the store alias a fragmented alias
+    wraps (the seed's ``cache_name="default"``). ``None`` means the project's
+    fragmented alias: the one set by ``configure_fragmented_keys``, else the
+    only (or first) fragmented alias in ``CACHES``.
+    """
+    from django.conf import settings
+
+    caches_conf = settings.CACHES
+    frag = fragmented_aliases()
+    if name is None:
+        if _default_alias is not None:
+            return _default_alias
+        if not frag:
+            raise ConfigurationError(
+                "No cache alias uses fragmented_keys_django.FragmentedKeysCacheBackend. Add one, e.g. "
+                "CACHES['fragmented'] = {'BACKEND': 'fragmented_keys_django.FragmentedKeysCacheBackend', "
+                "'CACHE_NAME': 'default'}."
+            )
+        return frag[0]
+    if name in frag:
+        return name
+    if name not in caches_conf:
+        raise ConfigurationError(f"cache_name={name!r} is not an alias in settings.CACHES.")
+    for alias in frag:
+        if caches_conf[alias].get("CACHE_NAME", "default") == name:
+            return alias
+    raise ConfigurationError(
+        f"cache_name={name!r} is a plain cache alias and no fragmented alias wraps it. Add "
+        f"{{'BACKEND': 'fragmented_keys_django.FragmentedKeysCacheBackend', 'CACHE_NAME': {name!r}}} "
+        f"to CACHES, or name the fragmented alias."
+    )
+
+
+def on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    """Forget cached choices when ``CACHES`` changes (``override_settings`` in tests)."""
+    if setting == "CACHES":
+        global _default_alias
+        if _default_alias is not None:
+            from django.conf import settings
+
+            if _default_alias not in settings.CACHES:
+                _default_alias = None

@@ -1,0 +1,66 @@
+"""One error tree for the package.
+
+Every class also subclasses the built-in exception it resembles, the way
+Django's ``InvalidCacheKey(ValueError)`` does, so callers that already catch
+``ValueError``, ``TypeError`` or ``LookupError`` keep working.
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import ImproperlyConfigured
+
+
+class FragmentedKeysError(Exception):
+    """Base class of every error raised by fragmented_keys_django."""
+
+
+class ConfigurationError(FragmentedKeysError, ImproperlyConfigured):
+    """A ``CACHES`` entry or a ``FRAGMENTED_KEYS`` setting is wrong.
+
+    Subclasses Django's ``ImproperlyConfigured``.
+    """
+
+
+class TenantRequired(FragmentedKeysError, LookupError):
+    """A cache call ran outside any tenant while the alias requires one.
+
+    Raised when the alias option ``TENANT_REQUIRED`` is ``True`` and
+    ``TenantContext.get_tenant()`` is ``None``.
+    """
+
+
+class InvalidTenant(FragmentedKeysError, ValueError):
+    """A tenant id is empty, not a string, or too long."""
+
+
+class InvalidTag(FragmentedKeysError, ValueError):
+    """A tag is of the wrong shape, or its name or instance is invalid."""
+
+
+class InvalidTagTemplate(InvalidTag):
+    """A ``@tagged_cache`` tag template names an unknown parameter or attribute."""
+
+
+class InvalidTimeout(FragmentedKeysError, ValueError):
+    """A timeout is negative or not a number of seconds."""
+
+
+class UnpicklableValue(FragmentedKeysError, TypeError):
+    """A value could not be pickled for the store; the message names the key."""
+
+
+class BumpFailed(FragmentedKeysError, RuntimeError):
+    """A tag version bump could not be written to the store (strict mode)."""
+
+
+__all__ = [
+    "BumpFailed",
+    "ConfigurationError",
+    "FragmentedKeysError",
+    "InvalidTag",
+    "InvalidTagTemplate",
+    "InvalidTenant",
+    "InvalidTimeout",
+    "TenantRequired",
+    "UnpicklableValue",
+]

@@ -1,0 +1,527 @@
+"""Bumping tags: after the commit, in the writer's tenant, never lost.
+
+* ``bump_keys`` bumps version keys of one alias: at once in autocommit, or
+  queued with ``transaction.on_commit`` inside a transaction (so a rollback,
+  or a rolled-back savepoint, bumps nothing; the tenant is the one current
+  when the bump was asked for, not the one current at commit).
+* Queued bumps that run one after another at commit are merged into one round
+  trip per store (``PendingBump`` hands its keys to the next hook when the next
+  hook is also a bump).
+* A bump that fails is logged at ERROR, counted, and retried by a background
+  thread until it lands; meanwhile this process bypasses the cache for that
+  tenant. With the alias option ``STRICT`` the bump is also made before the
+  commit, and a failure raises ``BumpFailed`` so the transaction rolls back.
+* ``ModelTagManager`` (the seed's API) connects ``post_save``,
+  ``post_delete`` and ``m2m_changed`` of registered models to these bumps.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import connections, models, transaction
+from django.db.models.signals import m2m_changed, post_delete, post_save
+
+from . import metrics
+from .conf import fragmented_aliases
+from .exceptions import BumpFailed
+from .keys import tag_version_key
+from .signals import tags_bumped, tenant_flushed
+from .tags import normalize_tags
+from .tenancy.context import current_tenant_id
+from .transactions import open_transactions
+from .versions import abump, bump
+
+__all__ = [
+    "CacheAwareManager",
+    "CacheAwareQuerySet",
+    "ModelTagManager",
+    "PendingBump",
+    "bump_tags",
+]
+
+logger = logging.getLogger("fragmented_keys_django")
+
+
+@dataclass
+class _Bump:
+    alias: str
+    tenant: str | None
+    keys: list[str]
+    tags: tuple = ()
+    flush: bool = False
+
+
+@dataclass
+class PendingBump:
+    """An ``on_commit`` hook carrying bumps; merges into the next hook if that is one too."""
+
+    using: str
+    items: list[_Bump] = field(default_factory=list)
+
+    def __call__(self) -> None:
+        queue = connections[self.using].run_on_commit
+        if queue and isinstance(queue[0][1], PendingBump):
+            # The very next hook is ours: hand over, so the whole run costs one
+            # round trip per store. Never skip past a user's hook: it may read
+            # the cache and must see our bumps.
+            queue[0][1].items[:0] = self.items
+            return
+        apply_bumps(self.items)
+
+
+def _backend(alias: str) -> Any:
+    from django.core.cache import caches
+
+    return caches[alias]
+
+
+def apply_bumps(items: list[_Bump], *, raise_errors: bool = False) -> None:
+    """Write *items* now: one ``set_many`` per store alias. Failures are retried later."""
+    by_store: dict[str, list[_Bump]] = {}
+    for item in items:
+        by_store.setdefault(_backend(item.alias).options.cache_name, []).append(item)
+    for group in by_store.values():
+        backend = _backend(group[0].alias)
+        keys = [k for item in group for k in item.keys]
+        try:
+            bump(backend.store, keys, backend.options.version_timeout, backend.verify_bumps)
+        except (*metrics.store_errors(), BumpFailed) as exc:
+            for item in group:
+                metrics.record_store_error(item.alias, item.tenant, "bump", exc, level=logging.ERROR)
+            if raise_errors:
+                raise BumpFailed(f"tag bump failed on alias {group[0].alias!r}: {exc}") from exc
+            _retrier.add(group)
+            continue
+        _announce(group)
+
+
+async def aapply_bumps(items: list[_Bump]) -> None:
+    """Async twin of :func:`apply_bumps` (used by the ``a*`` methods)."""
+    by_store: dict[str, list[_Bump]] = {}
+    for item in items:
+        by_store.setdefault(_backend(item.alias).options.cache_name, []).append(item)
+    for group in by_store.values():
+        backend = _backend(group[0].alias)
+        keys = [k for item in group for k in item.keys]
+        try:
+            await abump(backend.store, keys, backend.options.version_timeout, backend.verify_bumps)
+        except (*metrics.store_errors(), BumpFailed) as exc:
+            for item in group:
+                metrics.record_store_error(item.alias, item.tenant, "bump", exc, level=logging.ERROR)
+            if backend.options.strict:
+                raise BumpFailed(f"tag bump failed on alias {group[0].alias!r}: {exc}") from exc
+            _retrier.add(group)
+            continue
+        _announce(group)
+
+
+def _announce(group: list[_Bump]) -> None:
+    from .backend import FragmentedKeysCacheBackend as sender
+
+    for item in group:
+        if item.flush:
+            if tenant_flushed.receivers:
+                tenant_flushed.send(sender, alias=item.alias, tenant=item.tenant)
+        elif tags_bumped.receivers:
+            tags_bumped.send(sender, alias=item.alias, tenant=item.tenant, tags=item.tags)
+
+
+def _queue_on_commit(conn: Any, item: _Bump) -> None:
+    hook = PendingBump(conn.alias, [item])
+    transaction.on_commit(hook, using=conn.alias, robust=True)
+
+
+def bump_keys(
+    backend: Any, tenant: str | None, keys: list[str], *, tags: Iterable[Any] = (), flush: bool = False,
+    using: str | None = None,
+) -> None:
+    """Bump *keys* of *backend*'s store: now, or after the commit of the open transaction(s).
+
+    *using* limits the transaction considered to that database (the database
+    a model row was written to); otherwise every open transaction of this
+    thread defers the bump.
+    """
+    spec_tags = tuple((s.name, s.instance) for s in normalize_tags(tags)) if tags else ()
+    item = _Bump(backend.alias, tenant, list(keys), spec_tags, flush)
+    conns = open_transactions()
+    if using is not None:
+        conns = [c for c in conns if c.alias == using]
+    if not conns:
+        apply_bumps([item], raise_errors=backend.options.strict)
+        return
+    if backend.options.strict:
+        # Bump before the commit too: if the store is down the write fails
+        # and the transaction rolls back, so nothing stale can be served.
+        apply_bumps([item], raise_errors=True)
+    for conn in conns:
+        _queue_on_commit(conn, item)
+
+
+async def abump_keys(
+    backend: Any, tenant: str | None, keys: list[str], *, tags: Iterable[Any] = (), flush: bool = False
+) -> None:
+    """Async twin of :func:`bump_keys`; async code holds no transaction, so it bumps at once."""
+    spec_tags = tuple((s.name, s.instance) for s in normalize_tags(tags)) if tags else ()
+    await aapply_bumps([_Bump(backend.alias, tenant, list(keys), spec_tags, flush)])
+
+
+def _aliases_by_store() -> list[str]:
+    """Fragmented aliases with distinct (store, PREFIX): one bump each covers every alias."""
+    from django.conf import settings
+
+    seen: dict[tuple[str, str], str] = {}
+    for alias in fragmented_aliases():
+        conf = settings.CACHES[alias]
+        seen.setdefault((conf.get("CACHE_NAME", "default"), conf.get("PREFIX", "")), alias)
+    return list(seen.values())
+
+
+def bump_tags(
+    tags: Iterable[Any], *, tenant: Any = ..., aliases: Iterable[str] | None = None, using: str | None = None
+) -> int:
+    """Bump *tags* in every fragmented alias (or *aliases*), in *tenant* (default: current).
+
+    Inside a transaction on *using* (default: any open one) the bump waits for
+    the commit. Returns the number of distinct non-constant tags bumped per alias.
+    """
+    from .tenancy.context import tenant_id_of
+
+    tid = current_tenant_id() if tenant is ... else (None if tenant is None else tenant_id_of(tenant))
+    specs = [s for s in normalize_tags(tags) if s.constant is None]
+    if not specs:
+        return 0
+    pairs = [(s.name, s.instance) for s in specs]
+    for alias in aliases if aliases is not None else _aliases_by_store():
+        backend = _backend(alias)
+        prefix = backend.options.prefix
+        keys = [tag_version_key(prefix, tid, name, inst) for name, inst in pairs]
+        bump_keys(backend, tid, keys, tags=pairs, using=using)
+    return len(specs)
+
+
+# -- retrying failed bumps ---------------------------------------------------
+
+
+class _Retrier:
+    """Retries failed bumps in a daemon thread until they land.
+
+    While a tenant has a failed bump pending on an alias, this process does
+    not serve that tenant's tagged entries from that alias (``is_suspect``).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: list[_Bump] = []
+        self._suspect: dict[tuple[str, str | None], int] = {}
+        self._thread: threading.Thread | None = None
+        self.interval = 0.2
+
+    def add(self, group: list[_Bump]) -> None:
+        with self._lock:
+            for item in group:
+                self._pending.append(item)
+                key = (item.alias, item.tenant)
+                self._suspect[key] = self._suspect.get(key, 0) + 1
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="fkd-bump-retry", daemon=True)
+                self._thread.start()
+
+    def is_suspect(self, alias: str, tenant: str | None) -> bool:
+        return bool(self._suspect) and (alias, tenant) in self._suspect
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def flush(self) -> bool:
+        """Try every pending bump once now; return True if none is left."""
+        with self._lock:
+            items, self._pending = self._pending, []
+        left: list[_Bump] = []
+        for item in items:
+            try:
+                backend = _backend(item.alias)
+                bump(backend.store, item.keys, backend.options.version_timeout, backend.verify_bumps)
+            except Exception as exc:  # retried below; counted and logged each time
+                metrics.record_store_error(item.alias, item.tenant, "bump_retry", exc)
+                left.append(item)
+                continue
+            logger.warning(
+                "delayed tag bump landed (alias=%s, tenant=%s)", item.alias, item.tenant,
+                extra={"alias": item.alias, "tenant": item.tenant, "operation": "bump_retry"},
+            )
+            _announce([item])
+            with self._lock:
+                key = (item.alias, item.tenant)
+                self._suspect[key] -= 1
+                if not self._suspect[key]:
+                    del self._suspect[key]
+        with self._lock:
+            self._pending[:0] = left
+            return not self._pending
+
+    def _run(self) -> None:
+        delay = self.interval
+        while True:
+            time.sleep(delay)
+            try:
+                if self.flush():
+                    return
+            except Exception:  # never let the retry thread die silently
+                logger.exception("bump retry loop failed; retrying")
+            delay = min(delay * 2, 5.0)
+
+
+_retrier = _Retrier()
+
+
+def pending_retries() -> int:
+    """Return how many failed bumps wait for the store in this process."""
+    return _retrier.pending()
+
+
+def is_suspect(alias: str, tenant: str | None) -> bool:
+    """Return True if a failed bump for (*alias*, *tenant*) has not landed yet."""
+    return _retrier.is_suspect(alias, tenant)
+
+
+# -- ModelTagManager ------------------------------------------------------------
+
+LifecycleCallback = Callable[..., Iterable[Any]]
+
+
+class ModelTagManager:
+    """Bumps tags when registered models are saved, deleted, or their m2m relations change.
+
+    The seed package's API, all classmethods. By default a change to
+    ``instance`` of a model registered as ``tag_name`` bumps
+    ``(tag_name, str(instance.pk))`` and the model-wide tag ``(tag_name, "")``
+    (what ``@tagged_cache(tags=["User"])`` depends on). A lifecycle callback
+    (``on_create(sender, instance)``, ``on_update(sender, instance,
+    update_fields)``, ``on_delete(sender, instance)``) returns the tags to bump
+    instead. Bumps wait for the commit of the instance's database and use the
+    tenant current when the row was written.
+    """
+
+    _registered: dict[type[models.Model], dict[str, Any]] = {}
+
+    @classmethod
+    def register_model(
+        cls,
+        model: type[models.Model],
+        tag_name: str | None = None,
+        auto_connect: bool = True,
+        on_create: LifecycleCallback | None = None,
+        on_update: LifecycleCallback | None = None,
+        on_delete: LifecycleCallback | None = None,
+    ) -> None:
+        """Register *model*; its tag name defaults to ``model.__name__``."""
+        if not (isinstance(model, type) and issubclass(model, models.Model)):
+            raise TypeError(f"register_model() takes a model class, got {model!r}")
+        name = tag_name or model.__name__
+        normalize_tags([(name, "")])  # validates the name
+        cls._registered[model] = {
+            "tag_name": name,
+            "on_create": on_create,
+            "on_update": on_update,
+            "on_delete": on_delete,
+            "connected": False,
+        }
+        if auto_connect:
+            cls.connect_signals(model)
+
+    @classmethod
+    def connect_signals(cls, model: type[models.Model]) -> None:
+        """Connect ``post_save``/``post_delete`` (and ``m2m_changed``) for *model*."""
+        uid = f"fkd:{model._meta.label}"
+        post_save.connect(_on_save, sender=model, dispatch_uid=uid + ":save", weak=False)
+        post_delete.connect(_on_delete, sender=model, dispatch_uid=uid + ":delete", weak=False)
+        m2m_changed.connect(_on_m2m, dispatch_uid="fkd:m2m", weak=False)
+        cls._registered[model]["connected"] = True
+
+    @classmethod
+    def disconnect_signals(cls, model: type[models.Model]) -> None:
+        """Disconnect *model*'s signal receivers (it stays registered)."""
+        uid = f"fkd:{model._meta.label}"
+        post_save.disconnect(sender=model, dispatch_uid=uid + ":save")
+        post_delete.disconnect(sender=model, dispatch_uid=uid + ":delete")
+        if model in cls._registered:
+            cls._registered[model]["connected"] = False
+
+    @classmethod
+    def unregister_model(cls, model: type[models.Model]) -> None:
+        """Forget *model* and disconnect its receivers."""
+        if model in cls._registered:
+            cls.disconnect_signals(model)
+            del cls._registered[model]
+
+    @classmethod
+    def clear_all(cls) -> None:
+        """Unregister every model."""
+        for model in list(cls._registered):
+            cls.unregister_model(model)
+
+    @classmethod
+    def is_registered(cls, model: type[models.Model]) -> bool:
+        """Return True if *model* is registered."""
+        return model in cls._registered
+
+    @classmethod
+    def get_registered_models(cls) -> dict[type[models.Model], str]:
+        """Return ``{model: tag_name}`` for every registered model."""
+        return {m: c["tag_name"] for m, c in cls._registered.items()}
+
+    @classmethod
+    def get_tag_name_for_model(cls, model: type[models.Model]) -> str | None:
+        """Return *model*'s tag name, or ``None`` if it is not registered."""
+        conf = cls._registered.get(model)
+        return conf["tag_name"] if conf else None
+
+    @classmethod
+    def _resolve_tag_name(cls, model_or_tag: type[models.Model] | str) -> str | None:
+        if isinstance(model_or_tag, str):
+            for model, conf in cls._registered.items():
+                if model_or_tag in (model.__name__, conf["tag_name"]):
+                    return conf["tag_name"]
+            return None
+        return cls.get_tag_name_for_model(model_or_tag)
+
+    @classmethod
+    def tags_for(
+        cls, model: type[models.Model], instance: Any, event: str, update_fields: Any = None
+    ) -> list[Any]:
+        """Return the tags a change of *instance* bumps (``event``: create, update or delete)."""
+        conf = cls._registered.get(model)
+        if conf is None or instance.pk is None:
+            return []
+        callback = conf.get(f"on_{event}")
+        if callback is not None:
+            result = callback(model, instance, update_fields) if event == "update" else callback(model, instance)
+            return list(result or ())
+        return [(conf["tag_name"], str(instance.pk)), (conf["tag_name"], "")]
+
+    @classmethod
+    def invalidate_model_tag(cls, model: type[models.Model] | str, pk: Any) -> bool:
+        """Bump the tag of one instance (and the model-wide tag); False if *model* is unknown."""
+        name = cls._resolve_tag_name(model)
+        if name is None:
+            return False
+        bump_tags([(name, str(pk)), (name, "")])
+        return True
+
+    @classmethod
+    def invalidate_scope(cls, tag_name: str, scope_id: Any) -> bool:
+        """Bump a scoped tag, e.g. ``invalidate_scope("Review", "org:42")``."""
+        bump_tags([(tag_name, str(scope_id))])
+        return True
+
+    @classmethod
+    def invalidate_bulk(
+        cls,
+        model_or_tag: type[models.Model] | str,
+        pks: Iterable[Any] | None = None,
+        scopes: Iterable[Any] | None = None,
+    ) -> int:
+        """Bump instance tags for *pks* and scope tags for *scopes* in one round trip per store.
+
+        For changes that bypass signals (raw SQL, ``QuerySet.update``). A model
+        class or a registered name resolves to its tag name; another string is
+        used as the tag name itself. Returns the number of tags bumped.
+        """
+        if isinstance(model_or_tag, str):
+            name = cls._resolve_tag_name(model_or_tag) or model_or_tag
+        else:
+            name = cls._resolve_tag_name(model_or_tag)
+            if name is None:
+                return 0
+        tags = [(name, str(pk)) for pk in pks or ()] + [(name, str(s)) for s in scopes or ()]
+        if pks:
+            tags.append((name, ""))
+        return bump_tags(tags)
+
+    @classmethod
+    def _fire(cls, model: type[models.Model], instances: Iterable[Any], event: str, update_fields: Any = None,
+              using: str | None = None) -> None:
+        tags: list[Any] = []
+        for instance in instances:
+            tags.extend(cls.tags_for(model, instance, event, update_fields))
+        if tags:
+            bump_tags(tags, using=using)
+
+
+def _on_save(sender: type[models.Model], instance: Any, created: bool = False, update_fields: Any = None,
+             using: str | None = None, **kwargs: Any) -> None:
+    ModelTagManager._fire(sender, [instance], "create" if created else "update", update_fields, using)
+
+
+def _on_delete(sender: type[models.Model], instance: Any, using: str | None = None, **kwargs: Any) -> None:
+    ModelTagManager._fire(sender, [instance], "delete", None, using)
+
+
+def _on_m2m(sender: Any, instance: Any, action: str, reverse: bool, model: type[models.Model],
+            pk_set: Any, using: str | None = None, **kwargs: Any) -> None:
+    if action not in ("post_add", "post_remove", "post_clear"):
+        return
+    registered = ModelTagManager._registered
+    tags: list[Any] = []
+    if type(instance) in registered:
+        tags += ModelTagManager.tags_for(type(instance), instance, "update", None)
+    if model in registered and pk_set:
+        name = registered[model]["tag_name"]
+        tags += [(name, str(pk)) for pk in pk_set] + [(name, "")]
+    if tags:
+        bump_tags(tags, using=using)
+
+
+class _PK:
+    """Stands for a row known only by its primary key, for lifecycle callbacks."""
+
+    def __init__(self, model: type[models.Model], pk: Any) -> None:
+        self.pk = pk
+        self._meta = model._meta
+
+
+class CacheAwareQuerySet(models.QuerySet):
+    """A QuerySet whose ``update()`` and ``delete()`` bump the tags of the rows they touch."""
+
+    def update(self, **kwargs: Any) -> int:
+        model = self.model
+        if not ModelTagManager.is_registered(model):
+            return super().update(**kwargs)
+        pks = list(self.values_list("pk", flat=True))
+        count = super().update(**kwargs)
+        ModelTagManager._fire(model, [_PK(model, pk) for pk in pks], "update", list(kwargs), self.db)
+        return count
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        model = self.model
+        conf = ModelTagManager._registered.get(model)
+        if conf is None or conf["connected"]:
+            return super().delete()  # post_delete fires per row
+        pks = list(self.values_list("pk", flat=True))
+        result = super().delete()
+        ModelTagManager._fire(model, [_PK(model, pk) for pk in pks], "delete", None, self.db)
+        return result
+
+
+class CacheAwareManager(models.Manager.from_queryset(CacheAwareQuerySet)):  # type: ignore[misc]
+    """A manager whose ``bulk_create``/``bulk_update`` (and queryset writes) bump tags."""
+
+    def bulk_create(self, objs: Iterable[Any], *args: Any, **kwargs: Any) -> list[Any]:
+        created = super().bulk_create(objs, *args, **kwargs)
+        if ModelTagManager.is_registered(self.model):
+            ModelTagManager._fire(self.model, [o for o in created if o.pk is not None], "create", None, self.db)
+        return created
+
+    def bulk_update(self, objs: Iterable[Any], fields: Any, *args: Any, **kwargs: Any) -> int:
+        objs = list(objs)
+        count = super().bulk_update(objs, fields, *args, **kwargs)
+        if ModelTagManager.is_registered(self.model):
+            ModelTagManager._fire(self.model, objs, "update", list(fields), self.db)
+        return count

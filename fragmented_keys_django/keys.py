@@ -1,0 +1,112 @@
+"""Pure key building: tag version keys, tenant namespace keys, entry keys.
+
+Every key is built from a *length-prefixed* encoding of its parts, hashed with
+SHA-256, so distinct inputs never share a key: ``("User_4", "2")`` and
+``("User", "4_2")`` differ, as do key ``a_b`` + group ``c`` and key ``a`` +
+group ``b_c``, and tenant ids containing separators. Keys are short ASCII
+without spaces or control characters, so they are safe for every Django
+backend, memcached included.
+
+Layout (``T`` = 64-bit digest of prefix and tenant, used as a Redis Cluster
+hash tag so that everything one read needs sits in one slot)::
+
+    fk:{T}:n:<digest>    tenant namespace version (bumped by clear()/invalidate_tenant)
+    fk:{T}:v:<digest>    version of one tag (name, instance) in one tenant
+    fk:{T}:e:<digest>    entry: (tenant, key, group_id, tags, epoch)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import lru_cache
+
+__all__ = ["EntryKeys", "TagSpec", "encode_parts", "entry_keys", "tag_version_key"]
+
+_DIGEST_CHARS = 40  # 160 bits of SHA-256
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class TagSpec:
+    """One normalised tag: ``name``, ``instance`` and, for constant tags, a fixed version.
+
+    A constant tag (``constant`` is not ``None``) takes part in the entry key
+    but has no version key: it is never looked up and never bumped.
+    """
+
+    name: str
+    instance: str
+    constant: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EntryKeys:
+    """Everything one read needs: the entry key and the version keys to check.
+
+    ``version_keys[0]`` is the tenant namespace key; the rest are the tag
+    version keys in ``tags`` order (constant tags excluded).
+    """
+
+    entry: str
+    version_keys: tuple[str, ...]
+
+
+def encode_parts(*parts: str | int | None) -> bytes:
+    """Encode *parts* injectively: each part is typed and length-prefixed."""
+    out = []
+    for p in parts:
+        if p is None:
+            out.append("n;")
+        elif isinstance(p, str):
+            out.append(f"s{len(p)}:{p};")
+        else:
+            out.append(f"i{int(p)};")
+    return "".join(out).encode("utf-8", "surrogatepass")
+
+
+def _digest(*parts: str | int | None) -> str:
+    return hashlib.sha256(encode_parts(*parts)).hexdigest()[:_DIGEST_CHARS]
+
+
+@lru_cache(maxsize=4096)
+def _slot(prefix: str, tenant: str | None) -> str:
+    return "fk:{" + hashlib.sha256(encode_parts("slot", prefix, tenant)).hexdigest()[:16] + "}:"
+
+
+@lru_cache(maxsize=4096)
+def namespace_key(prefix: str, tenant: str | None) -> str:
+    """Return the key of the tenant namespace version for (*prefix*, *tenant*)."""
+    return _slot(prefix, tenant) + "n:" + _digest("n", prefix, tenant)
+
+
+@lru_cache(maxsize=65536)
+def tag_version_key(prefix: str, tenant: str | None, name: str, instance: str) -> str:
+    """Return the key holding the version of tag (*name*, *instance*) in *tenant*."""
+    return _slot(prefix, tenant) + "v:" + _digest("v", prefix, tenant, name, instance)
+
+
+def entry_keys(
+    prefix: str,
+    tenant: str | None,
+    epoch: str,
+    key: str,
+    group_id: str,
+    tags: tuple[TagSpec, ...],
+) -> EntryKeys:
+    """Return the entry key and the version keys for one cached value.
+
+    *key* is the caller's key after the alias's ``KEY_FUNCTION``; *tags* must
+    already be canonical (sorted, deduplicated: see ``tags.normalize_tags``).
+    """
+    parts: list[str | int | None] = ["e", prefix, tenant, epoch, key, group_id, len(tags)]
+    vkeys = [namespace_key(prefix, tenant)]
+    for t in tags:
+        parts += (t.name, t.instance, t.constant)
+        if t.constant is None:
+            vkeys.append(tag_version_key(prefix, tenant, t.name, t.instance))
+    return EntryKeys(_slot(prefix, tenant) + "e:" + _digest(*parts), tuple(vkeys))
+
+
+def lock_key(entry_key: str) -> str:
+    """Return the stampede lock key of an entry (same hash slot)."""
+    return entry_key + ":lock"

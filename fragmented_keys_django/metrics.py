@@ -1,0 +1,88 @@
+"""Counting and logging the store errors we choose to survive.
+
+Every survived error is logged with tenant, alias and operation, counted here,
+and announced with the ``store_failed`` signal. ``snapshot()`` returns the
+counts, e.g. for a health endpoint or a Prometheus collector.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+
+
+__all__ = ["record_store_error", "reset", "snapshot"]
+
+logger = logging.getLogger("fragmented_keys_django")
+
+_lock = threading.Lock()
+_counts: Counter[tuple[str, str]] = Counter()
+
+
+def record_store_error(
+    alias: str, tenant: str | None, operation: str, exc: BaseException, *, level: int = logging.WARNING
+) -> None:
+    """Log, count and signal a store error that the caller survives."""
+    with _lock:
+        _counts[(alias, operation)] += 1
+    logger.log(
+        level,
+        "cache store error during %s (alias=%s, tenant=%s): %s",
+        operation,
+        alias,
+        tenant,
+        exc,
+        extra={"alias": alias, "tenant": tenant, "operation": operation},
+        exc_info=exc if level >= logging.ERROR else None,
+    )
+    from .signals import store_failed
+
+    store_failed.send(None, alias=alias, tenant=tenant, operation=operation, exception=exc)
+
+
+def snapshot() -> dict[tuple[str, str], int]:
+    """Return ``{(alias, operation): count}`` of survived store errors."""
+    with _lock:
+        return dict(_counts)
+
+
+def reset() -> None:
+    """Forget all counts (tests)."""
+    with _lock:
+        _counts.clear()
+
+
+def store_errors() -> tuple[type[BaseException], ...]:
+    """Return the exception classes that mean "the store is unavailable"."""
+    global _STORE_ERRORS
+    if _STORE_ERRORS is None:
+        errs: list[type[BaseException]] = [OSError]
+        from django.db import DatabaseError
+
+        errs.append(DatabaseError)
+        try:
+            from redis.exceptions import RedisError
+
+            errs.append(RedisError)
+        except ImportError:
+            pass
+        try:
+            from pymemcache.exceptions import MemcacheError
+
+            errs.append(MemcacheError)
+        except ImportError:
+            pass
+        try:
+            from django_redis.exceptions import ConnectionInterrupted
+
+            errs.append(ConnectionInterrupted)
+        except ImportError:
+            pass
+        _STORE_ERRORS = tuple(errs)
+    return _STORE_ERRORS
+
+
+_STORE_ERRORS: tuple[type[BaseException], ...] | None = None
+
+

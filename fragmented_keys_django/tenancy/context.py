@@ -1,0 +1,180 @@
+"""The current tenant, carried by a ``ContextVar``.
+
+Each thread and each asyncio task sees its own tenant; ``asgiref``'s
+``sync_to_async`` and ``async_to_sync`` copy the context, so the tenant follows
+a call across them. The API follows django-omnitenant's ``TenantContext``
+(``use_tenant``, ``get_tenant``, ``push_tenant``, ``pop_tenant``,
+``clear_all``), with tenants given either as string ids or as objects with a
+``tenant_id`` attribute.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from contextvars import ContextVar, Token
+from typing import Any, Callable, TypeVar
+
+from ..exceptions import InvalidTenant
+
+__all__ = ["MAX_TENANT_ID_LENGTH", "TenantContext", "current_tenant_id", "tenant_id_of"]
+
+#: Longest tenant id accepted, in characters. Keys are hashed, so the limit
+#: guards memory and logs rather than key length.
+MAX_TENANT_ID_LENGTH = 65_536
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# (tenant as given, normalised tenant id) or None outside any tenant.
+_current: ContextVar[tuple[Any, str] | None] = ContextVar("fkd_tenant", default=None)
+# Tokens of push_tenant() calls, so pop_tenant() can restore the outer tenant.
+_pushed: ContextVar[tuple[Token, ...]] = ContextVar("fkd_tenant_pushed", default=())
+
+
+def tenant_id_of(tenant: Any) -> str:
+    """Return the tenant id of *tenant*: a ``str`` id, or an object's ``tenant_id``.
+
+    Raises :class:`~fragmented_keys_django.exceptions.InvalidTenant` when the
+    id is empty, not a string, or longer than ``MAX_TENANT_ID_LENGTH``.
+    """
+    if type(tenant) is str:
+        tid = tenant
+    elif isinstance(tenant, str):
+        tid = str(tenant)
+    else:
+        tid = getattr(tenant, "tenant_id", None)
+        if tid is None:
+            raise InvalidTenant(
+                f"A tenant must be a string id or an object with a `tenant_id` attribute, "
+                f"got {type(tenant).__name__}: {tenant!r:.200}. Pass the id, e.g. "
+                f"TenantContext.use_tenant(str(tenant.pk))."
+            )
+        if not isinstance(tid, str):
+            raise InvalidTenant(
+                f"tenant.tenant_id must be a string, got {type(tid).__name__}: {tid!r:.200}. "
+                f"Convert it (str(...)) or give the tenant a string `tenant_id`."
+            )
+    if not tid:
+        raise InvalidTenant("A tenant id must not be empty; use None for the public namespace.")
+    if len(tid) > MAX_TENANT_ID_LENGTH:
+        raise InvalidTenant(
+            f"A tenant id must be at most {MAX_TENANT_ID_LENGTH} characters, got "
+            f"{len(tid)} (starts {tid[:40]!r}). Use a shorter, stable identifier."
+        )
+    return tid
+
+
+def current_tenant_id() -> str | None:
+    """Return the current tenant id, or ``None`` outside any tenant (public)."""
+    cur = _current.get()
+    return None if cur is None else cur[1]
+
+
+class _UseTenant:
+    """Context manager and decorator returned by ``TenantContext.use_tenant``."""
+
+    __slots__ = ("_token", "_value")
+
+    def __init__(self, tenant: Any) -> None:
+        self._value = None if tenant is None else (tenant, tenant_id_of(tenant))
+        self._token: Token | None = None
+
+    def __enter__(self) -> Any:
+        if self._token is not None:
+            raise RuntimeError("use_tenant() context is not re-entrant; create a new one")
+        self._token = _current.set(self._value)
+        return None if self._value is None else self._value[0]
+
+    def __exit__(self, *exc: object) -> None:
+        _current.reset(self._token)
+        self._token = None
+
+    async def __aenter__(self) -> Any:
+        return self.__enter__()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.__exit__()
+
+    def __call__(self, func: F) -> F:
+        value = self._value
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def awrapper(*args: Any, **kwargs: Any) -> Any:
+                token = _current.set(value)
+                try:
+                    return await func(*args, **kwargs)
+                finally:
+                    _current.reset(token)
+
+            return awrapper  # type: ignore[return-value]
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            token = _current.set(value)
+            try:
+                return func(*args, **kwargs)
+            finally:
+                _current.reset(token)
+
+        return wrapper  # type: ignore[return-value]
+
+
+class TenantContext:
+    """The current tenant, per thread and per asyncio task.
+
+    Usage::
+
+        with TenantContext.use_tenant("acme"):
+            caches["fragmented"].set("k", 1)    # lives in acme's namespace
+
+        @TenantContext.use_tenant(tenant)       # also a decorator, sync or async
+        def job(): ...
+
+    ``use_tenant(None)`` switches to the public namespace explicitly.
+    """
+
+    @staticmethod
+    def use_tenant(tenant: Any) -> _UseTenant:
+        """Return a context manager / decorator that makes *tenant* current.
+
+        *tenant* is a string id, an object with a ``tenant_id`` attribute, or
+        ``None`` (the public namespace). Nesting restores the outer tenant on
+        exit. Raises ``InvalidTenant`` at once for a bad id.
+        """
+        return _UseTenant(tenant)
+
+    @staticmethod
+    def get_tenant() -> Any:
+        """Return the current tenant as it was given, or ``None``."""
+        cur = _current.get()
+        return None if cur is None else cur[0]
+
+    @staticmethod
+    def get_tenant_id() -> str | None:
+        """Return the current tenant id (``str``), or ``None`` outside any tenant."""
+        cur = _current.get()
+        return None if cur is None else cur[1]
+
+    @staticmethod
+    def push_tenant(tenant: Any) -> None:
+        """Make *tenant* current until the matching ``pop_tenant()`` (omnitenant API)."""
+        value = None if tenant is None else (tenant, tenant_id_of(tenant))
+        _pushed.set((*_pushed.get(), _current.set(value)))
+
+    @staticmethod
+    def pop_tenant() -> None:
+        """Restore the tenant that was current before the last ``push_tenant()``.
+
+        A no-op when nothing was pushed, as in django-omnitenant.
+        """
+        stack = _pushed.get()
+        if stack:
+            _current.reset(stack[-1])
+            _pushed.set(stack[:-1])
+
+    @staticmethod
+    def clear_all() -> None:
+        """Leave every tenant: the public namespace becomes current."""
+        _pushed.set(())
+        _current.set(None)

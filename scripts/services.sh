@@ -1,0 +1,191 @@
+#!/usr/bin/env bash
+# Make sure the services the test suite needs are reachable.
+#
+#   scripts/services.sh ensure
+#
+# Redis is required: if it is not answering, a throwaway server is started
+# (installing redis-server with apt-get first if needed and we are root).
+# PostgreSQL is optional: a stopped local cluster is started, but PostgreSQL is
+# never installed automatically; if it is missing, a message says which tests
+# will fail and the script still exits 0.
+#
+# Overrides (for testing this script without touching the real services):
+#   FKD_REDIS_HOST (127.0.0.1)  FKD_REDIS_PORT (6379)
+#   FKD_PG_HOST    (127.0.0.1)  FKD_PG_PORT    (5432)
+#   PGUSER (postgres)  PGDATABASE (test)
+set -euo pipefail
+
+REDIS_HOST=${FKD_REDIS_HOST:-127.0.0.1}
+REDIS_PORT=${FKD_REDIS_PORT:-6379}
+PG_HOST=${FKD_PG_HOST:-127.0.0.1}
+PG_PORT=${FKD_PG_PORT:-5432}
+PG_USER=${PGUSER:-postgres}
+PG_DB=${PGDATABASE:-test}
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+if [[ -x "$ROOT/.venv/bin/python" ]]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=python3; fi
+
+have() { command -v "$1" >/dev/null 2>&1; }
+log() { echo "services: $*" >&2; }
+
+is_local() { [[ $1 == 127.0.0.1 || $1 == localhost || $1 == ::1 ]]; }
+
+# --- Redis ------------------------------------------------------------------
+
+redis_ping() {
+    if have redis-cli; then
+        [[ $(timeout 2 redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]]
+        return
+    fi
+    if "$PYTHON" -c 'import redis' 2>/dev/null; then
+        timeout 3 "$PYTHON" - "$REDIS_HOST" "$REDIS_PORT" <<'PY' 2>/dev/null
+import sys, redis
+redis.Redis(host=sys.argv[1], port=int(sys.argv[2]), socket_timeout=1,
+            socket_connect_timeout=1).ping()
+PY
+        return
+    fi
+    # Last resort: speak RESP over bash's /dev/tcp.
+    timeout 2 bash -c '
+        exec 3<>"/dev/tcp/$0/$1" || exit 1
+        printf "PING\r\n" >&3
+        IFS= read -r -t 1 line <&3 && [[ $line == "+PONG"* ]]
+    ' "$REDIS_HOST" "$REDIS_PORT" 2>/dev/null
+}
+
+install_redis() {
+    if [[ $(id -u) -ne 0 ]] || ! have apt-get; then
+        log "redis-server is not installed and cannot be installed automatically"
+        log "(need root and apt-get); install it with: apt-get install -y redis-server"
+        return 1
+    fi
+    log "installing redis-server with apt-get ..."
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq redis-server >/dev/null
+}
+
+start_redis() {
+    if ! is_local "$REDIS_HOST"; then
+        log "redis at $REDIS_HOST:$REDIS_PORT is not reachable and is not local; not starting one"
+        return 1
+    fi
+    if ! have redis-server; then
+        install_redis || return 1
+        # The package's post-install may already have started a server.
+        redis_ping && return 0
+    fi
+    log "starting a throwaway redis-server on $REDIS_HOST:$REDIS_PORT (log: /tmp/fkd-redis.log)"
+    redis-server --daemonize yes --bind "$REDIS_HOST" --port "$REDIS_PORT" \
+        --save "" --appendonly no --dir /tmp --logfile /tmp/fkd-redis.log \
+        --pidfile "/tmp/fkd-redis-$REDIS_PORT.pid" >/dev/null || return 1
+    for _ in $(seq 50); do
+        redis_ping && return 0
+        sleep 0.1
+    done
+    log "redis-server did not answer; see /tmp/fkd-redis.log"
+    return 1
+}
+
+ensure_redis() {
+    if redis_ping || start_redis; then
+        echo "redis: ok ($REDIS_HOST:$REDIS_PORT)"
+        return 0
+    fi
+    echo "redis: FAILED ($REDIS_HOST:$REDIS_PORT is not reachable and could not be started)"
+    return 1
+}
+
+# --- PostgreSQL -------------------------------------------------------------
+
+pg_ready() {
+    if have pg_isready; then
+        pg_isready -q -h "$PG_HOST" -p "$PG_PORT" -t 2
+        return
+    fi
+    timeout 2 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$PG_HOST" "$PG_PORT" 2>/dev/null
+}
+
+pg_missing() {
+    echo "postgres: MISSING ($PG_HOST:$PG_PORT: $1)"
+    echo "  tests marked 'postgres' will fail; everything else still runs."
+    if pg_installed; then
+        echo "  start it with: pg_ctlcluster <version> main start"
+    else
+        echo "  install it with: apt-get install -y postgresql"
+    fi
+    echo "  (or deselect those tests: make test PYTEST_ARGS='-m \"not postgres\"')"
+}
+
+start_pg() {
+    is_local "$PG_HOST" || return 1
+    have pg_ctlcluster && [[ -d /etc/postgresql ]] || return 1
+    local ver
+    for ver in $(ls /etc/postgresql); do
+        [[ -d /etc/postgresql/$ver/main ]] || continue
+        log "starting PostgreSQL cluster $ver/main"
+        pg_ctlcluster --skip-systemctl-redirect "$ver" main start >&2 || true
+    done
+    for _ in $(seq 50); do
+        pg_ready && return 0
+        sleep 0.2
+    done
+    return 1
+}
+
+pg_installed() {
+    have pg_ctlcluster || have postgres || compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null
+}
+
+ensure_pg_database() {
+    if ! have psql; then
+        log "psql not found; not checking that database '$PG_DB' exists"
+        return 0
+    fi
+    local out
+    export PGCONNECT_TIMEOUT=3
+    if [[ $(psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d postgres -tAc \
+            "select 1 from pg_database where datname = '$PG_DB'" 2>/dev/null) == 1 ]]; then
+        return 0
+    fi
+    if out=$(psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d postgres \
+            -c "create database \"$PG_DB\"" 2>&1) || [[ $out == *"already exists"* ]]; then
+        return 0
+    fi
+    log "could not create database '$PG_DB': $out"
+    return 1
+}
+
+ensure_pg() {
+    if ! pg_ready; then
+        if ! pg_installed; then
+            pg_missing "PostgreSQL is not installed"
+            return 0
+        fi
+        if ! start_pg; then
+            pg_missing "installed but not running, and could not be started"
+            return 0
+        fi
+    fi
+    if ensure_pg_database; then
+        echo "postgres: ok ($PG_HOST:$PG_PORT, database $PG_DB)"
+    else
+        echo "postgres: MISSING database '$PG_DB' on $PG_HOST:$PG_PORT (server is up but creating it failed)"
+        echo "  tests marked 'postgres' will fail; everything else still runs."
+    fi
+}
+
+# --- main -------------------------------------------------------------------
+
+case "${1:-}" in
+    ensure)
+        rc=0
+        ensure_redis || rc=1
+        ensure_pg
+        exit $rc
+        ;;
+    *)
+        echo "usage: $0 ensure" >&2
+        exit 2
+        ;;
+esac

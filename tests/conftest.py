@@ -1,0 +1,88 @@
+"""Fixtures shared by the suite.
+
+``store`` runs a test once per store kind (locmem, the database cache, Redis
+through django-redis); ``frag`` is the fragmented alias over that store.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+from django.core.cache import caches
+from django.test import override_settings
+
+from fragmented_keys_django import TenantContext
+from fragmented_keys_django.config import reset_configuration
+from fragmented_keys_django.invalidation import ModelTagManager
+
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")
+REDIS_DB = 13
+
+
+def store_settings(kind: str, **wrapper: object) -> dict:
+    """Return ``CACHES`` with alias ``default`` = a store of *kind*, ``fragmented`` wrapping it."""
+    if kind == "locmem":
+        store = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": uuid.uuid4().hex}
+    elif kind == "db":
+        store = {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "fkd_cache_table"}
+    elif kind == "redis":
+        store = {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": f"{REDIS_URL}/{REDIS_DB}",
+            "KEY_PREFIX": uuid.uuid4().hex[:8],
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 2, "SOCKET_TIMEOUT": 2},
+        }
+    elif kind == "django-redis-builtin":
+        store = {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"{REDIS_URL}/{REDIS_DB}",
+            "KEY_PREFIX": uuid.uuid4().hex[:8],
+        }
+    else:  # pragma: no cover
+        raise ValueError(kind)
+    frag = {
+        "BACKEND": "fragmented_keys_django.FragmentedKeysCacheBackend",
+        "CACHE_NAME": "default",
+        "PREFIX": "t",
+        **wrapper,
+    }
+    return {"default": store, "fragmented": frag}
+
+
+STORES = [
+    pytest.param("locmem", id="locmem"),
+    pytest.param("db", id="db", marks=pytest.mark.django_db(transaction=True)),
+    pytest.param("redis", id="redis", marks=pytest.mark.redis),
+]
+
+
+@pytest.fixture(params=STORES)
+def store(request):
+    """Name of the store kind under test; CACHES is overridden for the test's duration."""
+    kind = request.param
+    with override_settings(CACHES=store_settings(kind)):
+        if kind == "db":
+            from django.core.management import call_command
+
+            call_command("createcachetable", verbosity=0)
+        yield kind
+        caches["fragmented"].close()
+
+
+@pytest.fixture
+def frag(store):
+    """The fragmented alias over the current store."""
+    return caches["fragmented"]
+
+
+@pytest.fixture(autouse=True)
+def _clean_state():
+    """Each test starts outside any tenant, with default configuration and no registrations."""
+    TenantContext.clear_all()
+    reset_configuration()
+    yield
+    TenantContext.clear_all()
+    reset_configuration()
+    ModelTagManager.clear_all()

@@ -1,0 +1,18 @@
+from django.db import models
+
+from fragmented_keys_django import CacheAwareManager
+
+
+class Hospital(models.Model):
+    name = models.CharField(max_length=100)
+
+
+class Patient(models.Model):
+    name = models.CharField(max_length=100)
+    hospital = models.ForeignKey(Hospital, null=True, on_delete=models.CASCADE, related_name="patients")
+    objects = CacheAwareManager()
+
+
+class Doctor(models.Model):
+    name = models.CharField(max_length=100)
+    patients = models.ManyToManyField(Patient, related_name="doctors")
