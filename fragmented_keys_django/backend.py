@@ -32,7 +32,7 @@ from typing import Any
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 from django.db import transaction
 
-from . import metrics
+from . import invalidation, metrics
 from .conf import (
     BACKEND_PATHS,
     BackendOptions,
@@ -190,6 +190,12 @@ class FragmentedKeysCacheBackend(BaseCache):
         if not isinstance(group_id, str):
             raise TypeError(f"group_id must be a string, got {group_id!r}")
         return tenant, entry_keys(self.options.prefix, tenant, self._epoch(), made, group_id, tags)
+
+    def _bypass(self, tenant: str | None) -> bool:
+        """True if tagged reads must not use the cache now (dirty transaction, bump pending)."""
+        if read_bypassed():
+            return True
+        return bool(invalidation._retrier._suspect) and invalidation.is_suspect(self.alias, tenant)
 
     def _failed(self, operation: str, tenant: str | None, exc: BaseException) -> None:
         metrics.record_store_error(self.alias, tenant, operation, exc)
@@ -658,7 +664,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         """
         specs = normalize_tags(tags)
         tenant, ek = self._keys(key, specs, group_id, version, False)
-        if read_bypassed():
+        if self._bypass(tenant):
             return default
         try:
             raw = self.store.get_many([ek.entry, *ek.version_keys])
@@ -675,6 +681,8 @@ class FragmentedKeysCacheBackend(BaseCache):
         """Async twin of :meth:`get_with_tags`."""
         specs = normalize_tags(tags)
         tenant, ek = self._keys(key, specs, group_id, version, False)
+        if self._bypass(tenant):
+            return default
         try:
             raw = await self.store.aget_many([ek.entry, *ek.version_keys])
         except metrics.store_errors() as exc:
@@ -697,7 +705,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         all share *tags*.
         """
         tenant, plans = self._many_tagged(keys, tags, group_id, version)
-        if not plans or read_bypassed():
+        if not plans or self._bypass(tenant):
             return {}
         wanted = dict.fromkeys(k for ek in plans.values() for k in (ek.entry, *ek.version_keys))
         try:
@@ -772,8 +780,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         specs = normalize_tags(tags)
         tenant, ek = self._keys(key, specs, group_id, version, False)
         timeout = self._timeout(timeout, strict=True)
-        mode, using = write_mode()
-        if mode is WriteMode.BYPASS:
+        if self._bypass(tenant):
             return default() if callable(default) else default
         store = self.store
         try:
@@ -785,6 +792,9 @@ class FragmentedKeysCacheBackend(BaseCache):
         self._signal(hit, tenant, key)
         if hit:
             return value
+        mode, using = write_mode()
+        if mode is WriteMode.BYPASS:
+            return default() if callable(default) else default
         locked = False
         lkey = lock_key(ek.entry)
         try:
@@ -862,6 +872,8 @@ class FragmentedKeysCacheBackend(BaseCache):
             result = default()
             return await result if inspect.isawaitable(result) else result
 
+        if self._bypass(tenant):
+            return await compute()
         try:
             raw = await store.aget_many([ek.entry, *ek.version_keys])
         except metrics.store_errors() as exc:

@@ -34,7 +34,7 @@ from .keys import tag_version_key
 from .signals import tags_bumped, tenant_flushed
 from .tags import normalize_tags
 from .tenancy.context import current_tenant_id
-from .transactions import open_transactions
+from .transactions import note_pending_bump, open_transactions
 from .versions import abump, bump
 
 __all__ = [
@@ -135,6 +135,7 @@ def _announce(group: list[_Bump]) -> None:
 def _queue_on_commit(conn: Any, item: _Bump) -> None:
     hook = PendingBump(conn.alias, [item])
     transaction.on_commit(hook, using=conn.alias, robust=True)
+    note_pending_bump(conn)
 
 
 def bump_keys(

@@ -85,6 +85,7 @@ def tag_version_key(prefix: str, tenant: str | None, name: str, instance: str) -
     return _slot(prefix, tenant) + "v:" + _digest("v", prefix, tenant, name, instance)
 
 
+@lru_cache(maxsize=65536)
 def entry_keys(
     prefix: str,
     tenant: str | None,

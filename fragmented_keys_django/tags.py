@@ -130,6 +130,12 @@ def normalize_tags(tags: Iterable[Any] | None) -> tuple[TagSpec, ...]:
     """
     if tags is None:
         return ()
+    if type(tags) is list and len(tags) == 1:
+        # Fast path for the common single (name, instance) tag.
+        t = tags[0]
+        if type(t) is tuple and len(t) == 2 and type(t[0]) is str and t[0] and type(t[1]) is str:
+            if len(t[0]) <= MAX_TAG_PART_LENGTH and len(t[1]) <= MAX_TAG_PART_LENGTH:
+                return (TagSpec(t[0], t[1]),)
     if isinstance(tags, str | bytes | dict) or (
         isinstance(tags, tuple) and len(tags) in (2, 3) and isinstance(tags[0], str)
     ):

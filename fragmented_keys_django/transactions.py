@@ -20,6 +20,7 @@ here: tests see the same behaviour as autocommit code.
 from __future__ import annotations
 
 import enum
+import threading
 from typing import Any
 
 from django.db import connections
@@ -78,16 +79,35 @@ def write_mode() -> tuple[WriteMode, str | None]:
     open_ = open_transactions()
     if not open_:
         return WriteMode.NOW, None
-    if any(has_pending_bumps(c) for c in open_):
-        return WriteMode.BYPASS, None
+    dirty = [c for c in open_ if has_pending_bumps(c)]
+    if dirty:
+        return WriteMode.BYPASS, dirty[0].alias if len(open_) == 1 else None
     if len(open_) == 1 and _statement_snapshots(open_[0]):
         return WriteMode.DEFER, open_[0].alias
     return WriteMode.SKIP, None
 
 
+# Connections of this thread on which we queued bumps. Django's database
+# connections are per thread, so this registry is too; it lets the hot read
+# path answer "is a dirty transaction open?" without walking every connection.
+_dirty = threading.local()
+
+
+def note_pending_bump(conn: Any) -> None:
+    """Remember that *conn* (this thread's connection) has a bump of ours queued."""
+    conns = getattr(_dirty, "conns", None)
+    if conns is None:
+        conns = _dirty.conns = set()
+    conns.add(conn)
+
+
 def read_bypassed() -> bool:
     """Return True if tagged reads must skip the cache (a dirty transaction is open)."""
-    for c in connections.all(initialized_only=True):
-        if c.in_atomic_block and c.run_on_commit and _real_blocks(c) and has_pending_bumps(c):
+    conns = getattr(_dirty, "conns", None)
+    if not conns:
+        return False
+    for c in list(conns):
+        if c.in_atomic_block and has_pending_bumps(c):
             return True
+        conns.discard(c)  # committed, or its bumps were rolled back
     return False
