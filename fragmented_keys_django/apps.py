@@ -14,6 +14,7 @@ class FragmentedKeysConfig(AppConfig):
         from django.core.signals import setting_changed
 
         from . import checks  # noqa: F401  (registers the checks)
-        from .conf import on_setting_changed
+        from .conf import apply_project_settings, on_setting_changed
 
+        apply_project_settings()
         setting_changed.connect(on_setting_changed, dispatch_uid="fkd:setting_changed")

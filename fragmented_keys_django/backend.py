@@ -115,6 +115,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         self._explicit_timeout = "TIMEOUT" in params or "timeout" in params
         self._store: Any = None
         self._verify = False
+        self._tenant_stores: Any = _MISSING
 
     # -- plumbing -----------------------------------------------------------
 
@@ -149,9 +150,41 @@ class FragmentedKeysCacheBackend(BaseCache):
 
     @property
     def verify_bumps(self) -> bool:
-        """True if bumps on this store are read back (stores that drop failed writes)."""
+        """True if bumps on the shared store are read back (stores that drop failed writes)."""
         _ = self.store
         return self._verify
+
+    def verify_bumps_on(self, store: Any) -> bool:
+        """True if bumps on *store* must be read back."""
+        if store is self.store:
+            return self._verify
+        if self.options.verify_bumps is not None:
+            return self.options.verify_bumps
+        return not store_is_reliable(f"{type(store).__module__}.{type(store).__qualname__}")
+
+    @property
+    def tenant_stores(self) -> Any:
+        """The alias's :class:`~fragmented_keys_django.tenancy.stores.TenantStores`, or ``None``."""
+        ts = self._tenant_stores
+        if ts is _MISSING:
+            from .tenancy.stores import stores_for_alias
+
+            ts = self._tenant_stores = stores_for_alias(self.alias, self.options)
+        return ts
+
+    def _store_of(self, tenant: str | None) -> Any:
+        """Return the store holding *tenant*'s entries and tag versions."""
+        if tenant is not None and self.options.tenant_stores is not None:
+            own = self.tenant_stores.store_for(tenant)
+            if own is not None:
+                return own
+        store = self._store
+        return store if store is not None else self.store
+
+    def store_for(self, tenant: Any = _MISSING) -> Any:
+        """Return the store used for *tenant* (default: the current tenant)."""
+        tid = self._tenant() if tenant is _MISSING else (None if tenant is None else tenant_id_of(tenant))
+        return self._store_of(tid)
 
     def _tenant(self) -> str | None:
         tenant = current_tenant_id()
@@ -257,7 +290,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         """
         tenant, ek = self._keys(key, (), "", version, True)
         try:
-            raw = self.store.get_many([ek.entry, *ek.version_keys])
+            raw = self._store_of(tenant).get_many([ek.entry, *ek.version_keys])
         except metrics.store_errors() as exc:
             self._failed("get", tenant, exc)
             return default
@@ -268,7 +301,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         """Async twin of :meth:`get`."""
         tenant, ek = self._keys(key, (), "", version, True)
         try:
-            raw = await self.store.aget_many([ek.entry, *ek.version_keys])
+            raw = await self._store_of(tenant).aget_many([ek.entry, *ek.version_keys])
         except metrics.store_errors() as exc:
             self._failed("get", tenant, exc)
             return default
@@ -284,7 +317,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         """
         tenant, ek = self._keys(key, (), "", version, True)
         timeout = self._timeout(timeout)
-        store = self.store
+        store = self._store_of(tenant)
         try:
             tokens = self._write_tokens(store, ek, None)
             if tokens is not None:
@@ -296,7 +329,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         """Async twin of :meth:`set`."""
         tenant, ek = self._keys(key, (), "", version, True)
         timeout = self._timeout(timeout)
-        store = self.store
+        store = self._store_of(tenant)
         try:
             tokens = await self._awrite_tokens(store, ek, None)
             if tokens is not None:
@@ -313,7 +346,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         """
         tenant, ek = self._keys(key, (), "", version, True)
         timeout = self._timeout(timeout)
-        store = self.store
+        store = self._store_of(tenant)
         try:
             raw = store.get_many([ek.entry, *ek.version_keys])
             if _decode(ek, raw)[0]:
@@ -332,7 +365,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         """Async twin of :meth:`add`."""
         tenant, ek = self._keys(key, (), "", version, True)
         timeout = self._timeout(timeout)
-        store = self.store
+        store = self._store_of(tenant)
         try:
             raw = await store.aget_many([ek.entry, *ek.version_keys])
             if _decode(ek, raw)[0]:
@@ -351,7 +384,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         """Set a new expiry on a live entry; return False if *key* has none."""
         tenant, ek = self._keys(key, (), "", version, True)
         timeout = self._timeout(timeout)
-        store = self.store
+        store = self._store_of(tenant)
         try:
             raw = store.get_many([ek.entry, *ek.version_keys])
             if not _decode(ek, raw)[0]:
@@ -365,7 +398,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         """Async twin of :meth:`touch`."""
         tenant, ek = self._keys(key, (), "", version, True)
         timeout = self._timeout(timeout)
-        store = self.store
+        store = self._store_of(tenant)
         try:
             raw = await store.aget_many([ek.entry, *ek.version_keys])
             if not _decode(ek, raw)[0]:
@@ -378,7 +411,7 @@ class FragmentedKeysCacheBackend(BaseCache):
     def delete(self, key: Any, version: int | None = None) -> bool:
         """Delete *key*'s entry; return True only if a live entry was deleted."""
         tenant, ek = self._keys(key, (), "", version, True)
-        store = self.store
+        store = self._store_of(tenant)
         try:
             raw = store.get_many([ek.entry, *ek.version_keys])
             live = _decode(ek, raw)[0]
@@ -393,7 +426,7 @@ class FragmentedKeysCacheBackend(BaseCache):
     async def adelete(self, key: Any, version: int | None = None) -> bool:
         """Async twin of :meth:`delete`."""
         tenant, ek = self._keys(key, (), "", version, True)
-        store = self.store
+        store = self._store_of(tenant)
         try:
             raw = await store.aget_many([ek.entry, *ek.version_keys])
             live = _decode(ek, raw)[0]
@@ -420,7 +453,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         atomic, and the entry gets the alias's default timeout again.
         """
         tenant, ek = self._keys(key, (), "", version, True)
-        store = self.store
+        store = self._store_of(tenant)
         raw = store.get_many([ek.entry, *ek.version_keys])
         hit, value = _decode(ek, raw)
         if not hit:
@@ -432,7 +465,7 @@ class FragmentedKeysCacheBackend(BaseCache):
     async def aincr(self, key: Any, delta: int = 1, version: int | None = None) -> Any:
         """Async twin of :meth:`incr`."""
         tenant, ek = self._keys(key, (), "", version, True)
-        store = self.store
+        store = self._store_of(tenant)
         raw = await store.aget_many([ek.entry, *ek.version_keys])
         hit, value = _decode(ek, raw)
         if not hit:
@@ -465,7 +498,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         if not entries:
             return {}
         try:
-            raw = self.store.get_many([*entries, ns])
+            raw = self._store_of(tenant).get_many([*entries, ns])
         except metrics.store_errors() as exc:
             self._failed("get_many", tenant, exc)
             return {}
@@ -477,7 +510,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         if not entries:
             return {}
         try:
-            raw = await self.store.aget_many([*entries, ns])
+            raw = await self._store_of(tenant).aget_many([*entries, ns])
         except metrics.store_errors() as exc:
             self._failed("get_many", tenant, exc)
             return {}
@@ -498,7 +531,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         timeout = self._timeout(timeout)
         if not entries:
             return []
-        store = self.store
+        store = self._store_of(tenant)
         try:
             tokens = self._write_tokens(store, EntryKeys("", (ns,)), None)
             if tokens is None:
@@ -523,7 +556,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         timeout = self._timeout(timeout)
         if not entries:
             return []
-        store = self.store
+        store = self._store_of(tenant)
         try:
             tokens = await self._awrite_tokens(store, EntryKeys("", (ns,)), None)
             if tokens is None:
@@ -547,7 +580,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         tenant, entries, _ = self._many_keys(keys, version)
         if entries:
             try:
-                self.store.delete_many(list(entries))
+                self._store_of(tenant).delete_many(list(entries))
             except metrics.store_errors() as exc:
                 self._failed("delete_many", tenant, exc)
 
@@ -556,7 +589,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         tenant, entries, _ = self._many_keys(keys, version)
         if entries:
             try:
-                await self.store.adelete_many(list(entries))
+                await self._store_of(tenant).adelete_many(list(entries))
             except metrics.store_errors() as exc:
                 self._failed("delete_many", tenant, exc)
 
@@ -603,7 +636,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         mode, using = write_mode()
         if mode is WriteMode.SKIP:
             return False
-        store = self.store
+        store = self._store_of(tenant)
         try:
             tokens = self._write_tokens(store, ek, None)
             if tokens is None:
@@ -625,7 +658,7 @@ class FragmentedKeysCacheBackend(BaseCache):
 
     def _deferred_put(self, key: Any, entry: str, env: tuple, timeout: Any, tenant: str | None) -> None:
         try:
-            self._put(self.store, key, entry, env, timeout)
+            self._put(self._store_of(tenant), key, entry, env, timeout)
         except metrics.store_errors() as exc:
             self._failed("set_on_commit", tenant, exc)
 
@@ -642,7 +675,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         specs = normalize_tags(tags)
         tenant, ek = self._keys(key, specs, group_id, version, False)
         timeout = self._timeout(timeout, strict=True)
-        store = self.store
+        store = self._store_of(tenant)
         try:
             tokens = await self._awrite_tokens(store, ek, None)
             if tokens is None:
@@ -667,7 +700,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         if self._bypass(tenant):
             return default
         try:
-            raw = self.store.get_many([ek.entry, *ek.version_keys])
+            raw = self._store_of(tenant).get_many([ek.entry, *ek.version_keys])
         except metrics.store_errors() as exc:
             self._failed("get_with_tags", tenant, exc)
             return default
@@ -684,7 +717,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         if self._bypass(tenant):
             return default
         try:
-            raw = await self.store.aget_many([ek.entry, *ek.version_keys])
+            raw = await self._store_of(tenant).aget_many([ek.entry, *ek.version_keys])
         except metrics.store_errors() as exc:
             self._failed("get_with_tags", tenant, exc)
             return default
@@ -709,7 +742,7 @@ class FragmentedKeysCacheBackend(BaseCache):
             return {}
         wanted = dict.fromkeys(k for ek in plans.values() for k in (ek.entry, *ek.version_keys))
         try:
-            raw = self.store.get_many(list(wanted))
+            raw = self._store_of(tenant).get_many(list(wanted))
         except metrics.store_errors() as exc:
             self._failed("get_many_with_tags", tenant, exc)
             return {}
@@ -728,7 +761,7 @@ class FragmentedKeysCacheBackend(BaseCache):
             return {}
         wanted = dict.fromkeys(k for ek in plans.values() for k in (ek.entry, *ek.version_keys))
         try:
-            raw = await self.store.aget_many(list(wanted))
+            raw = await self._store_of(tenant).aget_many(list(wanted))
         except metrics.store_errors() as exc:
             self._failed("get_many_with_tags", tenant, exc)
             return {}
@@ -782,7 +815,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         timeout = self._timeout(timeout, strict=True)
         if self._bypass(tenant):
             return default() if callable(default) else default
-        store = self.store
+        store = self._store_of(tenant)
         try:
             raw = store.get_many([ek.entry, *ek.version_keys])
         except metrics.store_errors() as exc:
@@ -864,7 +897,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         specs = normalize_tags(tags)
         tenant, ek = self._keys(key, specs, group_id, version, False)
         timeout = self._timeout(timeout, strict=True)
-        store = self.store
+        store = self._store_of(tenant)
 
         async def compute() -> Any:
             if not callable(default):
@@ -919,7 +952,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         specs = normalize_tags(tags)
         tenant, ek = self._keys(key, specs, group_id, version, False)
         try:
-            return bool(self.store.delete(ek.entry))
+            return bool(self._store_of(tenant).delete(ek.entry))
         except metrics.store_errors() as exc:
             self._failed("delete_with_tags", tenant, exc)
             return False
@@ -931,7 +964,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         specs = normalize_tags(tags)
         tenant, ek = self._keys(key, specs, group_id, version, False)
         try:
-            return bool(await self.store.adelete(ek.entry))
+            return bool(await self._store_of(tenant).adelete(ek.entry))
         except metrics.store_errors() as exc:
             self._failed("delete_with_tags", tenant, exc)
             return False
@@ -995,11 +1028,11 @@ class FragmentedKeysCacheBackend(BaseCache):
         repeats; compare for equality only.
         """
         key = self.tag_version_key(tag_name, instance)
-        value = self.store.get(key)
+        value = self._store_of(self._tenant()).get(key)
         return 0 if value is None else int(value)
 
     async def aget_tag_version(self, tag_name: str, instance: str | int = "") -> int:
         """Async twin of :meth:`get_tag_version`."""
         key = self.tag_version_key(tag_name, instance)
-        value = await self.store.aget(key)
+        value = await self._store_of(self._tenant()).aget(key)
         return 0 if value is None else int(value)

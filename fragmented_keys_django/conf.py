@@ -46,6 +46,9 @@ _OPTION_DEFAULTS: dict[str, Any] = {
     "STAMPEDE_WAIT": 5.0,
     "STAMPEDE_POLL": 0.02,
     "VERIFY_BUMPS": None,
+    "TENANT_STORES": None,
+    "TENANT_CONFIG_URL": None,
+    "TENANT_CONFIG_RECHECK": 1.0,
 }
 
 # Stores whose set/set_many either lands or raises; others get read-back checks.
@@ -105,6 +108,14 @@ def _seconds(value: Any, where: str, *, allow_none: bool = True) -> float | None
     return value
 
 
+def _url(value: Any, where: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigurationError(f"{where} must be a redis:// URL or None, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class BackendOptions:
     """Parsed options of one fragmented alias. Build with :meth:`from_params`."""
@@ -121,6 +132,9 @@ class BackendOptions:
     stampede_wait: float
     stampede_poll: float
     verify_bumps: bool | None
+    tenant_stores: Any
+    tenant_config_url: str | None
+    tenant_config_recheck: float
 
     @classmethod
     def from_params(cls, alias: str, location: str, params: dict[str, Any]) -> BackendOptions:
@@ -179,6 +193,11 @@ class BackendOptions:
             stampede_poll=_seconds(o["STAMPEDE_POLL"], f"{where}['STAMPEDE_POLL']", allow_none=False)
             or 0.001,
             verify_bumps=o["VERIFY_BUMPS"],
+            tenant_stores=o["TENANT_STORES"],
+            tenant_config_url=_url(o["TENANT_CONFIG_URL"], f"{where}['TENANT_CONFIG_URL']"),
+            tenant_config_recheck=_seconds(
+                o["TENANT_CONFIG_RECHECK"], f"{where}['TENANT_CONFIG_RECHECK']", allow_none=False
+            ),
         )
 
 
@@ -257,11 +276,81 @@ def resolve_alias(name: str | None = None) -> str:
 
 
 def on_setting_changed(*, setting: str, **kwargs: Any) -> None:
-    """Forget cached choices when ``CACHES`` changes (``override_settings`` in tests)."""
+    """Forget cached choices when ``CACHES`` or ``FRAGMENTED_KEYS`` change (``override_settings``)."""
+    if setting == "FRAGMENTED_KEYS":
+        set_default_alias(None)
+        apply_project_settings()
     if setting == "CACHES":
+        from .tenancy.stores import reset_registry
+
+        reset_registry()
         global _default_alias
         if _default_alias is not None:
             from django.conf import settings
 
             if _default_alias not in settings.CACHES:
                 _default_alias = None
+
+
+# -- project-wide settings: settings.FRAGMENTED_KEYS ---------------------------
+
+_PROJECT_DEFAULTS: dict[str, Any] = {
+    # Where the current tenant comes from when no use_tenant() is in effect:
+    # "fragmented_keys_django" (ours only), "django_tenants", "omnitenant", or a
+    # dotted path to a zero-argument callable returning a tenant or None.
+    "TENANT_SOURCE": "fragmented_keys_django",
+    # The fragmented alias used when none is named (default: the first one).
+    "DEFAULT_ALIAS": None,
+}
+
+_BUILTIN_SOURCES = {
+    "fragmented_keys_django": None,
+    "django_tenants": "fragmented_keys_django.tenancy.sources.django_tenants_tenant",
+    "omnitenant": "fragmented_keys_django.tenancy.sources.omnitenant_tenant",
+}
+
+
+def project_settings() -> dict[str, Any]:
+    """Return ``settings.FRAGMENTED_KEYS`` merged over the defaults; raise on unknown keys."""
+    from django.conf import settings
+
+    given = getattr(settings, "FRAGMENTED_KEYS", {}) or {}
+    if not isinstance(given, dict):
+        raise ConfigurationError(f"settings.FRAGMENTED_KEYS must be a dict, got {given!r}")
+    for name in given:
+        if name not in _PROJECT_DEFAULTS:
+            close = difflib.get_close_matches(name, list(_PROJECT_DEFAULTS), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigurationError(
+                f"settings.FRAGMENTED_KEYS has an unknown key {name!r}.{hint} "
+                f"Known: {', '.join(sorted(_PROJECT_DEFAULTS))}."
+            )
+    return {**_PROJECT_DEFAULTS, **given}
+
+
+def apply_project_settings() -> None:
+    """Install the tenant source and default alias from ``settings.FRAGMENTED_KEYS``."""
+    from django.utils.module_loading import import_string
+
+    from .tenancy.context import set_tenant_source
+
+    conf = project_settings()
+    source = conf["TENANT_SOURCE"]
+    path = _BUILTIN_SOURCES.get(source, source) if isinstance(source, str) else source
+    if path is None:
+        set_tenant_source(None)
+    elif isinstance(path, str):
+        try:
+            set_tenant_source(import_string(path))
+        except ImportError as exc:
+            raise ConfigurationError(
+                f"settings.FRAGMENTED_KEYS['TENANT_SOURCE'] = {source!r} cannot be imported: {exc}"
+            ) from exc
+    elif callable(path):
+        set_tenant_source(path)
+    else:
+        raise ConfigurationError(
+            f"settings.FRAGMENTED_KEYS['TENANT_SOURCE'] must be a name, a dotted path or a callable, got {source!r}"
+        )
+    if conf["DEFAULT_ALIAS"] is not None:
+        set_default_alias(conf["DEFAULT_ALIAS"])

@@ -81,16 +81,22 @@ def _backend(alias: str) -> Any:
     return caches[alias]
 
 
-def apply_bumps(items: list[_Bump], *, raise_errors: bool = False) -> None:
-    """Write *items* now: one ``set_many`` per store alias. Failures are retried later."""
-    by_store: dict[str, list[_Bump]] = {}
+def _by_store(items: list[_Bump]) -> list[tuple[Any, Any, list[_Bump]]]:
+    """Group *items* by the store that holds their tenant's versions: ``(backend, store, items)``."""
+    groups: dict[int, tuple[Any, Any, list[_Bump]]] = {}
     for item in items:
-        by_store.setdefault(_backend(item.alias).options.cache_name, []).append(item)
-    for group in by_store.values():
-        backend = _backend(group[0].alias)
+        backend = _backend(item.alias)
+        store = backend._store_of(item.tenant)
+        groups.setdefault(id(store), (backend, store, []))[2].append(item)
+    return list(groups.values())
+
+
+def apply_bumps(items: list[_Bump], *, raise_errors: bool = False) -> None:
+    """Write *items* now: one ``set_many`` per store. Failures are retried later."""
+    for backend, store, group in _by_store(items):
         keys = [k for item in group for k in item.keys]
         try:
-            bump(backend.store, keys, backend.options.version_timeout, backend.verify_bumps)
+            bump(store, keys, backend.options.version_timeout, backend.verify_bumps_on(store))
         except (*metrics.store_errors(), BumpFailed) as exc:
             for item in group:
                 metrics.record_store_error(item.alias, item.tenant, "bump", exc, level=logging.ERROR)
@@ -103,14 +109,10 @@ def apply_bumps(items: list[_Bump], *, raise_errors: bool = False) -> None:
 
 async def aapply_bumps(items: list[_Bump]) -> None:
     """Async twin of :func:`apply_bumps` (used by the ``a*`` methods)."""
-    by_store: dict[str, list[_Bump]] = {}
-    for item in items:
-        by_store.setdefault(_backend(item.alias).options.cache_name, []).append(item)
-    for group in by_store.values():
-        backend = _backend(group[0].alias)
+    for backend, store, group in _by_store(items):
         keys = [k for item in group for k in item.keys]
         try:
-            await abump(backend.store, keys, backend.options.version_timeout, backend.verify_bumps)
+            await abump(store, keys, backend.options.version_timeout, backend.verify_bumps_on(store))
         except (*metrics.store_errors(), BumpFailed) as exc:
             for item in group:
                 metrics.record_store_error(item.alias, item.tenant, "bump", exc, level=logging.ERROR)
@@ -248,7 +250,8 @@ class _Retrier:
         for item in items:
             try:
                 backend = _backend(item.alias)
-                bump(backend.store, item.keys, backend.options.version_timeout, backend.verify_bumps)
+                store = backend._store_of(item.tenant)
+                bump(store, item.keys, backend.options.version_timeout, backend.verify_bumps_on(store))
             except Exception as exc:  # retried below; counted and logged each time
                 metrics.record_store_error(item.alias, item.tenant, "bump_retry", exc)
                 left.append(item)

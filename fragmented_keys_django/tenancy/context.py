@@ -17,7 +17,13 @@ from typing import Any, Callable, TypeVar
 
 from ..exceptions import InvalidTenant
 
-__all__ = ["MAX_TENANT_ID_LENGTH", "TenantContext", "current_tenant_id", "tenant_id_of"]
+__all__ = [
+    "MAX_TENANT_ID_LENGTH",
+    "TenantContext",
+    "current_tenant_id",
+    "set_tenant_source",
+    "tenant_id_of",
+]
 
 #: Longest tenant id accepted, in characters. Keys are hashed, so the limit
 #: guards memory and logs rather than key length.
@@ -25,8 +31,38 @@ MAX_TENANT_ID_LENGTH = 65_536
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# (tenant as given, normalised tenant id) or None outside any tenant.
-_current: ContextVar[tuple[Any, str] | None] = ContextVar("fkd_tenant", default=None)
+_UNSET: Any = object()
+
+# (tenant as given, normalised tenant id); None = the public namespace, chosen
+# explicitly; _UNSET = no use_tenant() in effect: ask the configured source.
+_current: ContextVar[Any] = ContextVar("fkd_tenant", default=_UNSET)
+
+# Zero-argument callables returning (tenant, tenant id) or None, consulted when
+# no use_tenant() is in effect (django-tenants' connection, omnitenant's
+# TenantContext...). Set from settings by ``set_tenant_source``.
+_source: Callable[[], Any] | None = None
+
+
+def set_tenant_source(source: Callable[[], Any] | None) -> None:
+    """Install *source*, a zero-argument callable returning the current tenant or ``None``.
+
+    It is consulted only when no ``use_tenant()`` is in effect, so an explicit
+    ``use_tenant`` always wins. ``None`` removes it.
+    """
+    global _source
+    _source = source
+
+
+def _from_source() -> tuple[Any, str] | None:
+    tenant = _source() if _source is not None else None
+    return None if tenant is None else (tenant, tenant_id_of(tenant))
+
+
+def _get() -> tuple[Any, str] | None:
+    cur = _current.get()
+    if cur is _UNSET:
+        return None if _source is None else _from_source()
+    return cur
 # Tokens of push_tenant() calls, so pop_tenant() can restore the outer tenant.
 _pushed: ContextVar[tuple[Token, ...]] = ContextVar("fkd_tenant_pushed", default=())
 
@@ -67,6 +103,10 @@ def tenant_id_of(tenant: Any) -> str:
 def current_tenant_id() -> str | None:
     """Return the current tenant id, or ``None`` outside any tenant (public)."""
     cur = _current.get()
+    if cur is _UNSET:
+        if _source is None:
+            return None
+        cur = _from_source()
     return None if cur is None else cur[1]
 
 
@@ -147,14 +187,13 @@ class TenantContext:
     @staticmethod
     def get_tenant() -> Any:
         """Return the current tenant as it was given, or ``None``."""
-        cur = _current.get()
+        cur = _get()
         return None if cur is None else cur[0]
 
     @staticmethod
     def get_tenant_id() -> str | None:
         """Return the current tenant id (``str``), or ``None`` outside any tenant."""
-        cur = _current.get()
-        return None if cur is None else cur[1]
+        return current_tenant_id()
 
     @staticmethod
     def push_tenant(tenant: Any) -> None:
@@ -175,6 +214,6 @@ class TenantContext:
 
     @staticmethod
     def clear_all() -> None:
-        """Leave every tenant: the public namespace becomes current."""
+        """Leave every tenant set with ``use_tenant``/``push_tenant`` (the source, if any, applies)."""
         _pushed.set(())
-        _current.set(None)
+        _current.set(_UNSET)
