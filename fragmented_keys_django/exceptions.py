@@ -7,6 +7,8 @@ Django's ``InvalidCacheKey(ValueError)`` does, so callers that already catch
 
 from __future__ import annotations
 
+import pickle
+
 from django.core.exceptions import ImproperlyConfigured
 
 
@@ -45,8 +47,11 @@ class InvalidTimeout(FragmentedKeysError, ValueError):
     """A timeout is negative or not a number of seconds."""
 
 
-class UnpicklableValue(FragmentedKeysError, TypeError):
-    """A value could not be pickled for the store; the message names the key."""
+class UnpicklableValue(FragmentedKeysError, pickle.PicklingError, TypeError):
+    """A value could not be pickled for the store; the message names the key.
+
+    Also a ``pickle.PicklingError``, which Django's cache contract expects.
+    """
 
 
 class BumpFailed(FragmentedKeysError, RuntimeError):

@@ -17,6 +17,7 @@ INSTALLED_APPS = [
     "django.contrib.auth",
     "fragmented_keys_django",
     "tests.testapp",
+    "tests.contract",
 ]
 
 _tmp = os.environ.get("FKD_TEST_TMP") or tempfile.gettempdir()

@@ -1,0 +1,165 @@
+"""Django's own cache-backend contract, run against FragmentedKeysCacheBackend.
+
+``BaseCacheTests`` comes unmodified from Django's test suite (vendored in
+``django_cache_tests.py``). Each class below runs it with every alias of
+Django's test CACHES (default, prefix, v2, custom_key, custom_key2, cull,
+zero_cull) turned into a FragmentedKeysCacheBackend wrapping its own inner
+store alias ``<alias>__store`` -- over LocMemCache, Django's RedisCache and
+django-redis.
+
+Cases that cannot apply to a wrapper are listed in ``NOT_APPLICABLE`` and
+skipped with that reason; cases rewritten to reach the inner store are in
+``ADAPTED``. Nothing else is skipped: a failure here is a contract breach.
+
+Redis-backed classes need Redis at ``REDIS_URL`` (default
+redis://127.0.0.1:6379; dbs 14 and 15) and error if it is unreachable.
+"""
+
+import copy
+import os
+import unittest
+
+import pytest
+import redis
+from django.core.cache import caches
+from django.test import TestCase, override_settings
+
+from . import django_cache_tests as dj
+
+# FKD_CONTRACT_WRAPPER=tests.contract.passthrough_backend.PassthroughCache
+# checks the harness itself against a naive pass-through wrapper.
+WRAPPER_BACKEND = os.environ.get(
+    "FKD_CONTRACT_WRAPPER", "fragmented_keys_django.FragmentedKeysCacheBackend"
+)
+STORE_SUFFIX = "__store"
+# Settings that belong to the wrapper alias; everything else (BACKEND,
+# LOCATION, OPTIONS incl. MAX_ENTRIES/CULL_FREQUENCY) goes to the inner store.
+WRAPPER_KEYS = ("KEY_PREFIX", "VERSION", "KEY_FUNCTION", "TIMEOUT")
+# Django's suite lets default/prefix/v2/custom_key/custom_key2 share one data
+# store (test_prefix, test_custom_key_func and the versioning tests rely on it),
+# so their inner stores share a store too. The cull stores count entries, so
+# each gets a store of its own.
+ISOLATED_ALIASES = ("cull", "zero_cull")
+STORE_KEY_PREFIX = "fkd-contract"
+
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
+DJANGO_REDIS_URL = f"{REDIS_URL}/14"
+DJANGO_REDIS_PKG_URL = f"{REDIS_URL}/15"
+
+NOT_APPLICABLE = {
+    # name: reason -- only cases that cannot apply to *any* wrapper.
+}
+
+ADAPTED = {
+    "test_cull_delete_when_store_empty": (
+        "sets _max_entries, an attribute of the culling store, on the inner "
+        "store alias instead of on the wrapper"
+    ),
+}
+
+
+def fragmented_caches_setting(inner_base, *, exclude=None, **params):
+    """Django's test CACHES (``caches_setting_for_tests``), each alias wrapped.
+
+    For every alias Django generates, returns ``alias`` (the wrapper, with
+    CACHE_NAME, KEY_PREFIX, VERSION, KEY_FUNCTION, TIMEOUT) and
+    ``alias__store`` (``inner_base`` plus the alias's OPTIONS).
+    """
+    generated = copy.deepcopy(
+        dj.caches_setting_for_tests(base=inner_base, exclude=exclude, **params)
+    )
+    setting = {}
+    for alias, conf in generated.items():
+        wrapper = {"BACKEND": WRAPPER_BACKEND, "CACHE_NAME": alias + STORE_SUFFIX}
+        wrapper.update({k: conf.pop(k) for k in WRAPPER_KEYS if k in conf})
+        store = conf
+        store["KEY_PREFIX"] = STORE_KEY_PREFIX
+        if alias in ISOLATED_ALIASES:
+            store["KEY_PREFIX"] = f"{STORE_KEY_PREFIX}-{alias}"
+            if store["BACKEND"].endswith(".LocMemCache"):
+                store["LOCATION"] = f"{store.get('LOCATION', '')}-{alias}"
+        setting[alias] = wrapper
+        setting[alias + STORE_SUFFIX] = store
+    return setting
+
+
+def not_applicable(cls):
+    """Replace each NOT_APPLICABLE case of ``cls`` by a skip giving its reason."""
+    for name, reason in NOT_APPLICABLE.items():
+
+        def skipped(self):
+            pass
+
+        skipped.__name__ = name
+        setattr(cls, name, unittest.skip(f"not applicable to a wrapper: {reason}")(skipped))
+    return cls
+
+
+class WrapperContractTests(dj.BaseCacheTests):
+    """BaseCacheTests plus what a wrapper needs; mixed into a TestCase below."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        # Start from empty inner stores (Django's suite assumes an empty store;
+        # the wrapper's own clear() only hides earlier entries).
+        for alias in caches.settings:
+            if alias.endswith(STORE_SUFFIX):
+                caches[alias].clear()
+
+    def test_cull_delete_when_store_empty(self):
+        try:
+            cull_cache = caches["cull"]
+        except dj.InvalidCacheBackendError:
+            self.skipTest("Culling isn't implemented.")
+        store = caches["cull" + STORE_SUFFIX]
+        old_max_entries = store._max_entries
+        # Force _cull to delete on first cached record.
+        store._max_entries = -1
+        try:
+            cull_cache.set("force_cull_delete", "value", 1000)
+            self.assertIs(cull_cache.has_key("force_cull_delete"), True)
+        finally:
+            store._max_entries = old_max_entries
+
+
+# Django's RedisCacheTests excludes the cull aliases: Redis has no MAX_ENTRIES.
+REDIS_EXCLUDED = {"cull", "zero_cull"}
+
+# The three stores, as wrapped CACHES settings (also used by test_async_contract).
+LOCMEM_CACHES = fragmented_caches_setting(
+    {
+        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+        "LOCATION": "fkd-contract-locmem",
+    }
+)
+DJANGO_REDIS_CACHES = fragmented_caches_setting(
+    {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": DJANGO_REDIS_URL},
+    exclude=REDIS_EXCLUDED,
+)
+DJANGO_REDIS_PKG_CACHES = fragmented_caches_setting(
+    {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": DJANGO_REDIS_PKG_URL},
+    exclude=REDIS_EXCLUDED,
+)
+
+
+@not_applicable
+@override_settings(CACHES=LOCMEM_CACHES)
+class LocMemWrapperContractTests(WrapperContractTests, TestCase):
+    pass
+
+
+@pytest.mark.redis
+@not_applicable
+@override_settings(CACHES=DJANGO_REDIS_CACHES)
+class DjangoRedisWrapperContractTests(WrapperContractTests, TestCase):
+    # Django's RedisCacheTests expects redis.ResponseError from incr(None); a
+    # wrapper may equally raise TypeError (as LocMemCache does).
+    incr_decr_type_error = (TypeError, redis.ResponseError)
+
+
+@pytest.mark.redis
+@not_applicable
+@override_settings(CACHES=DJANGO_REDIS_PKG_CACHES)
+class DjangoRedisPackageWrapperContractTests(WrapperContractTests, TestCase):
+    incr_decr_type_error = (TypeError, redis.ResponseError)
