@@ -191,8 +191,8 @@ class FragmentedKeysCacheBackend(BaseCache):
         if tenant is None and self.options.tenant_required:
             raise TenantRequired(
                 f"Cache alias {self.alias!r} requires a tenant (OPTIONS TENANT_REQUIRED=True) but "
-                f"none is current. Wrap the call in TenantContext.use_tenant(...), or use "
-                f"use_tenant(None) only if you mean the public namespace... which this alias forbids."
+                f"none is current. Wrap the call in TenantContext.use_tenant(tenant), or set the "
+                f"tenant in middleware / the task that runs this code."
             )
         return tenant
 
