@@ -15,7 +15,7 @@ endif
 .PHONY: help demo test lint docs bench
 
 help:
-	@echo "make demo   - run the example project's demo (needs Redis)"
+	@echo "make demo   - run the example project's demo (SQLite + database cache; REDIS_URL=... for Redis)"
 	@echo "make test   - run the test suite (starts Redis/PostgreSQL if needed)"
 	@echo "make lint   - ruff check + ruff format --check"
 	@echo "make docs   - build the docs into site/ (mkdocs --strict)"

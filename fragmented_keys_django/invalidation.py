@@ -4,9 +4,8 @@
   queued with ``transaction.on_commit`` inside a transaction (so a rollback,
   or a rolled-back savepoint, bumps nothing; the tenant is the one current
   when the bump was asked for, not the one current at commit).
-* Queued bumps that run one after another at commit are merged into one round
-  trip per store (``PendingBump`` hands its keys to the next hook when the next
-  hook is also a bump).
+* Bumps queued at the same savepoint level share one ``on_commit`` hook, so a
+  transaction that writes many rows bumps in one round trip per store.
 * A bump that fails is logged at ERROR, counted, and retried by a background
   thread until it lands; meanwhile this process bypasses the cache for that
   tenant. With the alias option ``STRICT`` the bump is also made before the
@@ -57,22 +56,25 @@ class _Bump:
     flush: bool = False
 
 
-@dataclass
+@dataclass(eq=False)
 class PendingBump:
-    """An ``on_commit`` hook carrying bumps; merges into the next hook if that is one too."""
+    """An ``on_commit`` hook carrying the bumps queued at one savepoint level of a transaction.
+
+    Bumps queued while the same savepoints are open share one hook (Django
+    discards a hook exactly when one of the savepoints open at its
+    registration rolls back, so they share its fate): a transaction that saves
+    many rows bumps in one round trip per store.
+    """
 
     using: str
     items: list[_Bump] = field(default_factory=list)
 
     def __call__(self) -> None:
-        queue = connections[self.using].run_on_commit
-        if queue and isinstance(queue[0][1], PendingBump):
-            # The very next hook is ours: hand over, so the whole run costs one
-            # round trip per store. Never skip past a user's hook: it may read
-            # the cache and must see our bumps.
-            queue[0][1].items[:0] = self.items
-            return
         apply_bumps(self.items)
+
+
+# Per thread (as Django's connections are): the open hook per (connection, savepoint ids).
+_hooks = threading.local()
 
 
 def _backend(alias: str) -> Any:
@@ -135,7 +137,18 @@ def _announce(group: list[_Bump]) -> None:
 
 
 def _queue_on_commit(conn: Any, item: _Bump) -> None:
-    hook = PendingBump(conn.alias, [item])
+    open_hooks = getattr(_hooks, "by_conn", None)
+    if open_hooks is None:
+        open_hooks = _hooks.by_conn = {}
+    level = (id(conn), tuple(conn.savepoint_ids))
+    hook = open_hooks.get(level)
+    if hook is not None and any(h[1] is hook for h in conn.run_on_commit):
+        hook.items.append(item)
+        return
+    for key in [k for k in open_hooks if k[0] == id(conn)]:
+        if not any(h[1] is open_hooks[key] for h in conn.run_on_commit):
+            del open_hooks[key]  # committed, or rolled back with its savepoint
+    hook = open_hooks[level] = PendingBump(conn.alias, [item])
     transaction.on_commit(hook, using=conn.alias, robust=True)
     note_pending_bump(conn)
 

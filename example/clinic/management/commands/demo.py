@@ -1,0 +1,346 @@
+"""``manage.py demo``: a scripted walkthrough of tag-versioned, per-tenant caching.
+
+Resets the database (and the cache store), seeds two tenants whose ids
+overlap on purpose, then drives the project through Django's whole request
+stack with ``django.test.Client`` (middleware, URL routing, views) and checks
+every expectation. Exit status 0 when all hold, 1 otherwise.
+
+Per-tenant counts come from the library's signals (``cache_hit``,
+``cache_missed``, ``tags_bumped``, ``tenant_flushed``); the per-request
+HIT/MISS comes from the ``X-Cache`` header set by ``CacheStatusMiddleware``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from time import perf_counter
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import caches
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+from django.db import connections, transaction
+from django.test import Client
+
+from fragmented_keys_django import TenantContext
+from fragmented_keys_django.signals import cache_hit, cache_missed, tags_bumped, tenant_flushed
+
+from clinic.models import Hospital, Patient
+
+# Same ids in both tenants, different people: isolation shows in the data.
+SEED = {
+    "acme": {
+        "hospitals": {1: "Acme General", 2: "Acme Children's"},
+        "patients": [
+            (1, 1, "Alice Archer", "asthma"),
+            (2, 1, "Bob Baker", ""),
+            (3, 2, "Carol Chen", ""),
+            (4, 2, "Dan Diaz", "follow-up in May"),
+        ],
+    },
+    "globex": {
+        "hospitals": {1: "Globex Memorial", 2: "Globex Riverside"},
+        "patients": [
+            (1, 1, "Gina Gomez", "diabetes type 2"),
+            (2, 1, "Hank Hill", ""),
+            (3, 2, "Ivy Ito", ""),
+            (4, 2, "Jack Jones", ""),
+        ],
+    },
+}
+
+HOSPITALS = "/hospitals/"
+H1_PATIENTS = "/hospitals/1/patients/"
+PATIENT_1 = "/patients/1/"
+READS = [HOSPITALS, H1_PATIENTS, PATIENT_1]
+
+
+class _Rollback(Exception):
+    pass
+
+
+@dataclass
+class TenantStats:
+    requests: int = 0
+    hits: int = 0
+    misses: int = 0
+    bumps: int = 0
+    flushes: int = 0
+    ms: float = 0.0
+    header_hits: int = 0
+    header_misses: int = 0
+
+
+class Command(BaseCommand):
+    help = "Reset the example database, seed two tenants and run the cache walkthrough."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        self.stats: dict[Any, TenantStats] = defaultdict(TenantStats)
+        self.failures: list[str] = []
+        self.checked = 0
+        self.bumped: list[tuple[Any, tuple]] = []
+        self.frag = caches["fragmented"]
+        self.clients = {t: Client(HTTP_HOST=c["host"]) for t, c in settings.TENANTS.items()}
+
+        self.say("fragmented_keys_django demo: tenants acme + globex, one shared SQLite database")
+        store = self.reset()
+        self.say(f"store: {store}")
+        self.seed()
+        self.say(
+            "seeded: each tenant has hospitals 1-2 and patients 1-4 (same ids, different people)"
+        )
+        receivers = self.connect_signals()
+        try:
+            self.walkthrough()
+        finally:
+            for signal, receiver in receivers:
+                signal.disconnect(receiver)
+        self.report()
+        if self.failures:
+            self.say(f"FAILED: {len(self.failures)} of {self.checked} expectations")
+            for failure in self.failures:
+                self.say(f"  - {failure}")
+            raise CommandError("the demo's expectations did not hold (see above)")
+        self.say(f"OK: all {self.checked} expectations held")
+
+    # -- setup ---------------------------------------------------------------
+
+    def reset(self) -> str:
+        """Start from an empty database and an empty store; describe the store."""
+        name = Path(settings.DATABASES["default"]["NAME"])
+        connections.close_all()
+        for path in (name, name.with_name(name.name + "-journal")):
+            path.unlink(missing_ok=True)
+        call_command("migrate", verbosity=0, interactive=False)
+        conf = settings.CACHES["default"]
+        if conf["BACKEND"] == "django_redis.cache.RedisCache":
+            try:
+                caches["default"].delete_pattern("*")  # only keys under our KEY_PREFIX
+            except Exception as exc:
+                raise CommandError(f"cannot reach Redis at {conf['LOCATION']}: {exc}") from exc
+            return (
+                f"Redis at {conf['LOCATION']} (django_redis; keys '{conf['KEY_PREFIX']}:*' cleared)"
+            )
+        call_command("createcachetable", verbosity=0)
+        try:
+            shown = name.relative_to(Path.cwd())
+        except ValueError:
+            shown = name
+        return f"database cache (DatabaseCache, table {conf['LOCATION']!r}) on SQLite {shown}"
+
+    def seed(self) -> None:
+        for tenant, data in SEED.items():
+            with TenantContext.use_tenant(tenant), transaction.atomic():
+                hospitals = {
+                    n: Hospital.objects.create(number=n, name=name)
+                    for n, name in data["hospitals"].items()
+                }
+                for n, hospital, name, notes in data["patients"]:
+                    Patient.objects.create(
+                        number=n, hospital=hospitals[hospital], name=name, notes=notes
+                    )
+
+    def connect_signals(self) -> list[tuple[Any, Any]]:
+        def on_hit(sender: Any, alias: str, tenant: Any, **kw: Any) -> None:
+            self.stats[tenant].hits += 1
+
+        def on_miss(sender: Any, alias: str, tenant: Any, **kw: Any) -> None:
+            self.stats[tenant].misses += 1
+
+        def on_bump(sender: Any, alias: str, tenant: Any, tags: tuple, **kw: Any) -> None:
+            self.stats[tenant].bumps += 1
+            self.bumped.append((tenant, tags))
+
+        def on_flush(sender: Any, alias: str, tenant: Any, **kw: Any) -> None:
+            self.stats[tenant].flushes += 1
+
+        pairs = [
+            (cache_hit, on_hit),
+            (cache_missed, on_miss),
+            (tags_bumped, on_bump),
+            (tenant_flushed, on_flush),
+        ]
+        for signal, receiver in pairs:
+            signal.connect(receiver, weak=False)
+        return pairs
+
+    # -- helpers -------------------------------------------------------------
+
+    def say(self, line: str = "") -> None:
+        self.stdout.write(line)
+
+    def expect(self, ok: bool, what: str) -> bool:
+        self.checked += 1
+        if not ok:
+            self.failures.append(what)
+        return ok
+
+    def request(self, tenant: str, method: str, path: str, data: dict | None = None) -> Any:
+        client = self.clients[tenant]
+        start = perf_counter()
+        response = client.get(path) if method == "GET" else client.post(path, data or {})
+        stats = self.stats[tenant]
+        stats.ms += (perf_counter() - start) * 1000
+        stats.requests += 1
+        outcome = response.headers.get("X-Cache", "")
+        stats.header_hits += outcome.split(", ").count("HIT")
+        stats.header_misses += outcome.split(", ").count("MISS")
+        self.expect(
+            response.status_code == 200,
+            f"{tenant} {method} {path}: status {response.status_code}",
+        )
+        return response
+
+    def reads(
+        self, tenant: str, expected: dict[str, str], note: str = "", quiet: bool = False
+    ) -> dict[str, Any]:
+        """GET each path in *expected*, check HIT/MISS, print one line; return the responses."""
+        parts, responses = [], {}
+        for path, want in expected.items():
+            response = self.request(tenant, "GET", path)
+            got = response.headers.get("X-Cache", "-")
+            self.expect(got == want, f"{tenant} GET {path}: expected {want}, got {got}")
+            parts.append(f"{path} {got}")
+            responses[path] = response
+        if not quiet:
+            self.say(f"   {tenant:<7} " + "  ".join(parts) + (f"  {note}" if note else ""))
+        return responses
+
+    def bumps_since(self, mark: int) -> str:
+        tags = [t for _, tags in self.bumped[mark:] for t in tags]
+        return ", ".join(f"{n}:{i}" if i else n for n, i in tags) or "(none)"
+
+    def version(self, tenant: str, tag: str, instance: Any = "") -> int:
+        with TenantContext.use_tenant(tenant):
+            return self.frag.get_tag_version(tag, instance)
+
+    # -- the walkthrough -----------------------------------------------------
+
+    def walkthrough(self) -> None:
+        all_miss = dict.fromkeys(READS, "MISS")
+        all_hit = dict.fromkeys(READS, "HIT")
+
+        self.say("1. cold reads: every entry is computed")
+        for tenant, data in SEED.items():
+            got = self.reads(tenant, all_miss)
+            names = [h["name"] for h in json.loads(got[HOSPITALS].content)["hospitals"]]
+            self.expect(
+                names == list(data["hospitals"].values()),
+                f"{tenant} /hospitals/ lists {names}",
+            )
+
+        self.say("2. warm reads: served from the cache")
+        for tenant in SEED:
+            self.reads(tenant, all_hit)
+
+        new_name = "Alice Archer-Smith"
+        self.say(f"3. acme edits patient 1 (POST {PATIENT_1}, saved in transaction.atomic())")
+        mark = len(self.bumped)
+        globex_before = self.version("globex", "Patient", 1)
+        acme_before = self.version("acme", "Patient", 1)
+        self.request("acme", "POST", PATIENT_1, {"name": new_name, "notes": "penicillin allergy"})
+        self.say(f"   bumped after commit, in acme only: {self.bumps_since(mark)}")
+        tenants = {t for t, _ in self.bumped[mark:]}
+        self.expect(tenants == {"acme"}, f"the edit bumped tags in tenants {tenants or '{}'}")
+        self.expect(self.version("acme", "Patient", 1) != acme_before, "acme Patient:1 not bumped")
+        self.expect(
+            self.version("globex", "Patient", 1) == globex_before,
+            "acme's edit changed globex's Patient:1 version",
+        )
+        got = self.reads(
+            "acme",
+            {PATIENT_1: "MISS", H1_PATIENTS: "MISS", HOSPITALS: "HIT"},
+            "(page + list recomputed; hospital list untouched)",
+        )
+        self.expect(new_name in got[PATIENT_1].content.decode(), "acme page lacks the edit")
+        names = [p["name"] for p in json.loads(got[H1_PATIENTS].content)["patients"]]
+        self.expect(new_name in names, f"acme hospital 1 list shows {names}")
+        self.reads("globex", {PATIENT_1: "HIT", H1_PATIENTS: "HIT"}, "(globex stays warm)")
+
+        self.say(f"4. isolation: same URL {PATIENT_1}, same key and tag, one entry per tenant")
+        got = {t: self.reads(t, {PATIENT_1: "HIT"}, quiet=True)[PATIENT_1] for t in SEED}
+        pages = {t: r.content.decode() for t, r in got.items()}
+        self.expect(new_name in pages["acme"], f"acme {PATIENT_1} lacks {new_name!r}")
+        self.expect(
+            "Gina Gomez" in pages["globex"] and "Alice" not in pages["globex"],
+            f"globex {PATIENT_1} is not Gina Gomez's page",
+        )
+        self.say(f'   acme -> "{new_name}" (HIT), globex -> "Gina Gomez" (HIT)')
+
+        self.say("5. acme renames hospital 2 (ORM save inside use_tenant('acme'))")
+        mark = len(self.bumped)
+        with TenantContext.use_tenant("acme"), transaction.atomic():
+            hospital = Hospital.objects.current().get(number=2)
+            hospital.name = "Acme Children's Hospital"
+            hospital.save()
+        self.say(f"   bumped after commit: {self.bumps_since(mark)}")
+        got = self.reads("acme", {HOSPITALS: "MISS"}, "(model-wide tag 'Hospital' bumped)")
+        self.expect(
+            b"Acme Children's Hospital" in got[HOSPITALS].content, "acme list shows the old name"
+        )
+        self.reads("globex", {HOSPITALS: "HIT"})
+
+        self.say("6. globex flushes its cache (POST /admin-ops/flush/): one namespace bump")
+        self.request("globex", "POST", "/admin-ops/flush/")
+        self.reads("globex", all_miss)
+        self.reads("acme", all_hit)
+
+        self.say("7. acme saves patient 1 in transaction.atomic(), then an error rolls it back")
+        acme_bumps = self.stats["acme"].bumps
+        before = self.version("acme", "Patient", 1)
+        try:
+            with TenantContext.use_tenant("acme"), transaction.atomic():
+                patient = Patient.objects.current().get(number=1)
+                patient.name = "ROLLED BACK"
+                patient.save()
+                raise _Rollback
+        except _Rollback:
+            pass
+        unchanged = self.version("acme", "Patient", 1) == before
+        self.expect(unchanged, "a rolled-back save changed acme's Patient:1 version")
+        self.expect(self.stats["acme"].bumps == acme_bumps, "a rolled-back save sent tags_bumped")
+        got = self.reads("acme", {PATIENT_1: "HIT"})
+        self.expect(
+            new_name in got[PATIENT_1].content.decode()
+            and "ROLLED BACK" not in got[PATIENT_1].content.decode(),
+            "acme page shows rolled-back data",
+        )
+        self.say(
+            f"   Patient:1 version {'unchanged' if unchanged else 'CHANGED'}, "
+            f'no bump sent; page still "{new_name}"'
+        )
+
+        # Totals from the signals must agree with what the responses said.
+        expected_bumps = {"acme": 2, "globex": 0}
+        expected_flushes = {"acme": 0, "globex": 1}
+        for tenant in SEED:
+            s = self.stats[tenant]
+            self.expect(
+                (s.hits, s.misses) == (s.header_hits, s.header_misses),
+                f"{tenant}: signals counted {s.hits} hits/{s.misses} misses, "
+                f"responses said {s.header_hits}/{s.header_misses}",
+            )
+            self.expect(s.bumps == expected_bumps[tenant], f"{tenant}: {s.bumps} bump(s)")
+            self.expect(s.flushes == expected_flushes[tenant], f"{tenant}: {s.flushes} flush(es)")
+        others = [t for t in self.stats if t not in SEED]
+        self.expect(not others, f"cache activity outside the tenants: {others}")
+
+    # -- report ----------------------------------------------------------------
+
+    def report(self) -> None:
+        self.say()
+        self.say("per tenant (from cache_hit, cache_missed, tags_bumped, tenant_flushed):")
+        self.say(
+            f"   {'tenant':<8}{'requests':>9}{'hits':>6}{'misses':>8}"
+            f"{'bumps':>7}{'flushes':>9}{'time ms':>9}"
+        )
+        for tenant, s in self.stats.items():
+            label = "(public)" if tenant is None else tenant
+            self.say(
+                f"   {label:<8}{s.requests:>9}{s.hits:>6}{s.misses:>8}"
+                f"{s.bumps:>7}{s.flushes:>9}{s.ms:>9.1f}"
+            )

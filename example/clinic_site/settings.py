@@ -1,0 +1,97 @@
+"""Settings of the clinic example: two tenants sharing one SQLite database and one cache.
+
+Tenancy style: *shared database*. Every tenant-owned row carries a
+``tenant_id`` column; the tenant of a request comes from its ``Host`` header
+(``clinic.middleware.TenantMiddleware``), and ``fragmented_keys_django`` keeps
+each tenant's cache entries and tag versions apart.
+
+The cache store is Django's database cache in the same SQLite file, so the demo
+needs no server. Set ``REDIS_URL`` (e.g. ``redis://127.0.0.1:6379/5``) to put
+the store on Redis instead (django-redis); nothing else changes.
+"""
+
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent  # example/
+
+SECRET_KEY = "clinic-example-not-a-secret"
+DEBUG = os.environ.get("CLINIC_DEBUG", "1") == "1"
+
+# Tenants are plain settings here; a real project would keep them in a table.
+TENANTS = {
+    "acme": {"name": "Acme Health", "host": "acme.clinic.test"},
+    "globex": {"name": "Globex Care", "host": "globex.clinic.test"},
+}
+
+# Any *.clinic.test host gets through; TenantMiddleware answers 404 for one that
+# is not a tenant (and for localhost, with a hint).
+ALLOWED_HOSTS = [".clinic.test", "localhost", "127.0.0.1"]
+
+INSTALLED_APPS = [
+    "fragmented_keys_django",  # system checks for the CACHES entry below
+    "clinic.apps.ClinicConfig",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "clinic.middleware.TenantMiddleware",
+    "clinic.middleware.CacheStatusMiddleware",
+]
+
+ROOT_URLCONF = "clinic_site.urls"
+WSGI_APPLICATION = "clinic_site.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {},
+    }
+]
+
+# example/.data/ is gitignored; `manage.py demo` deletes and rebuilds the file.
+DATA_DIR = Path(os.environ.get("CLINIC_DATA_DIR", BASE_DIR / ".data"))
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": DATA_DIR / "clinic.sqlite3",
+    }
+}
+
+REDIS_URL = os.environ.get("REDIS_URL", "")
+
+if REDIS_URL:
+    _store = {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": REDIS_URL,
+        # Our keys only: the demo deletes "clinic-demo:*" on start, nothing else.
+        "KEY_PREFIX": "clinic-demo",
+        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 2, "SOCKET_TIMEOUT": 2},
+    }
+else:
+    _store = {
+        "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+        "LOCATION": "clinic_cache",  # created by `manage.py createcachetable`
+    }
+
+CACHES = {
+    # The store: holds the entries and the tag versions.
+    "default": _store,
+    # The tag-versioned, tenant-scoped view of that store.
+    "fragmented": {
+        "BACKEND": "fragmented_keys_django.cache_backends.django_backend.FragmentedKeysCacheBackend",
+        "CACHE_NAME": "default",
+        "PREFIX": "clinic",
+    },
+}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+USE_TZ = True
+TIME_ZONE = "UTC"
+LANGUAGE_CODE = "en-us"
