@@ -29,6 +29,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 from django.db import transaction
 
@@ -42,11 +43,12 @@ from .conf import (
 )
 from .exceptions import ConfigurationError, InvalidTimeout, TenantRequired, UnpicklableValue
 from .keys import EntryKeys, TagSpec, entry_keys, lock_key, namespace_key, tag_version_key
+from .redis_access import redis_access
 from .signals import cache_hit, cache_missed
 from .tags import normalize_tags
 from .tenancy.context import current_tenant_id, tenant_id_of
 from .transactions import WriteMode, read_bypassed, write_mode
-from .versions import aensure, ensure
+from .versions import aensure, ensure, fresh_token
 
 __all__ = ["FragmentedKeysCacheBackend"]
 
@@ -64,10 +66,23 @@ def _decode(ek: EntryKeys, raw: Mapping[str, Any]) -> tuple[bool, Any]:
     vkeys = ek.version_keys
     if type(recorded) is not tuple or len(recorded) != len(vkeys):
         return False, None
-    for k, v in zip(vkeys, recorded):
+    for k, v in zip(vkeys, recorded, strict=True):
         if raw.get(k) != v:
             return False, None
     return True, env[1]
+
+
+def _read(store: Any, keys: list[str]) -> dict[str, Any]:
+    """``get_many`` of entries and version keys: one round trip (raw MGET on Redis)."""
+    acc = redis_access(store)
+    return acc.mget(keys) if acc is not None else store.get_many(keys)
+
+
+async def _aread(store: Any, keys: list[str]) -> dict[str, Any]:
+    acc = redis_access(store)
+    if acc is not None:
+        return await sync_to_async(acc.mget, thread_sensitive=True)(keys)
+    return await store.aget_many(keys)
 
 
 def _found_tokens(ek: EntryKeys, raw: Mapping[str, Any]) -> tuple[int, ...] | None:
@@ -224,11 +239,13 @@ class FragmentedKeysCacheBackend(BaseCache):
             raise TypeError(f"group_id must be a string, got {group_id!r}")
         return tenant, entry_keys(self.options.prefix, tenant, self._epoch(), made, group_id, tags)
 
+    def _suspect(self, tenant: str | None) -> bool:
+        """True while a bump or flush of *tenant* on this alias failed and has not landed yet."""
+        return bool(invalidation._retrier._suspect) and invalidation.is_suspect(self.alias, tenant)
+
     def _bypass(self, tenant: str | None) -> bool:
         """True if tagged reads must not use the cache now (dirty transaction, bump pending)."""
-        if read_bypassed():
-            return True
-        return bool(invalidation._retrier._suspect) and invalidation.is_suspect(self.alias, tenant)
+        return read_bypassed() or self._suspect(tenant)
 
     def _failed(self, operation: str, tenant: str | None, exc: BaseException) -> None:
         metrics.record_store_error(self.alias, tenant, operation, exc)
@@ -241,7 +258,7 @@ class FragmentedKeysCacheBackend(BaseCache):
     def _write_tokens(self, store: Any, ek: EntryKeys, raw: Mapping[str, Any] | None) -> tuple[int, ...] | None:
         """Return the current versions of *ek*, creating missing ones; ``None`` if impossible."""
         if raw is None:
-            raw = store.get_many(list(ek.version_keys))
+            raw = _read(store, list(ek.version_keys))
         found = _found_tokens(ek, raw)
         if found is not None:
             return found
@@ -250,15 +267,35 @@ class FragmentedKeysCacheBackend(BaseCache):
 
     async def _awrite_tokens(self, store: Any, ek: EntryKeys, raw: Mapping[str, Any] | None) -> tuple[int, ...] | None:
         if raw is None:
-            raw = await store.aget_many(list(ek.version_keys))
+            raw = await _aread(store, list(ek.version_keys))
         found = _found_tokens(ek, raw)
         if found is not None:
             return found
         got = await aensure(store, list(ek.version_keys), dict(raw), self.options.version_timeout)
         return None if got is None else tuple(got[k] for k in ek.version_keys)
 
+    def _stamp(self, store: Any, key: Any, ek: EntryKeys, value: Any, timeout: Any, add: bool = False) -> bool | None:
+        """On Redis: write *value* stamped with the current versions in one round trip.
+
+        Returns ``None`` when the store has no such path (the caller falls back).
+        """
+        acc = redis_access(store)
+        if acc is None:
+            return None
+        fresh = [fresh_token() for _ in ek.version_keys]
+        try:
+            return acc.stamp(ek.entry, ek.version_keys, value, timeout, self.options.version_timeout, fresh, add)
+        except metrics.store_errors():
+            raise
+        except Exception as exc:
+            _check_pickle(key, value, exc)
+            raise
+
     def _put(self, store: Any, key: Any, entry: str, env: tuple, timeout: Any, add: bool = False) -> Any:
         try:
+            acc = redis_access(store)
+            if acc is not None:
+                return acc.set_entry(entry, env[0], env[1], timeout, add=add)
             if add:
                 return store.add(entry, env, timeout=timeout)
             return store.set(entry, env, timeout=timeout)
@@ -270,6 +307,11 @@ class FragmentedKeysCacheBackend(BaseCache):
 
     async def _aput(self, store: Any, key: Any, entry: str, env: tuple, timeout: Any, add: bool = False) -> Any:
         try:
+            acc = redis_access(store)
+            if acc is not None:
+                return await sync_to_async(acc.set_entry, thread_sensitive=True)(
+                    entry, env[0], env[1], timeout, add=add
+                )
             if add:
                 return await store.aadd(entry, env, timeout=timeout)
             return await store.aset(entry, env, timeout=timeout)
@@ -289,8 +331,10 @@ class FragmentedKeysCacheBackend(BaseCache):
         reads as a miss.
         """
         tenant, ek = self._keys(key, (), "", version, True)
+        if self._suspect(tenant):
+            return default
         try:
-            raw = self._store_of(tenant).get_many([ek.entry, *ek.version_keys])
+            raw = _read(self._store_of(tenant), [ek.entry, *ek.version_keys])
         except metrics.store_errors() as exc:
             self._failed("get", tenant, exc)
             return default
@@ -300,8 +344,10 @@ class FragmentedKeysCacheBackend(BaseCache):
     async def aget(self, key: Any, default: Any = None, version: int | None = None) -> Any:
         """Async twin of :meth:`get`."""
         tenant, ek = self._keys(key, (), "", version, True)
+        if self._suspect(tenant):
+            return default
         try:
-            raw = await self._store_of(tenant).aget_many([ek.entry, *ek.version_keys])
+            raw = await _aread(self._store_of(tenant), [ek.entry, *ek.version_keys])
         except metrics.store_errors() as exc:
             self._failed("get", tenant, exc)
             return default
@@ -319,6 +365,8 @@ class FragmentedKeysCacheBackend(BaseCache):
         timeout = self._timeout(timeout)
         store = self._store_of(tenant)
         try:
+            if self._stamp(store, key, ek, value, timeout) is not None:
+                return
             tokens = self._write_tokens(store, ek, None)
             if tokens is not None:
                 self._put(store, key, ek.entry, (tokens, value), timeout)
@@ -348,7 +396,10 @@ class FragmentedKeysCacheBackend(BaseCache):
         timeout = self._timeout(timeout)
         store = self._store_of(tenant)
         try:
-            raw = store.get_many([ek.entry, *ek.version_keys])
+            stamped = self._stamp(store, key, ek, value, timeout, add=True)
+            if stamped is not None:
+                return stamped
+            raw = _read(store, [ek.entry, *ek.version_keys])
             if _decode(ek, raw)[0]:
                 return False
             tokens = self._write_tokens(store, ek, raw)
@@ -367,7 +418,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         timeout = self._timeout(timeout)
         store = self._store_of(tenant)
         try:
-            raw = await store.aget_many([ek.entry, *ek.version_keys])
+            raw = await _aread(store, [ek.entry, *ek.version_keys])
             if _decode(ek, raw)[0]:
                 return False
             tokens = await self._awrite_tokens(store, ek, raw)
@@ -386,7 +437,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         timeout = self._timeout(timeout)
         store = self._store_of(tenant)
         try:
-            raw = store.get_many([ek.entry, *ek.version_keys])
+            raw = _read(store, [ek.entry, *ek.version_keys])
             if not _decode(ek, raw)[0]:
                 return False
             return bool(store.touch(ek.entry, timeout))
@@ -400,7 +451,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         timeout = self._timeout(timeout)
         store = self._store_of(tenant)
         try:
-            raw = await store.aget_many([ek.entry, *ek.version_keys])
+            raw = await _aread(store, [ek.entry, *ek.version_keys])
             if not _decode(ek, raw)[0]:
                 return False
             return bool(await store.atouch(ek.entry, timeout))
@@ -413,7 +464,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         tenant, ek = self._keys(key, (), "", version, True)
         store = self._store_of(tenant)
         try:
-            raw = store.get_many([ek.entry, *ek.version_keys])
+            raw = _read(store, [ek.entry, *ek.version_keys])
             live = _decode(ek, raw)[0]
             if ek.entry in raw:
                 deleted = store.delete(ek.entry)
@@ -428,7 +479,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         tenant, ek = self._keys(key, (), "", version, True)
         store = self._store_of(tenant)
         try:
-            raw = await store.aget_many([ek.entry, *ek.version_keys])
+            raw = await _aread(store, [ek.entry, *ek.version_keys])
             live = _decode(ek, raw)[0]
             if ek.entry in raw:
                 deleted = await store.adelete(ek.entry)
@@ -454,7 +505,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         """
         tenant, ek = self._keys(key, (), "", version, True)
         store = self._store_of(tenant)
-        raw = store.get_many([ek.entry, *ek.version_keys])
+        raw = _read(store, [ek.entry, *ek.version_keys])
         hit, value = _decode(ek, raw)
         if not hit:
             raise ValueError(f"Key '{key}' not found")
@@ -466,7 +517,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         """Async twin of :meth:`incr`."""
         tenant, ek = self._keys(key, (), "", version, True)
         store = self._store_of(tenant)
-        raw = await store.aget_many([ek.entry, *ek.version_keys])
+        raw = await _aread(store, [ek.entry, *ek.version_keys])
         hit, value = _decode(ek, raw)
         if not hit:
             raise ValueError(f"Key '{key}' not found")
@@ -495,10 +546,10 @@ class FragmentedKeysCacheBackend(BaseCache):
     def get_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
         """Return ``{key: value}`` for the keys with live entries, in one round trip."""
         tenant, entries, ns = self._many_keys(keys, version)
-        if not entries:
+        if not entries or self._suspect(tenant):
             return {}
         try:
-            raw = self._store_of(tenant).get_many([*entries, ns])
+            raw = _read(self._store_of(tenant), [*entries, ns])
         except metrics.store_errors() as exc:
             self._failed("get_many", tenant, exc)
             return {}
@@ -507,10 +558,10 @@ class FragmentedKeysCacheBackend(BaseCache):
     async def aget_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
         """Async twin of :meth:`get_many`."""
         tenant, entries, ns = self._many_keys(keys, version)
-        if not entries:
+        if not entries or self._suspect(tenant):
             return {}
         try:
-            raw = await self._store_of(tenant).aget_many([*entries, ns])
+            raw = await _aread(self._store_of(tenant), [*entries, ns])
         except metrics.store_errors() as exc:
             self._failed("get_many", tenant, exc)
             return {}
@@ -542,7 +593,7 @@ class FragmentedKeysCacheBackend(BaseCache):
             except metrics.store_errors():
                 raise
             except Exception as exc:
-                for e, k in entries.items():
+                for k in entries.values():
                     _check_pickle(k, data[k], exc)
                 raise
         except metrics.store_errors() as exc:
@@ -567,7 +618,7 @@ class FragmentedKeysCacheBackend(BaseCache):
             except metrics.store_errors():
                 raise
             except Exception as exc:
-                for e, k in entries.items():
+                for k in entries.values():
                     _check_pickle(k, data[k], exc)
                 raise
         except metrics.store_errors() as exc:
@@ -634,10 +685,14 @@ class FragmentedKeysCacheBackend(BaseCache):
         tenant, ek = self._keys(key, specs, group_id, version, False)
         timeout = self._timeout(timeout, strict=True)
         mode, using = write_mode()
-        if mode is WriteMode.SKIP:
-            return False
+        if mode is WriteMode.SKIP or mode is WriteMode.BYPASS:
+            return False  # see transactions.py: not safe to store from here
         store = self._store_of(tenant)
         try:
+            if mode is WriteMode.NOW:
+                stamped = self._stamp(store, key, ek, value, timeout)
+                if stamped is not None:
+                    return stamped
             tokens = self._write_tokens(store, ek, None)
             if tokens is None:
                 return False
@@ -700,7 +755,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         if self._bypass(tenant):
             return default
         try:
-            raw = self._store_of(tenant).get_many([ek.entry, *ek.version_keys])
+            raw = _read(self._store_of(tenant), [ek.entry, *ek.version_keys])
         except metrics.store_errors() as exc:
             self._failed("get_with_tags", tenant, exc)
             return default
@@ -717,7 +772,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         if self._bypass(tenant):
             return default
         try:
-            raw = await self._store_of(tenant).aget_many([ek.entry, *ek.version_keys])
+            raw = await _aread(self._store_of(tenant), [ek.entry, *ek.version_keys])
         except metrics.store_errors() as exc:
             self._failed("get_with_tags", tenant, exc)
             return default
@@ -742,7 +797,7 @@ class FragmentedKeysCacheBackend(BaseCache):
             return {}
         wanted = dict.fromkeys(k for ek in plans.values() for k in (ek.entry, *ek.version_keys))
         try:
-            raw = self._store_of(tenant).get_many(list(wanted))
+            raw = _read(self._store_of(tenant), list(wanted))
         except metrics.store_errors() as exc:
             self._failed("get_many_with_tags", tenant, exc)
             return {}
@@ -757,11 +812,11 @@ class FragmentedKeysCacheBackend(BaseCache):
     ) -> dict[str, Any]:
         """Async twin of :meth:`get_many_with_tags`."""
         tenant, plans = self._many_tagged(keys, tags, group_id, version)
-        if not plans:
+        if not plans or self._bypass(tenant):
             return {}
         wanted = dict.fromkeys(k for ek in plans.values() for k in (ek.entry, *ek.version_keys))
         try:
-            raw = await self._store_of(tenant).aget_many(list(wanted))
+            raw = await _aread(self._store_of(tenant), list(wanted))
         except metrics.store_errors() as exc:
             self._failed("get_many_with_tags", tenant, exc)
             return {}
@@ -817,7 +872,7 @@ class FragmentedKeysCacheBackend(BaseCache):
             return default() if callable(default) else default
         store = self._store_of(tenant)
         try:
-            raw = store.get_many([ek.entry, *ek.version_keys])
+            raw = _read(store, [ek.entry, *ek.version_keys])
         except metrics.store_errors() as exc:
             self._failed("get_or_set_with_tags", tenant, exc)
             return default() if callable(default) else default
@@ -868,7 +923,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         keys = [ek.entry, *ek.version_keys]
         while time.monotonic() < deadline:
             time.sleep(opts.stampede_poll)
-            hit, value = _decode(ek, store.get_many(keys))
+            hit, value = _decode(ek, _read(store, keys))
             if hit:
                 return value
         return _MISSING
@@ -879,7 +934,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         keys = [ek.entry, *ek.version_keys]
         while time.monotonic() < deadline:
             await asyncio.sleep(opts.stampede_poll)
-            hit, value = _decode(ek, await store.aget_many(keys))
+            hit, value = _decode(ek, await _aread(store, keys))
             if hit:
                 return value
         return _MISSING
@@ -908,7 +963,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         if self._bypass(tenant):
             return await compute()
         try:
-            raw = await store.aget_many([ek.entry, *ek.version_keys])
+            raw = await _aread(store, [ek.entry, *ek.version_keys])
         except metrics.store_errors() as exc:
             self._failed("get_or_set_with_tags", tenant, exc)
             return await compute()
@@ -1030,6 +1085,20 @@ class FragmentedKeysCacheBackend(BaseCache):
         key = self.tag_version_key(tag_name, instance)
         value = self._store_of(self._tenant()).get(key)
         return 0 if value is None else int(value)
+
+    def current_tag_version(self, tag_name: str, instance: str | int = "") -> int:
+        """Return the version token of a tag in the current tenant, creating it if missing.
+
+        Unlike :meth:`get_tag_version` this never answers 0: a key built from
+        its result (``StandardKey``) cannot fall back to a pre-bump key after
+        the version key was evicted.
+        """
+        key = self.tag_version_key(tag_name, instance)
+        store = self._store_of(self._tenant())
+        got = ensure(store, [key], _read(store, [key]), self.options.version_timeout)
+        if got is None:
+            raise metrics.store_errors()[0](f"could not create the version of tag {(tag_name, instance)!r}")
+        return int(got[key])
 
     async def aget_tag_version(self, tag_name: str, instance: str | int = "") -> int:
         """Async twin of :meth:`get_tag_version`."""

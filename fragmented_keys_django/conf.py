@@ -61,7 +61,7 @@ _RELIABLE_STORES = (
     "django_redis.cache.RedisCache",
 )
 
-_global_epoch = "1"
+_global_epoch = "1.0"
 
 
 def set_cache_epoch(epoch: float | int | str) -> None:
@@ -353,4 +353,9 @@ def apply_project_settings() -> None:
             f"settings.FRAGMENTED_KEYS['TENANT_SOURCE'] must be a name, a dotted path or a callable, got {source!r}"
         )
     if conf["DEFAULT_ALIAS"] is not None:
+        if conf["DEFAULT_ALIAS"] not in fragmented_aliases():
+            raise ConfigurationError(
+                f"settings.FRAGMENTED_KEYS['DEFAULT_ALIAS'] = {conf['DEFAULT_ALIAS']!r} is not a "
+                f"FragmentedKeysCacheBackend alias in CACHES; fragmented aliases: {fragmented_aliases()}"
+            )
         set_default_alias(conf["DEFAULT_ALIAS"])

@@ -51,15 +51,15 @@ class _Args:
                 self.defaults[p.name] = p.default
 
     def check(self, name: str, where: str) -> None:
-        if name not in self.params or self.params[name].kind in (
+        unknown = name not in self.params or self.params[name].kind in (
             inspect.Parameter.VAR_POSITIONAL,
             inspect.Parameter.VAR_KEYWORD,
-        ):
-            if not (self.var_kw and name not in self.params):
-                raise InvalidTagTemplate(
-                    f"{where} names {name!r}, which is not a parameter of "
-                    f"{self.func.__qualname__}{self.sig}. Use one of: {', '.join(self.params)}."
-                )
+        )
+        if unknown and not (self.var_kw and name not in self.params):
+            raise InvalidTagTemplate(
+                f"{where} names {name!r}, which is not a parameter of "
+                f"{self.func.__qualname__}{self.sig}. Use one of: {', '.join(self.params)}."
+            )
 
     def value(self, name: str, args: tuple, kwargs: dict) -> Any:
         if name in kwargs:
@@ -77,7 +77,7 @@ class _Template:
         if not isinstance(template, str) or not template:
             raise InvalidTagTemplate(f"A tag template must be a non-empty string, got {template!r}")
         try:
-            parsed = list(_formatter.parse(template))
+            list(_formatter.parse(template))  # validates the braces
         except ValueError as exc:
             raise InvalidTagTemplate(f"Tag template {template!r} is malformed: {exc}") from exc
         brace = template.find("{")

@@ -23,12 +23,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import connections, models, transaction
+from django.db import models, transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save
 
 from . import metrics
 from .conf import fragmented_aliases
-from .exceptions import BumpFailed
+from .exceptions import BumpFailed, TenantRequired
 from .keys import tag_version_key
 from .signals import tags_bumped, tenant_flushed
 from .tags import normalize_tags
@@ -215,6 +215,13 @@ def bump_tags(
     pairs = [(s.name, s.instance) for s in specs]
     for alias in aliases if aliases is not None else _aliases_by_store():
         backend = _backend(alias)
+        if tid is None and backend.options.tenant_required:
+            raise TenantRequired(
+                f"Bumping {pairs[:3]} on alias {alias!r}, which requires a tenant, but none is "
+                f"current: the right tenant's entries would stay stale. Save inside "
+                f"TenantContext.use_tenant(...), or register the model with "
+                f"ModelTagManager.register_model(Model, tenant_field='tenant_id')."
+            )
         prefix = backend.options.prefix
         keys = [tag_version_key(prefix, tid, name, inst) for name, inst in pairs]
         bump_keys(backend, tid, keys, tags=pairs, using=using)
@@ -337,17 +344,32 @@ class ModelTagManager:
         on_create: LifecycleCallback | None = None,
         on_update: LifecycleCallback | None = None,
         on_delete: LifecycleCallback | None = None,
+        tenant_field: str | None = None,
     ) -> None:
-        """Register *model*; its tag name defaults to ``model.__name__``."""
+        """Register *model*; its tag name defaults to ``model.__name__``.
+
+        *tenant_field* (ours, not in the seed) names the field holding a row's
+        tenant id (shared-database tenancy): bumps then go to that tenant
+        whatever tenant is current when the row is saved. Without it, the
+        tenant current at save time is used.
+        """
         if not (isinstance(model, type) and issubclass(model, models.Model)):
             raise TypeError(f"register_model() takes a model class, got {model!r}")
         name = tag_name or model.__name__
         normalize_tags([(name, "")])  # validates the name
+        if tenant_field is not None:
+            try:
+                model._meta.get_field(tenant_field)
+            except Exception as exc:
+                raise TypeError(
+                    f"register_model({model.__name__}, tenant_field={tenant_field!r}): no such field"
+                ) from exc
         cls._registered[model] = {
             "tag_name": name,
             "on_create": on_create,
             "on_update": on_update,
             "on_delete": on_delete,
+            "tenant_field": tenant_field,
             "connected": False,
         }
         if auto_connect:
@@ -463,13 +485,28 @@ class ModelTagManager:
         return bump_tags(tags)
 
     @classmethod
+    def tenant_of(cls, model: type[models.Model], instance: Any) -> Any:
+        """Return the tenant a change of *instance* belongs to (``...`` = the current one)."""
+        conf = cls._registered.get(model)
+        field = conf and conf.get("tenant_field")
+        if not field:
+            return ...
+        value = getattr(instance, field, None)
+        if value is None:
+            attname = model._meta.get_field(field).attname
+            value = getattr(instance, attname, None)
+        return None if value is None else str(value)
+
+    @classmethod
     def _fire(cls, model: type[models.Model], instances: Iterable[Any], event: str, update_fields: Any = None,
               using: str | None = None) -> None:
-        tags: list[Any] = []
+        by_tenant: dict[Any, list[Any]] = {}
         for instance in instances:
-            tags.extend(cls.tags_for(model, instance, event, update_fields))
-        if tags:
-            bump_tags(tags, using=using)
+            tags = cls.tags_for(model, instance, event, update_fields)
+            if tags:
+                by_tenant.setdefault(cls.tenant_of(model, instance), []).extend(tags)
+        for tenant, tags in by_tenant.items():
+            bump_tags(tags, tenant=tenant, using=using)
 
 
 def _on_save(sender: type[models.Model], instance: Any, created: bool = False, update_fields: Any = None,
@@ -493,15 +530,27 @@ def _on_m2m(sender: Any, instance: Any, action: str, reverse: bool, model: type[
         name = registered[model]["tag_name"]
         tags += [(name, str(pk)) for pk in pk_set] + [(name, "")]
     if tags:
-        bump_tags(tags, using=using)
+        tenant = ModelTagManager.tenant_of(type(instance), instance) if type(instance) in registered else ...
+        bump_tags(tags, tenant=tenant, using=using)
 
 
 class _PK:
-    """Stands for a row known only by its primary key, for lifecycle callbacks."""
+    """Stands for a row known only by its primary key (and tenant), for lifecycle callbacks."""
 
-    def __init__(self, model: type[models.Model], pk: Any) -> None:
+    def __init__(self, model: type[models.Model], pk: Any, tenant: Any = None) -> None:
         self.pk = pk
         self._meta = model._meta
+        field = (ModelTagManager._registered.get(model) or {}).get("tenant_field")
+        if field:
+            setattr(self, field, tenant)
+
+
+def _rows(qs: Any) -> list[_PK]:
+    model = qs.model
+    field = (ModelTagManager._registered.get(model) or {}).get("tenant_field")
+    if not field:
+        return [_PK(model, pk) for pk in qs.values_list("pk", flat=True)]
+    return [_PK(model, pk, tenant) for pk, tenant in qs.values_list("pk", field)]
 
 
 class CacheAwareQuerySet(models.QuerySet):
@@ -511,9 +560,9 @@ class CacheAwareQuerySet(models.QuerySet):
         model = self.model
         if not ModelTagManager.is_registered(model):
             return super().update(**kwargs)
-        pks = list(self.values_list("pk", flat=True))
+        rows = _rows(self)
         count = super().update(**kwargs)
-        ModelTagManager._fire(model, [_PK(model, pk) for pk in pks], "update", list(kwargs), self.db)
+        ModelTagManager._fire(model, rows, "update", list(kwargs), self.db)
         return count
 
     def delete(self) -> tuple[int, dict[str, int]]:
@@ -521,9 +570,9 @@ class CacheAwareQuerySet(models.QuerySet):
         conf = ModelTagManager._registered.get(model)
         if conf is None or conf["connected"]:
             return super().delete()  # post_delete fires per row
-        pks = list(self.values_list("pk", flat=True))
+        rows = _rows(self)
         result = super().delete()
-        ModelTagManager._fire(model, [_PK(model, pk) for pk in pks], "delete", None, self.db)
+        ModelTagManager._fire(model, rows, "delete", None, self.db)
         return result
 
 

@@ -11,7 +11,6 @@ import logging
 import threading
 from collections import Counter
 
-
 __all__ = ["record_store_error", "reset", "snapshot"]
 
 logger = logging.getLogger("fragmented_keys_django")
@@ -36,9 +35,13 @@ def record_store_error(
         extra={"alias": alias, "tenant": tenant, "operation": operation},
         exc_info=exc if level >= logging.ERROR else None,
     )
+    from .backend import FragmentedKeysCacheBackend
     from .signals import store_failed
 
-    store_failed.send(None, alias=alias, tenant=tenant, operation=operation, exception=exc)
+    if store_failed.receivers:
+        store_failed.send(
+            FragmentedKeysCacheBackend, alias=alias, tenant=tenant, operation=operation, exception=exc
+        )
 
 
 def snapshot() -> dict[tuple[str, str], int]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numbers
 import uuid
 from collections.abc import Iterable
-from typing import Any, Union
+from typing import Any
 
 from fragmented_keys import ConstantTag, StandardTag
 from fragmented_keys.tag.base import BaseTag
@@ -35,7 +35,7 @@ __all__ = [
 #: Longest tag name or instance accepted, in characters.
 MAX_TAG_PART_LENGTH = 65_536
 
-TagLike = Union[tuple, list, dict, BaseTag]
+TagLike = tuple | list | dict | BaseTag
 
 
 def _name(value: Any, tag: Any) -> str:
@@ -52,9 +52,7 @@ def _name(value: Any, tag: Any) -> str:
 def _instance(value: Any, tag: Any) -> str:
     if isinstance(value, str):
         s = value
-    elif isinstance(value, int) and not isinstance(value, bool):
-        s = str(value)
-    elif isinstance(value, uuid.UUID):
+    elif (isinstance(value, int) and not isinstance(value, bool)) or isinstance(value, uuid.UUID):
         s = str(value)
     else:
         raise InvalidTag(
@@ -133,9 +131,11 @@ def normalize_tags(tags: Iterable[Any] | None) -> tuple[TagSpec, ...]:
     if type(tags) is list and len(tags) == 1:
         # Fast path for the common single (name, instance) tag.
         t = tags[0]
-        if type(t) is tuple and len(t) == 2 and type(t[0]) is str and t[0] and type(t[1]) is str:
-            if len(t[0]) <= MAX_TAG_PART_LENGTH and len(t[1]) <= MAX_TAG_PART_LENGTH:
-                return (TagSpec(t[0], t[1]),)
+        if (
+            type(t) is tuple and len(t) == 2 and type(t[0]) is str and type(t[1]) is str
+            and 0 < len(t[0]) <= MAX_TAG_PART_LENGTH and len(t[1]) <= MAX_TAG_PART_LENGTH
+        ):
+            return (TagSpec(t[0], t[1]),)
     if isinstance(tags, str | bytes | dict) or (
         isinstance(tags, tuple) and len(tags) in (2, 3) and isinstance(tags[0], str)
     ):
@@ -174,8 +174,8 @@ class VersionedTag(StandardTag):
         return self._backend().tag_version_key(self._tag, self._instance)
 
     def get_tag_version(self) -> int:  # type: ignore[override]
-        """Return the current version token (an int; 0 if never set)."""
-        return self._backend().get_tag_version(self._tag, self._instance)
+        """Return the current version token (an int), creating it if it is missing."""
+        return self._backend().current_tag_version(self._tag, self._instance)
 
     def set_tag_version(self, version: float, update: bool = False) -> None:
         """Refuse to write a chosen version: versions must never repeat.

@@ -1,0 +1,177 @@
+"""Direct Redis access for the read and write paths: one round trip each.
+
+Used when the store is ``django_redis.cache.RedisCache`` (default client) or
+Django's ``django.core.cache.backends.redis.RedisCache``. It talks to the
+store's own redis-py client (same connection pool, same serializer and
+compressor), always to the primary, never a replica: a replica's lag could
+serve an entry whose tag was already bumped on the primary.
+
+* Reads are one ``MGET`` of the entry and its version keys, decoded here
+  (skipping the store's per-key overhead).
+* Writes that must read the current versions first (``set``, ``add``,
+  ``set_with_tags``) run as one Lua script: it reads the versions, creates the
+  missing ones, and writes the entry stamped with them, atomically. So ``add``
+  is atomic even over an invalidated entry.
+
+On Redis an entry is stored as ``b"\\x00fk1:" + b",".join(tokens) + b"\\x00" +
+payload`` (payload = the store's serializer/compressor output), so the Lua
+script can stamp it without unpickling. Entries written through the store's
+own API (a pickled ``(tokens, value)`` tuple) are read as well.
+"""
+
+from __future__ import annotations
+
+import pickle
+import threading
+import weakref
+from collections.abc import Sequence
+from typing import Any
+
+from django.core.cache.backends.base import DEFAULT_TIMEOUT
+
+__all__ = ["RedisAccess", "redis_access"]
+
+HEADER = b"\x00fk1:"
+
+_STAMP_LUA = """
+local n = #KEYS - 1
+local current = redis.call('MGET', unpack(KEYS, 2))
+local toks = {}
+for i = 1, n do
+  local t = current[i]
+  if not t then
+    t = ARGV[4 + i]
+    if tonumber(ARGV[3]) >= 0 then
+      redis.call('SET', KEYS[i + 1], t, 'PX', ARGV[3])
+    else
+      redis.call('SET', KEYS[i + 1], t)
+    end
+  end
+  toks[i] = t
+end
+local header = '\\0fk1:' .. table.concat(toks, ',') .. '\\0'
+if ARGV[1] == 'add' then
+  local cur = redis.call('GET', KEYS[1])
+  if cur and string.sub(cur, 1, string.len(header)) == header then
+    return 0
+  end
+end
+local px = tonumber(ARGV[2])
+if px == -1 then
+  redis.call('SET', KEYS[1], header .. ARGV[4])
+elseif px <= 0 then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], header .. ARGV[4], 'PX', px)
+end
+return 1
+"""
+
+
+class RedisAccess:
+    """Raw access to one Redis store. Build with :func:`redis_access`."""
+
+    def __init__(self, store: Any, client: Any, dumps: Any, loads: Any) -> None:
+        self.store = store
+        self._client = client  # zero-arg callable returning the primary's redis.Redis
+        self._dumps = dumps
+        self._loads = loads
+        self._keys: dict[str, str] = {}
+        self._scripts: dict[int, Any] = {}
+
+    def inner(self, key: str) -> str:
+        """Return the store's own key for our *key* (its KEY_PREFIX and VERSION applied)."""
+        made = self._keys.get(key)
+        if made is None:
+            if len(self._keys) > 200_000:
+                self._keys.clear()
+            made = self._keys[key] = str(self.store.make_key(key))
+        return made
+
+    def _px(self, timeout: Any) -> int:
+        """Milliseconds to keep a key; -1 = forever; <= 0 = expire now."""
+        if timeout is DEFAULT_TIMEOUT:
+            timeout = self.store.default_timeout
+        if timeout is None:
+            return -1
+        return max(1, int(timeout * 1000)) if timeout > 0 else 0
+
+    def decode(self, raw: bytes) -> Any:
+        """Decode one stored value: an entry (``(tokens, value)``) or a version token."""
+        if raw.startswith(HEADER):
+            end = raw.index(b"\x00", len(HEADER))
+            tokens = tuple(int(t) for t in raw[len(HEADER) : end].split(b","))
+            return (tokens, self._loads(raw[end + 1 :]))
+        return self._loads(raw)
+
+    def mget(self, keys: Sequence[str]) -> dict[str, Any]:
+        """Return ``{key: decoded}`` for the keys present, in one ``MGET``."""
+        raws = self._client().mget([self.inner(k) for k in keys])
+        return {k: self.decode(r) for k, r in zip(keys, raws, strict=True) if r is not None}
+
+    def set_entry(self, entry: str, tokens: Sequence[int], value: Any, timeout: Any, add: bool = False) -> bool:
+        """Write *value* stamped with *tokens* (versions read before it was computed)."""
+        data = HEADER + b",".join(str(t).encode() for t in tokens) + b"\x00" + self._dumps(value)
+        px = self._px(timeout)
+        client = self._client()
+        if px == 0:
+            client.delete(self.inner(entry))
+            return True
+        return bool(client.set(self.inner(entry), data, px=None if px < 0 else px, nx=add))
+
+    def stamp(
+        self, entry: str, version_keys: Sequence[str], value: Any, timeout: Any,
+        version_timeout: float | None, fresh: Sequence[int], add: bool = False,
+    ) -> bool:
+        """Write *value* stamped with the versions current now, in one round trip (Lua).
+
+        Missing versions are created with *fresh* tokens. With *add*, nothing
+        is written if a live entry (stamped with the current versions) exists;
+        returns False then.
+        """
+        payload = self._dumps(value)
+        client = self._client()
+        script = self._scripts.get(id(client))
+        if script is None:
+            script = self._scripts[id(client)] = client.register_script(_STAMP_LUA)
+        vpx = -1 if version_timeout is None else max(1, int(version_timeout * 1000))
+        keys = [self.inner(entry), *(self.inner(k) for k in version_keys)]
+        args = ["add" if add else "set", self._px(timeout), vpx, payload, *fresh]
+        return bool(script(keys=keys, args=args, client=client))
+
+
+def _build(store: Any) -> RedisAccess | None:
+    cls = f"{type(store).__module__}.{type(store).__qualname__}"
+    if cls == "django_redis.cache.RedisCache":
+        client = store.client
+        if type(client).__name__ != "DefaultClient":
+            return None  # sharded / herd clients: use the generic path
+
+        def dumps(value: Any) -> bytes:
+            return client.encode(value, allow_int=False)
+
+        return RedisAccess(store, lambda: client.get_client(write=True), dumps, client.decode)
+    if cls == "django.core.cache.backends.redis.RedisCache":
+        cache_client = store._cache
+        serializer = cache_client._serializer
+        protocol = getattr(serializer, "protocol", pickle.HIGHEST_PROTOCOL)
+
+        def pdumps(value: Any) -> bytes:
+            return pickle.dumps(value, protocol)
+
+        return RedisAccess(store, lambda: cache_client.get_client(None, write=True), pdumps, serializer.loads)
+    return None
+
+
+_lock = threading.Lock()
+_access: weakref.WeakKeyDictionary[Any, RedisAccess | None] = weakref.WeakKeyDictionary()
+
+
+def redis_access(store: Any) -> RedisAccess | None:
+    """Return the :class:`RedisAccess` of *store*, or ``None`` if it is not a supported Redis store."""
+    try:
+        return _access[store]
+    except KeyError:
+        with _lock:
+            acc = _access[store] = _build(store)
+        return acc
