@@ -245,15 +245,41 @@ class _Retrier:
         self._thread: threading.Thread | None = None
         self.interval = 0.2
 
+    #: Pending keys per (alias, tenant) beyond which the tenant's whole
+    #: namespace is flushed instead (one key, however many tags failed).
+    compact_above = 1000
+
     def add(self, group: list[_Bump]) -> None:
         with self._lock:
             for item in group:
                 self._pending.append(item)
                 key = (item.alias, item.tenant)
                 self._suspect[key] = self._suspect.get(key, 0) + 1
+            self._compact()
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="fkd-bump-retry", daemon=True)
                 self._thread.start()
+
+    def _compact(self) -> None:
+        """Replace a tenant's many pending tag bumps by one namespace flush (lock held)."""
+        sizes: dict[tuple[str, str | None], int] = {}
+        for item in self._pending:
+            sizes[(item.alias, item.tenant)] = sizes.get((item.alias, item.tenant), 0) + len(item.keys)
+        for (alias, tenant), size in sizes.items():
+            if size <= self.compact_above:
+                continue
+            from .keys import namespace_key
+
+            prefix = _backend(alias).options.prefix
+            kept = [i for i in self._pending if (i.alias, i.tenant) != (alias, tenant)]
+            kept.append(_Bump(alias, tenant, [namespace_key(prefix, tenant)], (), True))
+            self._pending = kept
+            self._suspect[(alias, tenant)] = 1
+            logger.error(
+                "%d failed tag bumps pending for tenant %s on alias %s: flushing the tenant's "
+                "namespace instead once the store is back", size, tenant, alias,
+                extra={"alias": alias, "tenant": tenant, "operation": "bump_compact"},
+            )
 
     def is_suspect(self, alias: str, tenant: str | None) -> bool:
         return bool(self._suspect) and (alias, tenant) in self._suspect
