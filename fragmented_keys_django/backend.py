@@ -102,6 +102,16 @@ def _check_pickle(key: Any, value: Any, exc: BaseException) -> None:
         ) from exc
 
 
+class _Broken:
+    """Stands for the options of a misconfigured alias: any use raises the error."""
+
+    def __init__(self, exc: ConfigurationError) -> None:
+        self._exc = exc
+
+    def __getattr__(self, name: str) -> Any:
+        raise self._exc
+
+
 class FragmentedKeysCacheBackend(BaseCache):
     """A Django cache backend with tenant namespaces and tag-versioned entries.
 
@@ -124,7 +134,13 @@ class FragmentedKeysCacheBackend(BaseCache):
 
     def __init__(self, location: str, params: dict[str, Any]) -> None:
         alias = alias_of(params)
-        self.options = BackendOptions.from_params(alias, location, params)
+        try:
+            self.options = BackendOptions.from_params(alias, location, params)
+        except ConfigurationError as exc:
+            # Django's own cache checks build every alias; let them (and ours,
+            # which report fragmented_keys_django.E001) run, and raise the
+            # error on first use instead.
+            self.options = _Broken(exc)  # type: ignore[assignment]
         super().__init__(params)
         self.alias = alias
         self._explicit_timeout = "TIMEOUT" in params or "timeout" in params

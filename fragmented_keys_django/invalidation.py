@@ -544,11 +544,39 @@ def _on_delete(sender: type[models.Model], instance: Any, using: str | None = No
     ModelTagManager._fire(sender, [instance], "delete", None, using)
 
 
+# Rows a relation clear() is about to unlink, per thread, between pre_clear and post_clear.
+_clearing = threading.local()
+
+
+def _cleared_pks(sender: Any, instance: Any, model: type[models.Model]) -> list[Any]:
+    """Return the pks of *model* rows linked to *instance* through the m2m table *sender*."""
+    source = target = None
+    for f in sender._meta.fields:
+        related = getattr(f, "related_model", None)
+        if related is type(instance) and source is None:
+            source = f
+        elif related is model:
+            target = f
+    if source is None or target is None:
+        return []
+    return list(sender._default_manager.filter(**{source.attname: instance.pk}).values_list(target.attname, flat=True))
+
+
 def _on_m2m(sender: Any, instance: Any, action: str, reverse: bool, model: type[models.Model],
             pk_set: Any, using: str | None = None, **kwargs: Any) -> None:
-    if action not in ("post_add", "post_remove", "post_clear"):
-        return
     registered = ModelTagManager._registered
+    if action == "pre_clear":
+        if model in registered:
+            pending = getattr(_clearing, "pks", None)
+            if pending is None:
+                pending = _clearing.pks = {}
+            pending[(id(sender), id(instance))] = _cleared_pks(sender, instance, model)
+        return
+    if action == "post_clear":
+        pending = getattr(_clearing, "pks", None) or {}
+        pk_set = pending.pop((id(sender), id(instance)), None)
+    elif action not in ("post_add", "post_remove"):
+        return
     tags: list[Any] = []
     if type(instance) in registered:
         tags += ModelTagManager.tags_for(type(instance), instance, "update", None)

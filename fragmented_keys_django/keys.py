@@ -26,7 +26,7 @@ __all__ = ["EntryKeys", "TagSpec", "encode_parts", "entry_keys", "tag_version_ke
 _DIGEST_CHARS = 40  # 160 bits of SHA-256
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@dataclass(frozen=True, slots=True)
 class TagSpec:
     """One normalised tag: ``name``, ``instance`` and, for constant tags, a fixed version.
 
@@ -37,6 +37,13 @@ class TagSpec:
     name: str
     instance: str
     constant: str | None = None
+
+    def sort_key(self) -> tuple[str, str, bool, str]:
+        """Total order: standard before constant, then by constant version."""
+        return (self.name, self.instance, self.constant is not None, self.constant or "")
+
+    def __lt__(self, other: TagSpec) -> bool:
+        return self.sort_key() < other.sort_key()
 
 
 @dataclass(frozen=True, slots=True)

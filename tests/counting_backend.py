@@ -1,0 +1,63 @@
+"""A LocMemCache that counts the calls made to it: the suite's counting store.
+
+Each top-level call to one of ``COUNTED`` is one "round trip" as a networked
+store would see it. Calls a counted method makes to another counted method
+(``BaseCache.get_many`` loops over ``get``) are not counted again.
+
+Configure it as a store alias::
+
+    CACHES = {"default": {"BACKEND": "tests.counting_backend.CountingLocMemCache",
+                          "LOCATION": "some-unique-name"}, ...}
+
+and read ``caches["default"].calls`` (a ``Counter``) or ``.total()``.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections import Counter
+
+from django.core.cache.backends.locmem import LocMemCache
+
+COUNTED = ("get", "get_many", "set", "set_many", "add", "delete", "delete_many", "touch")
+
+
+def _counted(name: str):
+    base = getattr(LocMemCache, name)
+
+    @functools.wraps(base)
+    def method(self, *args, **kwargs):
+        depth = getattr(self._depth, "n", 0)
+        if depth == 0:
+            with self._calls_lock:
+                self.calls[name] += 1
+        self._depth.n = depth + 1
+        try:
+            return base(self, *args, **kwargs)
+        finally:
+            self._depth.n = depth
+
+    return method
+
+
+class CountingLocMemCache(LocMemCache):
+    """LocMemCache counting top-level calls to get/get_many/set/set_many/add/delete/..."""
+
+    def __init__(self, name, params):
+        super().__init__(name, params)
+        self.calls: Counter[str] = Counter()
+        self._calls_lock = threading.Lock()
+        self._depth = threading.local()
+
+    def reset_calls(self) -> None:
+        with self._calls_lock:
+            self.calls.clear()
+
+    def total(self) -> int:
+        with self._calls_lock:
+            return sum(self.calls.values())
+
+
+for _name in COUNTED:
+    setattr(CountingLocMemCache, _name, _counted(_name))
