@@ -1,0 +1,1 @@
+"""A tiny Django app for the benchmarks: two identical models, one registered."""
