@@ -15,6 +15,14 @@ class FragmentedKeysConfig(AppConfig):
 
         from . import checks  # noqa: F401  (registers the checks)
         from .conf import apply_project_settings, on_setting_changed
+        from .tenancy import checks as _tenancy_checks  # noqa: F401  (middleware checks)
 
         apply_project_settings()
         setting_changed.connect(on_setting_changed, dispatch_uid="fkd:setting_changed")
+
+        from django.conf import settings
+
+        if getattr(settings, "FRAGMENTED_KEYS_CELERY", False):
+            from .tenancy import celery as _celery
+
+            _celery.install_if_available()

@@ -916,7 +916,17 @@ class FragmentedKeysCacheBackend(BaseCache):
             value = default() if callable(default) else default
             if tokens is not None and mode is not WriteMode.SKIP:
                 env = (tokens, value)
-                if mode is WriteMode.NOW:
+                acc = redis_access(store) if locked and mode is WriteMode.NOW else None
+                if acc is not None:
+                    try:
+                        acc.set_entry_unlock(ek.entry, tokens, value, timeout, lkey)
+                    except metrics.store_errors():
+                        raise
+                    except Exception as exc:
+                        _check_pickle(key, value, exc)
+                        raise
+                    locked = False  # released with the write
+                elif mode is WriteMode.NOW:
                     self._put(store, key, ek.entry, env, timeout)
                 else:
                     transaction.on_commit(
@@ -1044,7 +1054,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         """Return the version keys of the (non-constant) *tags* in *tenant* (default: current)."""
         tid = self._tenant() if tenant is _MISSING else (None if tenant is None else tenant_id_of(tenant))
         prefix = self.options.prefix
-        return [tag_version_key(prefix, tid, s.name, s.instance) for s in normalize_tags(tags) if s.constant is None]
+        return [tag_version_key(prefix, tid, s.name, s.instance) for s in normalize_tags(tags) if not s.constant]
 
     def tag_version_key(self, tag_name: str, instance: str | int = "") -> str:
         """Return the store key of tag (*tag_name*, *instance*)'s version in the current tenant."""

@@ -237,6 +237,7 @@ def set_default_alias(alias: str | None) -> None:
     """Make *alias* the fragmented alias used when none is named (``None`` resets)."""
     global _default_alias
     _default_alias = alias
+    _resolved.clear()
 
 
 def resolve_alias(name: str | None = None) -> str:
@@ -247,13 +248,26 @@ def resolve_alias(name: str | None = None) -> str:
     fragmented alias: the one set by ``configure_fragmented_keys``, else the
     only (or first) fragmented alias in ``CACHES``.
     """
+    if name is None and _default_alias is not None:
+        return _default_alias
+    hit = _resolved.get(name)
+    if hit is not None:
+        return hit
+    alias = _resolve_alias(name)
+    _resolved[name] = alias
+    return alias
+
+
+# resolve_alias() answers, forgotten when CACHES changes.
+_resolved: dict[str | None, str] = {}
+
+
+def _resolve_alias(name: str | None) -> str:
     from django.conf import settings
 
     caches_conf = settings.CACHES
     frag = fragmented_aliases()
     if name is None:
-        if _default_alias is not None:
-            return _default_alias
         if not frag:
             raise ConfigurationError(
                 "No cache alias uses fragmented_keys_django.FragmentedKeysCacheBackend. Add one, e.g. "
@@ -280,6 +294,8 @@ def on_setting_changed(*, setting: str, **kwargs: Any) -> None:
     if setting == "FRAGMENTED_KEYS":
         set_default_alias(None)
         apply_project_settings()
+    if setting in ("CACHES", "FRAGMENTED_KEYS"):
+        _resolved.clear()
     if setting == "CACHES":
         from .tenancy.stores import reset_registry
 

@@ -209,7 +209,7 @@ def bump_tags(
     from .tenancy.context import tenant_id_of
 
     tid = current_tenant_id() if tenant is ... else (None if tenant is None else tenant_id_of(tenant))
-    specs = [s for s in normalize_tags(tags) if s.constant is None]
+    specs = [s for s in normalize_tags(tags) if not s.constant]
     if not specs:
         return 0
     pairs = [(s.name, s.instance) for s in specs]

@@ -20,30 +20,24 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 __all__ = ["EntryKeys", "TagSpec", "encode_parts", "entry_keys", "tag_version_key"]
 
 _DIGEST_CHARS = 40  # 160 bits of SHA-256
 
 
-@dataclass(frozen=True, slots=True)
-class TagSpec:
+class TagSpec(NamedTuple):
     """One normalised tag: ``name``, ``instance`` and, for constant tags, a fixed version.
 
-    A constant tag (``constant`` is not ``None``) takes part in the entry key
-    but has no version key: it is never looked up and never bumped.
+    A constant tag (non-empty ``constant``) takes part in the entry key but has
+    no version key: it is never looked up and never bumped. A plain tuple, so
+    hashing and sorting run at C speed on the read path.
     """
 
     name: str
     instance: str
-    constant: str | None = None
-
-    def sort_key(self) -> tuple[str, str, bool, str]:
-        """Total order: standard before constant, then by constant version."""
-        return (self.name, self.instance, self.constant is not None, self.constant or "")
-
-    def __lt__(self, other: TagSpec) -> bool:
-        return self.sort_key() < other.sort_key()
+    constant: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +104,7 @@ def entry_keys(
     vkeys = [namespace_key(prefix, tenant)]
     for t in tags:
         parts += (t.name, t.instance, t.constant)
-        if t.constant is None:
+        if not t.constant:
             vkeys.append(tag_version_key(prefix, tenant, t.name, t.instance))
     return EntryKeys(_slot(prefix, tenant) + "e:" + _digest(*parts), tuple(vkeys))
 

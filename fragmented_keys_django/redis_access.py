@@ -98,6 +98,8 @@ class RedisAccess:
 
     def decode(self, raw: bytes) -> Any:
         """Decode one stored value: an entry (``(tokens, value)``) or a version token."""
+        if raw[:1].isdigit():
+            return int(raw)  # a version token, stored as plain digits
         if raw.startswith(HEADER):
             end = raw.index(b"\x00", len(HEADER))
             tokens = tuple(int(t) for t in raw[len(HEADER) : end].split(b","))
@@ -118,6 +120,38 @@ class RedisAccess:
             client.delete(self.inner(entry))
             return True
         return bool(client.set(self.inner(entry), data, px=None if px < 0 else px, nx=add))
+
+    def set_tokens(self, tokens: dict[str, int], timeout: float | None) -> None:
+        """Write version *tokens* (a bump), one pipelined round trip, no MULTI."""
+        pipe = self._client().pipeline(transaction=False)
+        px = None if timeout is None else max(1, int(timeout * 1000))
+        for key, token in tokens.items():
+            pipe.set(self.inner(key), token, px=px)
+        pipe.execute()
+
+    def add_tokens(self, tokens: dict[str, int], timeout: float | None) -> dict[str, int]:
+        """Create missing version keys (``SET NX``) and return every key's token, one round trip."""
+        pipe = self._client().pipeline(transaction=False)
+        px = None if timeout is None else max(1, int(timeout * 1000))
+        for key, token in tokens.items():
+            pipe.set(self.inner(key), token, px=px, nx=True)
+            pipe.get(self.inner(key))
+        replies = pipe.execute()
+        return {k: int(replies[2 * i + 1]) for i, k in enumerate(tokens) if replies[2 * i + 1] is not None}
+
+    def set_entry_unlock(
+        self, entry: str, tokens: Sequence[int], value: Any, timeout: Any, lock: str
+    ) -> None:
+        """Write an entry and release its stampede lock in one round trip."""
+        data = HEADER + b",".join(str(t).encode() for t in tokens) + b"\x00" + self._dumps(value)
+        px = self._px(timeout)
+        pipe = self._client().pipeline(transaction=False)
+        if px == 0:
+            pipe.delete(self.inner(entry))
+        else:
+            pipe.set(self.inner(entry), data, px=None if px < 0 else px)
+        pipe.delete(self.inner(lock))
+        pipe.execute()
 
     def stamp(
         self, entry: str, version_keys: Sequence[str], value: Any, timeout: Any,

@@ -65,8 +65,10 @@ def _instance(value: Any, tag: Any) -> str:
 
 
 def _constant(value: Any, tag: Any) -> str:
-    if isinstance(value, bool) or not isinstance(value, (numbers.Real, str)):
-        raise InvalidTag(f"A constant tag's version must be a number or string, got {value!r} in {tag!r:.200}")
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, str)) or value == "":
+        raise InvalidTag(
+            f"A constant tag's version must be a number or a non-empty string, got {value!r} in {tag!r:.200}"
+        )
     return repr(float(value)) if isinstance(value, numbers.Real) else value
 
 
@@ -80,7 +82,7 @@ def normalize_tag(tag: Any) -> TagSpec:
                 raise InvalidTag(
                     f"A 3-tuple tag must be (name, instance, 'constant'), got {tag!r:.200}"
                 )
-            return TagSpec(_name(tag[0], tag), _instance(tag[1], tag), "1.0")
+            return TagSpec(_name(tag[0], tag), _instance(tag[1], tag), repr(1.0))
         raise InvalidTag(
             f"A tag tuple must be (name, instance) or (name, instance, 'constant'), got "
             f"{len(tag)} elements: {tag!r:.200}"
@@ -128,14 +130,22 @@ def normalize_tags(tags: Iterable[Any] | None) -> tuple[TagSpec, ...]:
     """
     if tags is None:
         return ()
-    if type(tags) is list and len(tags) == 1:
-        # Fast path for the common single (name, instance) tag.
-        t = tags[0]
-        if (
-            type(t) is tuple and len(t) == 2 and type(t[0]) is str and type(t[1]) is str
-            and 0 < len(t[0]) <= MAX_TAG_PART_LENGTH and len(t[1]) <= MAX_TAG_PART_LENGTH
-        ):
-            return (TagSpec(t[0], t[1]),)
+    if type(tags) is list:
+        # Fast path: a list of (str, str | int) pairs, the common case.
+        out = []
+        for t in tags:
+            if type(t) is not tuple or len(t) != 2 or type(t[0]) is not str or not t[0]:
+                break
+            inst = t[1]
+            if type(inst) is int:
+                inst = str(inst)
+            elif type(inst) is not str:
+                break
+            if len(t[0]) > MAX_TAG_PART_LENGTH or len(inst) > MAX_TAG_PART_LENGTH:
+                break
+            out.append(TagSpec(t[0], inst))
+        else:
+            return tuple(sorted(set(out)))
     if isinstance(tags, str | bytes | dict) or (
         isinstance(tags, tuple) and len(tags) in (2, 3) and isinstance(tags[0], str)
     ):

@@ -42,6 +42,13 @@ def bump(store: Any, keys: Iterable[str], timeout: float | None, verify: bool) -
     keys = list(dict.fromkeys(keys))
     if not keys:
         return {}
+    from .redis_access import redis_access
+
+    acc = redis_access(store)
+    if acc is not None:  # SET ... PX pipelined: one round trip, lands or raises
+        tokens = {k: fresh_token() for k in keys}
+        acc.set_tokens(tokens, timeout)
+        return tokens
     before = store.get_many(keys) if verify else {}
     pending = keys
     written: dict[str, int] = {}
@@ -69,6 +76,13 @@ def ensure(store: Any, keys: list[str], found: dict[str, Any], timeout: float | 
     that drops writes): the caller must then not store its value.
     """
     tokens = {k: found[k] for k in keys if k in found}
+    from .redis_access import redis_access
+
+    acc = redis_access(store)
+    if acc is not None:
+        missing = {k: fresh_token() for k in keys if k not in tokens}
+        tokens.update(acc.add_tokens(missing, timeout))
+        return tokens if len(tokens) == len(keys) else None
     retry = []
     for k in keys:
         if k in tokens:

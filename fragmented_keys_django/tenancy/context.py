@@ -117,7 +117,10 @@ class _UseTenant:
     __slots__ = ("_token", "_value")
 
     def __init__(self, tenant: Any) -> None:
-        self._value = None if tenant is None else (tenant, tenant_id_of(tenant))
+        if type(tenant) is str and 0 < len(tenant) <= MAX_TENANT_ID_LENGTH:
+            self._value = (tenant, tenant)  # fast path: a plain id
+        else:
+            self._value = None if tenant is None else (tenant, tenant_id_of(tenant))
         self._token: Token | None = None
 
     def __enter__(self) -> Any:
