@@ -77,6 +77,7 @@ class RedisAccess:
         self._dumps = dumps
         self._loads = loads
         self._keys: dict[str, str] = {}
+        self._fallback_loads = getattr(getattr(store, "client", None), "decode", loads)
         self._scripts: dict[int, Any] = {}
 
     def inner(self, key: str) -> str:
@@ -101,10 +102,10 @@ class RedisAccess:
         if raw[:1].isdigit():
             return int(raw)  # a version token, stored as plain digits
         if raw.startswith(HEADER):
-            end = raw.index(b"\x00", len(HEADER))
-            tokens = tuple(int(t) for t in raw[len(HEADER) : end].split(b","))
+            end = raw.index(b"\x00", 5)
+            tokens = tuple(map(int, raw[5:end].split(b",")))
             return (tokens, self._loads(raw[end + 1 :]))
-        return self._loads(raw)
+        return self._fallback_loads(raw)
 
     def mget(self, keys: Sequence[str]) -> dict[str, Any]:
         """Return ``{key: decoded}`` for the keys present, in one ``MGET``."""
@@ -184,7 +185,14 @@ def _build(store: Any) -> RedisAccess | None:
         def dumps(value: Any) -> bytes:
             return client.encode(value, allow_int=False)
 
-        return RedisAccess(store, lambda: client.get_client(write=True), dumps, client.decode)
+        loads = client.decode
+        compressor = getattr(client, "_compressor", None)
+        serializer = getattr(client, "_serializer", None)
+        if type(compressor).__name__ == "IdentityCompressor" and serializer is not None:
+            # What client.decode does for a payload that is never an int,
+            # minus the int() attempt and the no-op decompress.
+            loads = serializer.loads
+        return RedisAccess(store, lambda: client.get_client(write=True), dumps, loads)
     if cls == "django.core.cache.backends.redis.RedisCache":
         cache_client = store._cache
         serializer = cache_client._serializer
