@@ -1,0 +1,1 @@
+"""fk_* management commands."""

@@ -1,0 +1,102 @@
+"""Shared plumbing of the ``fk_*`` commands: alias, tenant selection, tag parsing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from ...conf import BACKEND_PATHS, resolve_alias
+from ...exceptions import ConfigurationError, InvalidTag, InvalidTenant
+from ...tags import normalize_tags
+from ...tenancy.catalog import CannotListTenants, known_tenants
+from ...tenancy.context import tenant_id_of
+
+PUBLIC = "(public)"
+
+
+def label(tenant: str | None) -> str:
+    """How a tenant is shown in output."""
+    return PUBLIC if tenant is None else tenant
+
+
+class FragmentedCommand(BaseCommand):
+    """Base: ``--alias``; subclasses with ``tenant_args`` also get ``--tenant/--all-tenants/--public``."""
+
+    tenant_args = True
+    tenants_required = True
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--alias",
+            help="Fragmented cache alias (default: the project's fragmented alias).",
+        )
+        if self.tenant_args:
+            parser.add_argument(
+                "--tenant", action="append", default=[], metavar="T", help="Tenant id (repeatable)."
+            )
+            parser.add_argument(
+                "--all-tenants",
+                action="store_true",
+                help="Every tenant the tenant sources can list.",
+            )
+            parser.add_argument(
+                "--public", action="store_true", help="The public namespace (no tenant)."
+            )
+
+    def backend(self, options: dict[str, Any]) -> Any:
+        from django.conf import settings
+        from django.core.cache import caches
+
+        try:
+            alias = resolve_alias(options.get("alias"))
+        except ConfigurationError as exc:
+            raise CommandError(str(exc)) from exc
+        if settings.CACHES.get(alias, {}).get("BACKEND") not in BACKEND_PATHS:
+            raise CommandError(f"Cache alias {alias!r} is not a FragmentedKeysCacheBackend.")
+        return caches[alias]
+
+    def targets(self, options: dict[str, Any], backend: Any) -> list[str | None]:
+        """Return the tenants selected by ``--tenant``/``--all-tenants``/``--public``."""
+        given = options.get("tenant") or []
+        if given and options.get("all_tenants"):
+            raise CommandError("Give either --tenant or --all-tenants, not both.")
+        out: list[str | None] = []
+        for t in given:
+            try:
+                out.append(tenant_id_of(t))
+            except InvalidTenant as exc:
+                raise CommandError(str(exc)) from exc
+        if options.get("all_tenants"):
+            try:
+                out.extend(known_tenants([backend.alias]))
+            except CannotListTenants as exc:
+                raise CommandError(str(exc)) from exc
+        if options.get("public"):
+            out.append(None)
+        if not out and self.tenants_required:
+            raise CommandError(
+                "Say which tenants: --tenant T (repeatable), --all-tenants, or --public."
+            )
+        return list(dict.fromkeys(out))
+
+
+def parse_tags(values: list[str]) -> list[tuple[str, str]]:
+    """Parse ``Name:instance`` (or ``Name`` for the model-wide tag) into tag pairs."""
+    if not values:
+        raise CommandError(
+            "Give at least one --tag Name:instance (e.g. --tag User:42, or --tag User)."
+        )
+    tags = []
+    for value in values:
+        name, _, instance = value.partition(":")
+        tags.append((name, instance))
+    try:
+        normalize_tags(tags)
+    except InvalidTag as exc:
+        raise CommandError(str(exc)) from exc
+    return tags
+
+
+def tag_label(tag: tuple[str, str]) -> str:
+    return f"{tag[0]}:{tag[1]}" if tag[1] else tag[0]

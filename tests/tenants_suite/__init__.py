@@ -1,0 +1,1 @@
+"""django-tenants suite: run only by tests/test_integrations.py, in its own pytest process."""
