@@ -38,6 +38,7 @@ from .conf import (
     BACKEND_PATHS,
     BackendOptions,
     alias_of,
+    get_cache,
     get_cache_epoch,
     store_is_reliable,
 )
@@ -160,7 +161,6 @@ class FragmentedKeysCacheBackend(BaseCache):
 
     def _resolve_store(self) -> Any:
         from django.conf import settings
-        from django.core.cache import caches
 
         name = self.options.cache_name
         conf = settings.CACHES.get(name)
@@ -177,7 +177,7 @@ class FragmentedKeysCacheBackend(BaseCache):
             )
         verify = self.options.verify_bumps
         self._verify = (not store_is_reliable(conf.get("BACKEND", ""))) if verify is None else verify
-        return caches[name]
+        return get_cache(name)
 
     @property
     def verify_bumps(self) -> bool:

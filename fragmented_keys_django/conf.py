@@ -375,3 +375,20 @@ def apply_project_settings() -> None:
                 f"FragmentedKeysCacheBackend alias in CACHES; fragmented aliases: {fragmented_aliases()}"
             )
         set_default_alias(conf["DEFAULT_ALIAS"])
+
+
+def get_cache(alias: str) -> Any:
+    """Return the cache backend of *alias* from Django's cache handler.
+
+    Like ``django.core.cache.caches[alias]``, but immune to projects that
+    replace ``django.core.cache.caches`` with a wrapper whose ``[]`` returns
+    cached *values* (django-omnitenant's cache patch does): the wrapped
+    handler is used then.
+    """
+    from django.core import cache as django_cache
+    from django.core.cache import CacheHandler
+
+    handler = django_cache.caches
+    if not isinstance(handler, CacheHandler):
+        handler = getattr(handler, "_handler", handler)
+    return handler[alias]

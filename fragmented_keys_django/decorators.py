@@ -217,11 +217,9 @@ def tagged_cache(
             return key, [(t.name, t.instance(argmap, args, kwargs)) for t in templates]
 
         def backend() -> Any:
-            from django.core.cache import caches
+            from .conf import get_cache, resolve_alias
 
-            from .conf import resolve_alias
-
-            return caches[resolve_alias(cache_name)]
+            return get_cache(resolve_alias(cache_name))
 
         t = timeout
 

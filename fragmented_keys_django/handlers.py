@@ -24,11 +24,9 @@ class DjangoCacheHandler:
         self._alias = alias
 
     def _store(self) -> Any:
-        from django.core.cache import caches
+        from .conf import get_cache, resolve_alias
 
-        from .conf import resolve_alias
-
-        return caches[resolve_alias(self._alias)].store
+        return get_cache(resolve_alias(self._alias)).store
 
     def group_name(self) -> str:
         """Return an id shared by handlers of the same store (for bulk reads)."""

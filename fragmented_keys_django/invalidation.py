@@ -78,9 +78,9 @@ _hooks = threading.local()
 
 
 def _backend(alias: str) -> Any:
-    from django.core.cache import caches
+    from .conf import get_cache
 
-    return caches[alias]
+    return get_cache(alias)
 
 
 def _by_store(items: list[_Bump]) -> list[tuple[Any, Any, list[_Bump]]]:

@@ -173,11 +173,9 @@ class VersionedTag(StandardTag):
         self._alias = alias
 
     def _backend(self) -> Any:
-        from django.core.cache import caches
+        from .conf import get_cache, resolve_alias
 
-        from .conf import resolve_alias
-
-        return caches[resolve_alias(self._alias)]
+        return get_cache(resolve_alias(self._alias))
 
     def get_tag_name(self) -> str:
         """Return the key of this tag's version in the current tenant."""

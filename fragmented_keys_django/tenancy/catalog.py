@@ -32,13 +32,8 @@ class CannotListTenants(ConfigurationError):
 
 
 def _config_source_tenants(source: Any) -> list[str] | None:
-    from .stores import _CallableSource
-
-    if isinstance(source, _CallableSource):
-        lister = getattr(source.func, "tenants", None)
-        return None if lister is None else [str(t) for t in lister()]
-    lister = getattr(source, "tenants", None)
-    return None if lister is None else [str(t) for t in lister()]
+    listed = source.tenants()  # None: this source cannot list its tenants
+    return None if listed is None else [str(t) for t in listed]
 
 
 def _context_source_tenants() -> list[str] | None:
@@ -82,14 +77,12 @@ def _middleware_tenants() -> list[str] | None:
 
 def known_tenants(aliases: Iterable[str] | None = None) -> list[str]:
     """Return the sorted tenant ids every listing source knows; raise ``CannotListTenants`` if none can."""
-    from django.core.cache import caches
-
-    from ..conf import fragmented_aliases
+    from ..conf import fragmented_aliases, get_cache
 
     found: set[str] = set()
     listable = False
     for alias in aliases if aliases is not None else fragmented_aliases():
-        ts = caches[alias].tenant_stores
+        ts = get_cache(alias).tenant_stores
         if ts is None:
             continue
         ids = _config_source_tenants(ts.source)

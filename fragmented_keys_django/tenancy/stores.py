@@ -102,9 +102,9 @@ class _CallableSource:
     def get(self, tenant_id: str) -> Mapping[str, Any] | None:
         return self.func(tenant_id)
 
-    def tenants(self) -> list[str]:
+    def tenants(self) -> list[str] | None:
         lister = getattr(self.func, "tenants", None)
-        return list(lister()) if lister else []
+        return list(lister()) if lister else None
 
 
 class _ModelSource:
@@ -219,16 +219,16 @@ class TenantStores:
             if store is not None:
                 _close(store)
 
-    def tenants(self) -> list[str]:
-        """Return the tenant ids the source knows of (empty if it cannot list them)."""
+    def tenants(self) -> list[str] | None:
+        """Return the tenant ids the source knows of, or ``None`` if it cannot list them."""
         return self.source.tenants()
 
     def _check_version(self, now: float) -> None:
         self._next_check = now + self.recheck
-        from django.core.cache import caches
+        from ..conf import get_cache
 
         try:
-            version = caches[self.template_name].get(CONFIG_VERSION_KEY)
+            version = get_cache(self.template_name).get(CONFIG_VERSION_KEY)
         except Exception as exc:  # the store may be down: keep current stores, log
             logger.warning("tenant config version check failed (alias=%s): %s", self.alias, exc)
             return
@@ -241,11 +241,22 @@ class TenantStores:
 
 
 def _close(store: Any) -> None:
+    """Close a dropped tenant store and its connections.
+
+    ``close()`` alone is a no-op for django-redis (without CLOSE_CONNECTION),
+    whose pools live in a process-wide dict keyed by URL: disconnect the
+    pools the store's clients use. A pool shared with another store on the
+    same URL just reconnects on its next use.
+    """
     try:
         store.close()
-        client = getattr(store, "client", None)  # django-redis: drop the pool too
-        if client is not None and hasattr(client, "close"):
-            client.close()
+        client = getattr(store, "client", None)  # django-redis
+        for redis_client in getattr(client, "_clients", None) or ():
+            if redis_client is not None:
+                redis_client.connection_pool.disconnect()
+        cache_client = store.__dict__.get("_cache")  # Django's RedisCache, if built
+        for pool in getattr(cache_client, "_pools", {}).values() if cache_client is not None else ():
+            pool.disconnect()
     except Exception as exc:  # closing a dead connection must not break the caller
         logger.warning("closing a tenant store failed: %s", exc)
 
@@ -286,15 +297,20 @@ def notify_tenant_config_changed(tenant_id: str | None = None) -> None:
     seconds) and publishes on Redis pub/sub when ``TENANT_CONFIG_URL`` is set
     (other processes drop it as soon as the message arrives).
     """
-    from django.core.cache import caches
-
+    from ..conf import fragmented_aliases, get_cache
     from ..versions import fresh_token
 
+    # Every alias with tenant stores, used in this process yet or not (a
+    # management command or an admin save must still reach other processes).
+    for alias in fragmented_aliases():
+        backend = get_cache(alias)
+        if backend.options.tenant_stores is not None:
+            backend.tenant_stores  # registers it
     urls = set()
     for ts in list(_registry.values()):
         ts.forget(tenant_id)
         try:
-            caches[ts.template_name].set(CONFIG_VERSION_KEY, fresh_token(), timeout=None)
+            get_cache(ts.template_name).set(CONFIG_VERSION_KEY, fresh_token(), timeout=None)
         except Exception as exc:
             logger.error("could not bump the tenant config version (alias=%s): %s", ts.alias, exc)
         if ts.channel_url:
@@ -302,7 +318,11 @@ def notify_tenant_config_changed(tenant_id: str | None = None) -> None:
     for url in urls:
         import redis
 
-        redis.Redis.from_url(url).publish(DEFAULT_CHANNEL, tenant_id or "*")
+        client = redis.Redis.from_url(url)
+        try:
+            client.publish(DEFAULT_CHANNEL, tenant_id or "*")
+        finally:
+            client.close()
 
 
 class _Listener:

@@ -46,7 +46,8 @@ class FragmentedCommand(BaseCommand):
 
     def backend(self, options: dict[str, Any]) -> Any:
         from django.conf import settings
-        from django.core.cache import caches
+
+        from ...conf import get_cache
 
         try:
             alias = resolve_alias(options.get("alias"))
@@ -54,7 +55,7 @@ class FragmentedCommand(BaseCommand):
             raise CommandError(str(exc)) from exc
         if settings.CACHES.get(alias, {}).get("BACKEND") not in BACKEND_PATHS:
             raise CommandError(f"Cache alias {alias!r} is not a FragmentedKeysCacheBackend.")
-        return caches[alias]
+        return get_cache(alias)
 
     def targets(self, options: dict[str, Any], backend: Any) -> list[str | None]:
         """Return the tenants selected by ``--tenant``/``--all-tenants``/``--public``."""
