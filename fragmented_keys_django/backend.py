@@ -176,7 +176,9 @@ class FragmentedKeysCacheBackend(BaseCache):
                 f"which is itself a FragmentedKeysCacheBackend."
             )
         verify = self.options.verify_bumps
-        self._verify = (not store_is_reliable(conf.get("BACKEND", ""))) if verify is None else verify
+        self._verify = (
+            (not store_is_reliable(conf.get("BACKEND", ""))) if verify is None else verify
+        )
         return get_cache(name)
 
     @property
@@ -214,7 +216,11 @@ class FragmentedKeysCacheBackend(BaseCache):
 
     def store_for(self, tenant: Any = _MISSING) -> Any:
         """Return the store used for *tenant* (default: the current tenant)."""
-        tid = self._tenant() if tenant is _MISSING else (None if tenant is None else tenant_id_of(tenant))
+        tid = (
+            self._tenant()
+            if tenant is _MISSING
+            else (None if tenant is None else tenant_id_of(tenant))
+        )
         return self._store_of(tid)
 
     def _tenant(self) -> str | None:
@@ -241,11 +247,18 @@ class FragmentedKeysCacheBackend(BaseCache):
                 f"timeout must be a number of seconds or None (never expire), got {timeout!r}"
             )
         if strict and timeout < 0:
-            raise InvalidTimeout(f"timeout must not be negative, got {timeout!r}; use 0 to skip caching")
+            raise InvalidTimeout(
+                f"timeout must not be negative, got {timeout!r}; use 0 to skip caching"
+            )
         return timeout
 
     def _keys(
-        self, key: Any, tags: tuple[TagSpec, ...], group_id: str, version: int | None, validate: bool
+        self,
+        key: Any,
+        tags: tuple[TagSpec, ...],
+        group_id: str,
+        version: int | None,
+        validate: bool,
     ) -> tuple[str | None, EntryKeys]:
         tenant = self._tenant()
         made = self.make_key(key, version=version)
@@ -271,7 +284,9 @@ class FragmentedKeysCacheBackend(BaseCache):
         if sig.receivers:
             sig.send(type(self), alias=self.alias, tenant=tenant, key=key)
 
-    def _write_tokens(self, store: Any, ek: EntryKeys, raw: Mapping[str, Any] | None) -> tuple[int, ...] | None:
+    def _write_tokens(
+        self, store: Any, ek: EntryKeys, raw: Mapping[str, Any] | None
+    ) -> tuple[int, ...] | None:
         """Return the current versions of *ek*, creating missing ones; ``None`` if impossible."""
         if raw is None:
             raw = _read(store, list(ek.version_keys))
@@ -281,7 +296,9 @@ class FragmentedKeysCacheBackend(BaseCache):
         got = ensure(store, list(ek.version_keys), dict(raw), self.options.version_timeout)
         return None if got is None else tuple(got[k] for k in ek.version_keys)
 
-    async def _awrite_tokens(self, store: Any, ek: EntryKeys, raw: Mapping[str, Any] | None) -> tuple[int, ...] | None:
+    async def _awrite_tokens(
+        self, store: Any, ek: EntryKeys, raw: Mapping[str, Any] | None
+    ) -> tuple[int, ...] | None:
         if raw is None:
             raw = await _aread(store, list(ek.version_keys))
         found = _found_tokens(ek, raw)
@@ -290,7 +307,9 @@ class FragmentedKeysCacheBackend(BaseCache):
         got = await aensure(store, list(ek.version_keys), dict(raw), self.options.version_timeout)
         return None if got is None else tuple(got[k] for k in ek.version_keys)
 
-    def _stamp(self, store: Any, key: Any, ek: EntryKeys, value: Any, timeout: Any, add: bool = False) -> bool | None:
+    def _stamp(
+        self, store: Any, key: Any, ek: EntryKeys, value: Any, timeout: Any, add: bool = False
+    ) -> bool | None:
         """On Redis: write *value* stamped with the current versions in one round trip.
 
         Returns ``None`` when the store has no such path (the caller falls back).
@@ -300,14 +319,18 @@ class FragmentedKeysCacheBackend(BaseCache):
             return None
         fresh = [fresh_token() for _ in ek.version_keys]
         try:
-            return acc.stamp(ek.entry, ek.version_keys, value, timeout, self.options.version_timeout, fresh, add)
+            return acc.stamp(
+                ek.entry, ek.version_keys, value, timeout, self.options.version_timeout, fresh, add
+            )
         except metrics.store_errors():
             raise
         except Exception as exc:
             _check_pickle(key, value, exc)
             raise
 
-    def _put(self, store: Any, key: Any, entry: str, env: tuple, timeout: Any, add: bool = False) -> Any:
+    def _put(
+        self, store: Any, key: Any, entry: str, env: tuple, timeout: Any, add: bool = False
+    ) -> Any:
         try:
             acc = redis_access(store)
             if acc is not None:
@@ -321,7 +344,9 @@ class FragmentedKeysCacheBackend(BaseCache):
             _check_pickle(key, env[1], exc)
             raise
 
-    async def _aput(self, store: Any, key: Any, entry: str, env: tuple, timeout: Any, add: bool = False) -> Any:
+    async def _aput(
+        self, store: Any, key: Any, entry: str, env: tuple, timeout: Any, add: bool = False
+    ) -> Any:
         try:
             acc = redis_access(store)
             if acc is not None:
@@ -370,7 +395,9 @@ class FragmentedKeysCacheBackend(BaseCache):
         hit, value = _decode(ek, raw)
         return value if hit else default
 
-    def set(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> None:
+    def set(
+        self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
+    ) -> None:
         """Store *value* under *key* in the current tenant for *timeout* seconds.
 
         Follows Django's ``BaseCache.set`` (``None`` = forever, ``0`` = do not
@@ -389,7 +416,9 @@ class FragmentedKeysCacheBackend(BaseCache):
         except metrics.store_errors() as exc:
             self._failed("set", tenant, exc)
 
-    async def aset(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> None:
+    async def aset(
+        self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
+    ) -> None:
         """Async twin of :meth:`set`."""
         tenant, ek = self._keys(key, (), "", version, True)
         timeout = self._timeout(timeout)
@@ -401,7 +430,9 @@ class FragmentedKeysCacheBackend(BaseCache):
         except metrics.store_errors() as exc:
             self._failed("set", tenant, exc)
 
-    def add(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
+    def add(
+        self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
+    ) -> bool:
         """Store *value* only if *key* has no live entry; return True if stored.
 
         Atomic as the store's ``add`` is, for keys never written or expired; a
@@ -428,7 +459,9 @@ class FragmentedKeysCacheBackend(BaseCache):
             self._failed("add", tenant, exc)
             return False
 
-    async def aadd(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
+    async def aadd(
+        self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
+    ) -> bool:
         """Async twin of :meth:`add`."""
         tenant, ek = self._keys(key, (), "", version, True)
         timeout = self._timeout(timeout)
@@ -461,7 +494,9 @@ class FragmentedKeysCacheBackend(BaseCache):
             self._failed("touch", tenant, exc)
             return False
 
-    async def atouch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
+    async def atouch(
+        self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
+    ) -> bool:
         """Async twin of :meth:`touch`."""
         tenant, ek = self._keys(key, (), "", version, True)
         timeout = self._timeout(timeout)
@@ -526,7 +561,9 @@ class FragmentedKeysCacheBackend(BaseCache):
         if not hit:
             raise ValueError(f"Key '{key}' not found")
         new = value + delta
-        self._put(store, key, ek.entry, (_found_tokens(ek, raw), new), self._timeout(DEFAULT_TIMEOUT))
+        self._put(
+            store, key, ek.entry, (_found_tokens(ek, raw), new), self._timeout(DEFAULT_TIMEOUT)
+        )
         return new
 
     async def aincr(self, key: Any, delta: int = 1, version: int | None = None) -> Any:
@@ -538,7 +575,9 @@ class FragmentedKeysCacheBackend(BaseCache):
         if not hit:
             raise ValueError(f"Key '{key}' not found")
         new = value + delta
-        await self._aput(store, key, ek.entry, (_found_tokens(ek, raw), new), self._timeout(DEFAULT_TIMEOUT))
+        await self._aput(
+            store, key, ek.entry, (_found_tokens(ek, raw), new), self._timeout(DEFAULT_TIMEOUT)
+        )
         return new
 
     def decr(self, key: Any, delta: int = 1, version: int | None = None) -> Any:
@@ -549,7 +588,9 @@ class FragmentedKeysCacheBackend(BaseCache):
         """Async twin of :meth:`decr`."""
         return await self.aincr(key, -delta, version=version)
 
-    def _many_keys(self, keys: Iterable[Any], version: int | None) -> tuple[str | None, dict[str, Any], str]:
+    def _many_keys(
+        self, keys: Iterable[Any], version: int | None
+    ) -> tuple[str | None, dict[str, Any], str]:
         tenant = self._tenant()
         prefix, epoch = self.options.prefix, self._epoch()
         entries: dict[str, Any] = {}
@@ -592,7 +633,9 @@ class FragmentedKeysCacheBackend(BaseCache):
                 out[key] = value
         return out
 
-    def set_many(self, data: Mapping[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> list[Any]:
+    def set_many(
+        self, data: Mapping[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
+    ) -> list[Any]:
         """Store every item of *data*; return the keys that failed (Django's contract)."""
         tenant, entries, ns = self._many_keys(data, version)
         timeout = self._timeout(timeout)
@@ -617,7 +660,9 @@ class FragmentedKeysCacheBackend(BaseCache):
             return list(data)
         return [entries[e] for e in failed or ()]
 
-    async def aset_many(self, data: Mapping[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> list[Any]:
+    async def aset_many(
+        self, data: Mapping[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
+    ) -> list[Any]:
         """Async twin of :meth:`set_many`."""
         tenant, entries, ns = self._many_keys(data, version)
         timeout = self._timeout(timeout)
@@ -720,14 +765,18 @@ class FragmentedKeysCacheBackend(BaseCache):
             except Exception as exc:
                 _check_pickle(key, value, exc)
             transaction.on_commit(
-                lambda: self._deferred_put(key, ek.entry, env, timeout, tenant), using=using, robust=True
+                lambda: self._deferred_put(key, ek.entry, env, timeout, tenant),
+                using=using,
+                robust=True,
             )
             return True
         except metrics.store_errors() as exc:
             self._failed("set_with_tags", tenant, exc)
             return False
 
-    def _deferred_put(self, key: Any, entry: str, env: tuple, timeout: Any, tenant: str | None) -> None:
+    def _deferred_put(
+        self, key: Any, entry: str, env: tuple, timeout: Any, tenant: str | None
+    ) -> None:
         try:
             self._put(self._store_of(tenant), key, entry, env, timeout)
         except metrics.store_errors() as exc:
@@ -751,13 +800,20 @@ class FragmentedKeysCacheBackend(BaseCache):
             tokens = await self._awrite_tokens(store, ek, None)
             if tokens is None:
                 return False
-            return bool(await self._aput(store, key, ek.entry, (tokens, value), timeout) is not False)
+            return bool(
+                await self._aput(store, key, ek.entry, (tokens, value), timeout) is not False
+            )
         except metrics.store_errors() as exc:
             self._failed("set_with_tags", tenant, exc)
             return False
 
     def get_with_tags(
-        self, key: str, tags: Iterable[Any], default: Any = None, group_id: str = "", version: int | None = None
+        self,
+        key: str,
+        tags: Iterable[Any],
+        default: Any = None,
+        group_id: str = "",
+        version: int | None = None,
     ) -> Any:
         """Return the value stored under *key* with *tags*, or *default*.
 
@@ -780,7 +836,12 @@ class FragmentedKeysCacheBackend(BaseCache):
         return value if hit else default
 
     async def aget_with_tags(
-        self, key: str, tags: Iterable[Any], default: Any = None, group_id: str = "", version: int | None = None
+        self,
+        key: str,
+        tags: Iterable[Any],
+        default: Any = None,
+        group_id: str = "",
+        version: int | None = None,
     ) -> Any:
         """Async twin of :meth:`get_with_tags`."""
         specs = normalize_tags(tags)
@@ -848,7 +909,9 @@ class FragmentedKeysCacheBackend(BaseCache):
             tenant, plans[key] = self._keys(key, normalize_tags(key_tags), group_id, version, False)
         return tenant, plans
 
-    def _decode_tagged(self, tenant: str | None, plans: dict[str, EntryKeys], raw: Mapping[str, Any]) -> dict[str, Any]:
+    def _decode_tagged(
+        self, tenant: str | None, plans: dict[str, EntryKeys], raw: Mapping[str, Any]
+    ) -> dict[str, Any]:
         out = {}
         for key, ek in plans.items():
             hit, value = _decode(ek, raw)
@@ -930,7 +993,9 @@ class FragmentedKeysCacheBackend(BaseCache):
                     self._put(store, key, ek.entry, env, timeout)
                 else:
                     transaction.on_commit(
-                        lambda: self._deferred_put(key, ek.entry, env, timeout, tenant), using=using, robust=True
+                        lambda: self._deferred_put(key, ek.entry, env, timeout, tenant),
+                        using=using,
+                        robust=True,
                     )
         except metrics.store_errors() as exc:
             self._failed("get_or_set_with_tags", tenant, exc)
@@ -1024,7 +1089,9 @@ class FragmentedKeysCacheBackend(BaseCache):
                     self._failed("stampede_unlock", tenant, exc)
         return value
 
-    def delete_with_tags(self, key: str, tags: Iterable[Any], group_id: str = "", version: int | None = None) -> bool:
+    def delete_with_tags(
+        self, key: str, tags: Iterable[Any], group_id: str = "", version: int | None = None
+    ) -> bool:
         """Delete the entry of *key* with *tags*; return True if the store deleted one.
 
         Rarely needed: :meth:`invalidate_tags` makes dependent entries
@@ -1052,9 +1119,17 @@ class FragmentedKeysCacheBackend(BaseCache):
 
     def tag_version_keys(self, tags: Iterable[Any], tenant: Any = _MISSING) -> list[str]:
         """Return the version keys of the (non-constant) *tags* in *tenant* (default: current)."""
-        tid = self._tenant() if tenant is _MISSING else (None if tenant is None else tenant_id_of(tenant))
+        tid = (
+            self._tenant()
+            if tenant is _MISSING
+            else (None if tenant is None else tenant_id_of(tenant))
+        )
         prefix = self.options.prefix
-        return [tag_version_key(prefix, tid, s.name, s.instance) for s in normalize_tags(tags) if not s.constant]
+        return [
+            tag_version_key(prefix, tid, s.name, s.instance)
+            for s in normalize_tags(tags)
+            if not s.constant
+        ]
 
     def tag_version_key(self, tag_name: str, instance: str | int = "") -> str:
         """Return the store key of tag (*tag_name*, *instance*)'s version in the current tenant."""
@@ -1092,14 +1167,22 @@ class FragmentedKeysCacheBackend(BaseCache):
         """
         from .invalidation import bump_keys
 
-        tid = self._tenant() if tenant is _MISSING else (None if tenant is None else tenant_id_of(tenant))
+        tid = (
+            self._tenant()
+            if tenant is _MISSING
+            else (None if tenant is None else tenant_id_of(tenant))
+        )
         bump_keys(self, tid, [namespace_key(self.options.prefix, tid)], flush=True)
 
     async def ainvalidate_tenant(self, tenant: Any = _MISSING) -> None:
         """Async twin of :meth:`invalidate_tenant`."""
         from .invalidation import abump_keys
 
-        tid = self._tenant() if tenant is _MISSING else (None if tenant is None else tenant_id_of(tenant))
+        tid = (
+            self._tenant()
+            if tenant is _MISSING
+            else (None if tenant is None else tenant_id_of(tenant))
+        )
         await abump_keys(self, tid, [namespace_key(self.options.prefix, tid)], flush=True)
 
     def get_tag_version(self, tag_name: str, instance: str | int = "") -> int:
@@ -1123,7 +1206,9 @@ class FragmentedKeysCacheBackend(BaseCache):
         store = self._store_of(self._tenant())
         got = ensure(store, [key], _read(store, [key]), self.options.version_timeout)
         if got is None:
-            raise metrics.store_errors()[0](f"could not create the version of tag {(tag_name, instance)!r}")
+            raise metrics.store_errors()[0](
+                f"could not create the version of tag {(tag_name, instance)!r}"
+            )
         return int(got[key])
 
     async def aget_tag_version(self, tag_name: str, instance: str | int = "") -> int:

@@ -29,10 +29,20 @@ BACKEND_PATHS = frozenset(
 # Top-level keys of a CACHES entry that we understand (Django's and the seed's).
 _TOP_LEVEL = frozenset(
     {
-        "BACKEND", "LOCATION", "TIMEOUT", "KEY_PREFIX", "VERSION", "KEY_FUNCTION",
-        "OPTIONS", "CACHE_NAME", "PREFIX", "EPOCH",
+        "BACKEND",
+        "LOCATION",
+        "TIMEOUT",
+        "KEY_PREFIX",
+        "VERSION",
+        "KEY_FUNCTION",
+        "OPTIONS",
+        "CACHE_NAME",
+        "PREFIX",
+        "EPOCH",
         # Legacy lowercase spellings Django's BaseCache still reads.
-        "timeout", "max_entries", "cull_frequency",
+        "timeout",
+        "max_entries",
+        "cull_frequency",
     }
 )
 
@@ -155,7 +165,9 @@ class BackendOptions:
             )
         prefix = params.get("PREFIX", "")
         if not isinstance(prefix, str):
-            raise ConfigurationError(f"CACHES[{alias!r}]['PREFIX'] must be a string, got {prefix!r}")
+            raise ConfigurationError(
+                f"CACHES[{alias!r}]['PREFIX'] must be a string, got {prefix!r}"
+            )
         epoch = params.get("EPOCH")
         if epoch is not None:
             epoch = _epoch_str(epoch, f"CACHES[{alias!r}]['EPOCH']")
@@ -164,7 +176,9 @@ class BackendOptions:
             _seconds(timeout, f"CACHES[{alias!r}]['TIMEOUT']")
         options = params.get("OPTIONS", {}) or {}
         if not isinstance(options, dict):
-            raise ConfigurationError(f"CACHES[{alias!r}]['OPTIONS'] must be a dict, got {options!r}")
+            raise ConfigurationError(
+                f"CACHES[{alias!r}]['OPTIONS'] must be a dict, got {options!r}"
+            )
         for name in options:
             if name not in _OPTION_DEFAULTS:
                 raise _unknown("OPTIONS key", alias, name, frozenset(_OPTION_DEFAULTS))
@@ -172,7 +186,9 @@ class BackendOptions:
         where = f"CACHES[{alias!r}]['OPTIONS']"
         for flag in ("TENANT_REQUIRED", "STRICT", "STAMPEDE_LOCK"):
             if not isinstance(o[flag], bool):
-                raise ConfigurationError(f"{where}[{flag!r}] must be True or False, got {o[flag]!r}")
+                raise ConfigurationError(
+                    f"{where}[{flag!r}] must be True or False, got {o[flag]!r}"
+                )
         if o["VERIFY_BUMPS"] is not None and not isinstance(o["VERIFY_BUMPS"], bool):
             raise ConfigurationError(
                 f"{where}['VERIFY_BUMPS'] must be True, False or None (auto), got {o['VERIFY_BUMPS']!r}"
@@ -189,8 +205,12 @@ class BackendOptions:
             stampede_lock_timeout=_seconds(
                 o["STAMPEDE_LOCK_TIMEOUT"], f"{where}['STAMPEDE_LOCK_TIMEOUT']", allow_none=False
             ),
-            stampede_wait=_seconds(o["STAMPEDE_WAIT"], f"{where}['STAMPEDE_WAIT']", allow_none=False),
-            stampede_poll=_seconds(o["STAMPEDE_POLL"], f"{where}['STAMPEDE_POLL']", allow_none=False)
+            stampede_wait=_seconds(
+                o["STAMPEDE_WAIT"], f"{where}['STAMPEDE_WAIT']", allow_none=False
+            ),
+            stampede_poll=_seconds(
+                o["STAMPEDE_POLL"], f"{where}['STAMPEDE_POLL']", allow_none=False
+            )
             or 0.001,
             verify_bumps=o["VERIFY_BUMPS"],
             tenant_stores=o["TENANT_STORES"],

@@ -93,7 +93,9 @@ class _Template:
         for literal, field, spec, conv in _formatter.parse(rest):
             if field is not None:
                 if not field:
-                    raise InvalidTagTemplate(f"Tag template {template!r} has an empty placeholder {{}}")
+                    raise InvalidTagTemplate(
+                        f"Tag template {template!r} has an empty placeholder {{}}"
+                    )
                 argmap.check(_root(field), f"Tag template {template!r}")
             self.parts.append((literal, field, spec, conv))
 
@@ -127,8 +129,21 @@ class _Template:
 
 def _vary_part(value: Any) -> Any:
     """Return a stable, comparable stand-in for an argument value."""
-    if value is None or isinstance(value, (str, int, float, bool, bytes, decimal.Decimal, uuid.UUID,
-                                           datetime.date, datetime.time, datetime.timedelta)):
+    if value is None or isinstance(
+        value,
+        (
+            str,
+            int,
+            float,
+            bool,
+            bytes,
+            decimal.Decimal,
+            uuid.UUID,
+            datetime.date,
+            datetime.time,
+            datetime.timedelta,
+        ),
+    ):
         return (type(value).__name__, value)
     if isinstance(value, models.Model):
         return ("model", value._meta.label, value.pk)
@@ -137,7 +152,10 @@ def _vary_part(value: Any) -> Any:
     if isinstance(value, (set, frozenset)):
         return ("set", tuple(sorted(repr(_vary_part(v)) for v in value)))
     if isinstance(value, dict):
-        return ("dict", tuple(sorted((repr(_vary_part(k)), _vary_part(v)) for k, v in value.items())))
+        return (
+            "dict",
+            tuple(sorted((repr(_vary_part(k)), _vary_part(v)) for k, v in value.items())),
+        )
     # Fall back to repr: objects whose repr includes their id never share an entry.
     return ("repr", type(value).__qualname__, repr(value))
 
@@ -173,14 +191,22 @@ def tagged_cache(
     those arguments), ``.key(*args, **kwargs)`` (its store key) and
     ``.tags(*args, **kwargs)`` (the resolved tags).
     """
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0):
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0
+    ):
         from .exceptions import InvalidTimeout
 
-        raise InvalidTimeout(f"@tagged_cache(timeout=...) must be seconds >= 0 or None, got {timeout!r}")
+        raise InvalidTimeout(
+            f"@tagged_cache(timeout=...) must be seconds >= 0 or None, got {timeout!r}"
+        )
     if isinstance(tags, str):
-        raise InvalidTagTemplate(f"tags must be a list of templates, got the string {tags!r}; wrap it in a list")
+        raise InvalidTagTemplate(
+            f"tags must be a list of templates, got the string {tags!r}; wrap it in a list"
+        )
     if isinstance(vary_on, str):
-        raise InvalidTagTemplate(f"vary_on must be a list of parameter names, got the string {vary_on!r}")
+        raise InvalidTagTemplate(
+            f"vary_on must be a list of parameter names, got the string {vary_on!r}"
+        )
 
     def decorate(func: F) -> F:
         sig = inspect.signature(func)
@@ -203,7 +229,7 @@ def tagged_cache(
                 root = _root(name)
                 kind = var_kinds.get(root)
                 if kind is inspect.Parameter.VAR_POSITIONAL:
-                    value: Any = args[len(argmap.positions):]
+                    value: Any = args[len(argmap.positions) :]
                 elif kind is inspect.Parameter.VAR_KEYWORD:
                     value = {k: v for k, v in kwargs.items() if k not in sig.parameters}
                 else:
@@ -238,7 +264,9 @@ def tagged_cache(
             @functools.wraps(func)
             def wrapper(*args: Any, **kwargs: Any) -> Any:
                 key, tag_list = resolve(args, kwargs)
-                return backend().get_or_set_with_tags(key, lambda: func(*args, **kwargs), tag_list, timeout=t)
+                return backend().get_or_set_with_tags(
+                    key, lambda: func(*args, **kwargs), tag_list, timeout=t
+                )
 
         def invalidate(*args: Any, **kwargs: Any) -> bool:
             """Delete the cached entry for these arguments; return True if one was deleted."""
@@ -264,5 +292,3 @@ def tagged_cache(
         return wrapper  # type: ignore[no-any-return]
 
     return decorate
-
-

@@ -101,7 +101,9 @@ def apply_bumps(items: list[_Bump], *, raise_errors: bool = False) -> None:
             bump(store, keys, backend.options.version_timeout, backend.verify_bumps_on(store))
         except (*metrics.store_errors(), BumpFailed) as exc:
             for item in group:
-                metrics.record_store_error(item.alias, item.tenant, "bump", exc, level=logging.ERROR)
+                metrics.record_store_error(
+                    item.alias, item.tenant, "bump", exc, level=logging.ERROR
+                )
             if raise_errors:
                 raise BumpFailed(f"tag bump failed on alias {group[0].alias!r}: {exc}") from exc
             _retrier.add(group)
@@ -114,10 +116,14 @@ async def aapply_bumps(items: list[_Bump]) -> None:
     for backend, store, group in _by_store(items):
         keys = [k for item in group for k in item.keys]
         try:
-            await abump(store, keys, backend.options.version_timeout, backend.verify_bumps_on(store))
+            await abump(
+                store, keys, backend.options.version_timeout, backend.verify_bumps_on(store)
+            )
         except (*metrics.store_errors(), BumpFailed) as exc:
             for item in group:
-                metrics.record_store_error(item.alias, item.tenant, "bump", exc, level=logging.ERROR)
+                metrics.record_store_error(
+                    item.alias, item.tenant, "bump", exc, level=logging.ERROR
+                )
             if backend.options.strict:
                 raise BumpFailed(f"tag bump failed on alias {group[0].alias!r}: {exc}") from exc
             _retrier.add(group)
@@ -154,7 +160,12 @@ def _queue_on_commit(conn: Any, item: _Bump) -> None:
 
 
 def bump_keys(
-    backend: Any, tenant: str | None, keys: list[str], *, tags: Iterable[Any] = (), flush: bool = False,
+    backend: Any,
+    tenant: str | None,
+    keys: list[str],
+    *,
+    tags: Iterable[Any] = (),
+    flush: bool = False,
     using: str | None = None,
 ) -> None:
     """Bump *keys* of *backend*'s store: now, or after the commit of the open transaction(s).
@@ -180,7 +191,12 @@ def bump_keys(
 
 
 async def abump_keys(
-    backend: Any, tenant: str | None, keys: list[str], *, tags: Iterable[Any] = (), flush: bool = False
+    backend: Any,
+    tenant: str | None,
+    keys: list[str],
+    *,
+    tags: Iterable[Any] = (),
+    flush: bool = False,
 ) -> None:
     """Async twin of :func:`bump_keys`; async code holds no transaction, so it bumps at once."""
     spec_tags = tuple((s.name, s.instance) for s in normalize_tags(tags)) if tags else ()
@@ -199,7 +215,11 @@ def _aliases_by_store() -> list[str]:
 
 
 def bump_tags(
-    tags: Iterable[Any], *, tenant: Any = ..., aliases: Iterable[str] | None = None, using: str | None = None
+    tags: Iterable[Any],
+    *,
+    tenant: Any = ...,
+    aliases: Iterable[str] | None = None,
+    using: str | None = None,
 ) -> int:
     """Bump *tags* in every fragmented alias (or *aliases*), in *tenant* (default: current).
 
@@ -208,7 +228,9 @@ def bump_tags(
     """
     from .tenancy.context import tenant_id_of
 
-    tid = current_tenant_id() if tenant is ... else (None if tenant is None else tenant_id_of(tenant))
+    tid = (
+        current_tenant_id() if tenant is ... else (None if tenant is None else tenant_id_of(tenant))
+    )
     specs = [s for s in normalize_tags(tags) if not s.constant]
     if not specs:
         return 0
@@ -257,14 +279,18 @@ class _Retrier:
                 self._suspect[key] = self._suspect.get(key, 0) + 1
             self._compact()
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="fkd-bump-retry", daemon=True)
+                self._thread = threading.Thread(
+                    target=self._run, name="fkd-bump-retry", daemon=True
+                )
                 self._thread.start()
 
     def _compact(self) -> None:
         """Replace a tenant's many pending tag bumps by one namespace flush (lock held)."""
         sizes: dict[tuple[str, str | None], int] = {}
         for item in self._pending:
-            sizes[(item.alias, item.tenant)] = sizes.get((item.alias, item.tenant), 0) + len(item.keys)
+            sizes[(item.alias, item.tenant)] = sizes.get((item.alias, item.tenant), 0) + len(
+                item.keys
+            )
         for (alias, tenant), size in sizes.items():
             if size <= self.compact_above:
                 continue
@@ -277,7 +303,10 @@ class _Retrier:
             self._suspect[(alias, tenant)] = 1
             logger.error(
                 "%d failed tag bumps pending for tenant %s on alias %s: flushing the tenant's "
-                "namespace instead once the store is back", size, tenant, alias,
+                "namespace instead once the store is back",
+                size,
+                tenant,
+                alias,
                 extra={"alias": alias, "tenant": tenant, "operation": "bump_compact"},
             )
 
@@ -297,13 +326,20 @@ class _Retrier:
             try:
                 backend = _backend(item.alias)
                 store = backend._store_of(item.tenant)
-                bump(store, item.keys, backend.options.version_timeout, backend.verify_bumps_on(store))
+                bump(
+                    store,
+                    item.keys,
+                    backend.options.version_timeout,
+                    backend.verify_bumps_on(store),
+                )
             except Exception as exc:  # retried below; counted and logged each time
                 metrics.record_store_error(item.alias, item.tenant, "bump_retry", exc)
                 left.append(item)
                 continue
             logger.warning(
-                "delayed tag bump landed (alias=%s, tenant=%s)", item.alias, item.tenant,
+                "delayed tag bump landed (alias=%s, tenant=%s)",
+                item.alias,
+                item.tenant,
                 extra={"alias": item.alias, "tenant": item.tenant, "operation": "bump_retry"},
             )
             _announce([item])
@@ -467,7 +503,11 @@ class ModelTagManager:
             return []
         callback = conf.get(f"on_{event}")
         if callback is not None:
-            result = callback(model, instance, update_fields) if event == "update" else callback(model, instance)
+            result = (
+                callback(model, instance, update_fields)
+                if event == "update"
+                else callback(model, instance)
+            )
             return list(result or ())
         return [(conf["tag_name"], str(instance.pk)), (conf["tag_name"], "")]
 
@@ -524,8 +564,14 @@ class ModelTagManager:
         return None if value is None else str(value)
 
     @classmethod
-    def _fire(cls, model: type[models.Model], instances: Iterable[Any], event: str, update_fields: Any = None,
-              using: str | None = None) -> None:
+    def _fire(
+        cls,
+        model: type[models.Model],
+        instances: Iterable[Any],
+        event: str,
+        update_fields: Any = None,
+        using: str | None = None,
+    ) -> None:
         by_tenant: dict[Any, list[Any]] = {}
         for instance in instances:
             tags = cls.tags_for(model, instance, event, update_fields)
@@ -535,12 +581,22 @@ class ModelTagManager:
             bump_tags(tags, tenant=tenant, using=using)
 
 
-def _on_save(sender: type[models.Model], instance: Any, created: bool = False, update_fields: Any = None,
-             using: str | None = None, **kwargs: Any) -> None:
-    ModelTagManager._fire(sender, [instance], "create" if created else "update", update_fields, using)
+def _on_save(
+    sender: type[models.Model],
+    instance: Any,
+    created: bool = False,
+    update_fields: Any = None,
+    using: str | None = None,
+    **kwargs: Any,
+) -> None:
+    ModelTagManager._fire(
+        sender, [instance], "create" if created else "update", update_fields, using
+    )
 
 
-def _on_delete(sender: type[models.Model], instance: Any, using: str | None = None, **kwargs: Any) -> None:
+def _on_delete(
+    sender: type[models.Model], instance: Any, using: str | None = None, **kwargs: Any
+) -> None:
     ModelTagManager._fire(sender, [instance], "delete", None, using)
 
 
@@ -559,11 +615,23 @@ def _cleared_pks(sender: Any, instance: Any, model: type[models.Model]) -> list[
             target = f
     if source is None or target is None:
         return []
-    return list(sender._default_manager.filter(**{source.attname: instance.pk}).values_list(target.attname, flat=True))
+    return list(
+        sender._default_manager.filter(**{source.attname: instance.pk}).values_list(
+            target.attname, flat=True
+        )
+    )
 
 
-def _on_m2m(sender: Any, instance: Any, action: str, reverse: bool, model: type[models.Model],
-            pk_set: Any, using: str | None = None, **kwargs: Any) -> None:
+def _on_m2m(
+    sender: Any,
+    instance: Any,
+    action: str,
+    reverse: bool,
+    model: type[models.Model],
+    pk_set: Any,
+    using: str | None = None,
+    **kwargs: Any,
+) -> None:
     registered = ModelTagManager._registered
     if action == "pre_clear":
         if model in registered:
@@ -584,7 +652,11 @@ def _on_m2m(sender: Any, instance: Any, action: str, reverse: bool, model: type[
         name = registered[model]["tag_name"]
         tags += [(name, str(pk)) for pk in pk_set] + [(name, "")]
     if tags:
-        tenant = ModelTagManager.tenant_of(type(instance), instance) if type(instance) in registered else ...
+        tenant = (
+            ModelTagManager.tenant_of(type(instance), instance)
+            if type(instance) in registered
+            else ...
+        )
         bump_tags(tags, tenant=tenant, using=using)
 
 
@@ -636,7 +708,9 @@ class CacheAwareManager(models.Manager.from_queryset(CacheAwareQuerySet)):  # ty
     def bulk_create(self, objs: Iterable[Any], *args: Any, **kwargs: Any) -> list[Any]:
         created = super().bulk_create(objs, *args, **kwargs)
         if ModelTagManager.is_registered(self.model):
-            ModelTagManager._fire(self.model, [o for o in created if o.pk is not None], "create", None, self.db)
+            ModelTagManager._fire(
+                self.model, [o for o in created if o.pk is not None], "create", None, self.db
+            )
         return created
 
     def bulk_update(self, objs: Iterable[Any], fields: Any, *args: Any, **kwargs: Any) -> int:

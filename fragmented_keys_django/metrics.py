@@ -20,7 +20,12 @@ _counts: Counter[tuple[str, str]] = Counter()
 
 
 def record_store_error(
-    alias: str, tenant: str | None, operation: str, exc: BaseException, *, level: int = logging.WARNING
+    alias: str,
+    tenant: str | None,
+    operation: str,
+    exc: BaseException,
+    *,
+    level: int = logging.WARNING,
 ) -> None:
     """Log, count and signal a store error that the caller survives."""
     with _lock:
@@ -40,7 +45,11 @@ def record_store_error(
 
     if store_failed.receivers:
         store_failed.send(
-            FragmentedKeysCacheBackend, alias=alias, tenant=tenant, operation=operation, exception=exc
+            FragmentedKeysCacheBackend,
+            alias=alias,
+            tenant=tenant,
+            operation=operation,
+            exception=exc,
         )
 
 
@@ -87,5 +96,3 @@ def store_errors() -> tuple[type[BaseException], ...]:
 
 
 _STORE_ERRORS: tuple[type[BaseException], ...] | None = None
-
-

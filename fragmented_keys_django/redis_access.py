@@ -112,7 +112,9 @@ class RedisAccess:
         raws = self._client().mget([self.inner(k) for k in keys])
         return {k: self.decode(r) for k, r in zip(keys, raws, strict=True) if r is not None}
 
-    def set_entry(self, entry: str, tokens: Sequence[int], value: Any, timeout: Any, add: bool = False) -> bool:
+    def set_entry(
+        self, entry: str, tokens: Sequence[int], value: Any, timeout: Any, add: bool = False
+    ) -> bool:
         """Write *value* stamped with *tokens* (versions read before it was computed)."""
         data = HEADER + b",".join(str(t).encode() for t in tokens) + b"\x00" + self._dumps(value)
         px = self._px(timeout)
@@ -138,7 +140,11 @@ class RedisAccess:
             pipe.set(self.inner(key), token, px=px, nx=True)
             pipe.get(self.inner(key))
         replies = pipe.execute()
-        return {k: int(replies[2 * i + 1]) for i, k in enumerate(tokens) if replies[2 * i + 1] is not None}
+        return {
+            k: int(replies[2 * i + 1])
+            for i, k in enumerate(tokens)
+            if replies[2 * i + 1] is not None
+        }
 
     def set_entry_unlock(
         self, entry: str, tokens: Sequence[int], value: Any, timeout: Any, lock: str
@@ -155,8 +161,14 @@ class RedisAccess:
         pipe.execute()
 
     def stamp(
-        self, entry: str, version_keys: Sequence[str], value: Any, timeout: Any,
-        version_timeout: float | None, fresh: Sequence[int], add: bool = False,
+        self,
+        entry: str,
+        version_keys: Sequence[str],
+        value: Any,
+        timeout: Any,
+        version_timeout: float | None,
+        fresh: Sequence[int],
+        add: bool = False,
     ) -> bool:
         """Write *value* stamped with the versions current now, in one round trip (Lua).
 
@@ -201,7 +213,9 @@ def _build(store: Any) -> RedisAccess | None:
         def pdumps(value: Any) -> bytes:
             return pickle.dumps(value, protocol)
 
-        return RedisAccess(store, lambda: cache_client.get_client(None, write=True), pdumps, serializer.loads)
+        return RedisAccess(
+            store, lambda: cache_client.get_client(None, write=True), pdumps, serializer.loads
+        )
     return None
 
 

@@ -45,7 +45,9 @@ def _name(value: Any, tag: Any) -> str:
             f"Write tags as (name, instance), e.g. ('User', '42')."
         )
     if len(value) > MAX_TAG_PART_LENGTH:
-        raise InvalidTag(f"A tag name must be at most {MAX_TAG_PART_LENGTH} characters, got {len(value)}.")
+        raise InvalidTag(
+            f"A tag name must be at most {MAX_TAG_PART_LENGTH} characters, got {len(value)}."
+        )
     return value
 
 
@@ -60,7 +62,9 @@ def _instance(value: Any, tag: Any) -> str:
             f"{value!r:.200} in tag {tag!r:.200}. Pass the identifier, e.g. str(obj.pk)."
         )
     if len(s) > MAX_TAG_PART_LENGTH:
-        raise InvalidTag(f"A tag instance must be at most {MAX_TAG_PART_LENGTH} characters, got {len(s)}.")
+        raise InvalidTag(
+            f"A tag instance must be at most {MAX_TAG_PART_LENGTH} characters, got {len(s)}."
+        )
     return s
 
 
@@ -88,7 +92,9 @@ def normalize_tag(tag: Any) -> TagSpec:
             f"{len(tag)} elements: {tag!r:.200}"
         )
     if isinstance(tag, ConstantTag):
-        return TagSpec(_name(tag._tag, tag), _instance(tag._instance, tag), _constant(tag._version, tag))
+        return TagSpec(
+            _name(tag._tag, tag), _instance(tag._instance, tag), _constant(tag._version, tag)
+        )
     if isinstance(tag, BaseTag):
         # StandardTag / VersionedTag: the version always comes from the store,
         # never from a value cached on the object.
@@ -243,5 +249,7 @@ def custom_tag(tag_name: str, instance_value: str | int) -> VersionedTag:
 
 def constant_tag(tag_name: str, instance_value: str | int, version: float = 1.0) -> ConstantTag:
     """Return a tag with a fixed version: part of the key, never looked up or bumped."""
-    spec = TagSpec(_name(tag_name, tag_name), _instance(instance_value, tag_name), _constant(version, tag_name))
+    spec = TagSpec(
+        _name(tag_name, tag_name), _instance(instance_value, tag_name), _constant(version, tag_name)
+    )
     return ConstantTag(spec.name, spec.instance, version=float(version))

@@ -29,10 +29,10 @@ __all__ = ["WriteMode", "in_transaction", "write_mode"]
 
 
 class WriteMode(enum.Enum):
-    NOW = "now"          # store immediately
-    DEFER = "defer"      # store on commit of the one open transaction
-    SKIP = "skip"        # do not store (serve hits only)
-    BYPASS = "bypass"    # dirty transaction: neither read nor store
+    NOW = "now"  # store immediately
+    DEFER = "defer"  # store on commit of the one open transaction
+    SKIP = "skip"  # do not store (serve hits only)
+    BYPASS = "bypass"  # dirty transaction: neither read nor store
 
 
 def _real_blocks(conn: Any) -> bool:

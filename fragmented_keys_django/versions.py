@@ -67,7 +67,9 @@ def bump(store: Any, keys: Iterable[str], timeout: float | None, verify: bool) -
     raise BumpFailed(f"tag version bump did not land after {_BUMP_ATTEMPTS} attempts: {pending}")
 
 
-def ensure(store: Any, keys: list[str], found: dict[str, Any], timeout: float | None) -> dict[str, int] | None:
+def ensure(
+    store: Any, keys: list[str], found: dict[str, Any], timeout: float | None
+) -> dict[str, int] | None:
     """Create the version keys of *keys* missing from *found*; return every token.
 
     Missing keys get a fresh token with ``add`` (atomic where the store's
@@ -101,7 +103,9 @@ def ensure(store: Any, keys: list[str], found: dict[str, Any], timeout: float | 
     return tokens
 
 
-async def abump(store: Any, keys: Iterable[str], timeout: float | None, verify: bool) -> dict[str, int]:
+async def abump(
+    store: Any, keys: Iterable[str], timeout: float | None, verify: bool
+) -> dict[str, int]:
     """Async twin of :func:`bump`, on the store's ``a*`` methods."""
     keys = list(dict.fromkeys(keys))
     if not keys:
@@ -122,7 +126,9 @@ async def abump(store: Any, keys: Iterable[str], timeout: float | None, verify: 
     raise BumpFailed(f"tag version bump did not land after {_BUMP_ATTEMPTS} attempts: {pending}")
 
 
-async def aensure(store: Any, keys: list[str], found: dict[str, Any], timeout: float | None) -> dict[str, int] | None:
+async def aensure(
+    store: Any, keys: list[str], found: dict[str, Any], timeout: float | None
+) -> dict[str, int] | None:
     """Async twin of :func:`ensure`."""
     tokens = {k: found[k] for k in keys if k in found}
     retry = []

@@ -24,9 +24,15 @@ REDIS_DB = 13
 def store_settings(kind: str, **wrapper: object) -> dict:
     """Return ``CACHES`` with alias ``default`` = a store of *kind*, ``fragmented`` wrapping it."""
     if kind == "locmem":
-        store = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": uuid.uuid4().hex}
+        store = {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": uuid.uuid4().hex,
+        }
     elif kind == "db":
-        store = {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "fkd_cache_table"}
+        store = {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": "fkd_cache_table",
+        }
     elif kind == "redis":
         store = {
             "BACKEND": "django_redis.cache.RedisCache",

@@ -43,7 +43,10 @@ DATABASES = {
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")
 
 CACHES = {
-    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "fkd-default"},
+    "default": {
+        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+        "LOCATION": "fkd-default",
+    },
     "fragmented": {
         "BACKEND": "fragmented_keys_django.FragmentedKeysCacheBackend",
         "CACHE_NAME": "default",

@@ -120,7 +120,7 @@ def test_unpicklable_values_name_the_key(frag):
 
 
 def test_templates_naming_unknown_parameters_fail_at_decoration():
-    with pytest.raises(InvalidTagTemplate, match="'user_idd'.*not a parameter"):
+    with pytest.raises(InvalidTagTemplate, match=r"'user_idd'.*not a parameter"):
 
         @tagged_cache(tags=["User:{user_idd}"])
         def f(user_id):

@@ -225,7 +225,12 @@ def test_tag_version_and_namespace_keys_injective(a, b):
     key=st.text(max_size=1000),
     group=st.text(max_size=300),
     tags=st.lists(
-        st.builds(TagSpec, name=st.text(min_size=1, max_size=500), instance=st.text(max_size=500), constant=st.just("")),
+        st.builds(
+            TagSpec,
+            name=st.text(min_size=1, max_size=500),
+            instance=st.text(max_size=500),
+            constant=st.just(""),
+        ),
         max_size=12,
     ).map(lambda ts: tuple(sorted(set(ts)))),
 )

@@ -64,6 +64,8 @@ def _get() -> tuple[Any, str] | None:
     if cur is _UNSET:
         return None if _source is None else _from_source()
     return cur
+
+
 # Tokens of push_tenant() calls, so pop_tenant() can restore the outer tenant.
 _pushed: ContextVar[tuple[Token, ...]] = ContextVar("fkd_tenant_pushed", default=())
 

@@ -51,10 +51,21 @@ logger = logging.getLogger("fragmented_keys_django")
 CONFIG_VERSION_KEY = "fk:tenant-config-version"
 DEFAULT_CHANNEL = "fragmented_keys_django:tenant-config"
 _MISSING = object()
-_FIELDS = ("BACKEND", "LOCATION", "ALIAS", "TIMEOUT", "OPTIONS", "KEY_PREFIX", "VERSION", "KEY_FUNCTION")
+_FIELDS = (
+    "BACKEND",
+    "LOCATION",
+    "ALIAS",
+    "TIMEOUT",
+    "OPTIONS",
+    "KEY_PREFIX",
+    "VERSION",
+    "KEY_FUNCTION",
+)
 
 
-def resolve_tenant_config(tenant_id: str, cache_config: Mapping[str, Any], template: Mapping[str, Any]) -> tuple[str, dict]:
+def resolve_tenant_config(
+    tenant_id: str, cache_config: Mapping[str, Any], template: Mapping[str, Any]
+) -> tuple[str, dict]:
     """Merge a tenant's *cache_config* over the shared store's *template*; return ``(alias, config)``.
 
     Keys are case-insensitive; precedence is tenant > template > Django's
@@ -125,8 +136,18 @@ class _ModelSource:
             def changed(sender: Any, instance: Any, **kwargs: Any) -> None:
                 notify_tenant_config_changed(str(getattr(instance, self.id_field)))
 
-            post_save.connect(changed, sender=model, weak=False, dispatch_uid=f"fkd:tenant-config:{self.model_label}")
-            post_delete.connect(changed, sender=model, weak=False, dispatch_uid=f"fkd:tenant-config-del:{self.model_label}")
+            post_save.connect(
+                changed,
+                sender=model,
+                weak=False,
+                dispatch_uid=f"fkd:tenant-config:{self.model_label}",
+            )
+            post_delete.connect(
+                changed,
+                sender=model,
+                weak=False,
+                dispatch_uid=f"fkd:tenant-config-del:{self.model_label}",
+            )
             self._connected = True
         return model
 
@@ -138,7 +159,9 @@ class _ModelSource:
         return config.get(self.key) or None
 
     def tenants(self) -> list[str]:
-        return [str(t) for t in self._model()._default_manager.values_list(self.id_field, flat=True)]
+        return [
+            str(t) for t in self._model()._default_manager.values_list(self.id_field, flat=True)
+        ]
 
 
 def make_source(spec: Any, where: str) -> Any:
@@ -147,7 +170,9 @@ def make_source(spec: Any, where: str) -> Any:
         try:
             return _CallableSource(import_string(spec))
         except ImportError as exc:
-            raise ConfigurationError(f"{where} names {spec!r}, which cannot be imported: {exc}") from exc
+            raise ConfigurationError(
+                f"{where} names {spec!r}, which cannot be imported: {exc}"
+            ) from exc
     if isinstance(spec, Mapping) and "MODEL" in spec:
         unknown = set(spec) - {"MODEL", "ID_FIELD", "CONFIG_FIELD", "KEY"}
         if unknown:
@@ -165,7 +190,9 @@ def make_source(spec: Any, where: str) -> Any:
 class TenantStores:
     """The per-tenant stores of one fragmented alias, shared by every thread of the process."""
 
-    def __init__(self, alias: str, template_name: str, source: Any, recheck: float, channel_url: str | None) -> None:
+    def __init__(
+        self, alias: str, template_name: str, source: Any, recheck: float, channel_url: str | None
+    ) -> None:
         self.alias = alias
         self.template_name = template_name
         self.source = source
@@ -233,7 +260,9 @@ class TenantStores:
             logger.warning("tenant config version check failed (alias=%s): %s", self.alias, exc)
             return
         if self._config_version is not _MISSING and version != self._config_version:
-            logger.info("tenant config version changed (alias=%s): dropping tenant stores", self.alias)
+            logger.info(
+                "tenant config version changed (alias=%s): dropping tenant stores", self.alias
+            )
             self.forget()
         self._config_version = version
         if self.channel_url:
@@ -255,7 +284,9 @@ def _close(store: Any) -> None:
             if redis_client is not None:
                 redis_client.connection_pool.disconnect()
         cache_client = store.__dict__.get("_cache")  # Django's RedisCache, if built
-        for pool in getattr(cache_client, "_pools", {}).values() if cache_client is not None else ():
+        for pool in (
+            getattr(cache_client, "_pools", {}).values() if cache_client is not None else ()
+        ):
             pool.disconnect()
     except Exception as exc:  # closing a dead connection must not break the caller
         logger.warning("closing a tenant store failed: %s", exc)
@@ -274,9 +305,15 @@ def stores_for_alias(alias: str, options: Any) -> TenantStores | None:
         with _registry_lock:
             ts = _registry.get(alias)
             if ts is None:
-                source = make_source(options.tenant_stores, f"CACHES[{alias!r}]['OPTIONS']['TENANT_STORES']")
+                source = make_source(
+                    options.tenant_stores, f"CACHES[{alias!r}]['OPTIONS']['TENANT_STORES']"
+                )
                 ts = _registry[alias] = TenantStores(
-                    alias, options.cache_name, source, options.tenant_config_recheck, options.tenant_config_url
+                    alias,
+                    options.cache_name,
+                    source,
+                    options.tenant_config_recheck,
+                    options.tenant_config_url,
                 )
     return ts
 
@@ -305,7 +342,7 @@ def notify_tenant_config_changed(tenant_id: str | None = None) -> None:
     for alias in fragmented_aliases():
         backend = get_cache(alias)
         if backend.options.tenant_stores is not None:
-            backend.tenant_stores  # registers it
+            _ = backend.tenant_stores  # registers it
     urls = set()
     for ts in list(_registry.values()):
         ts.forget(tenant_id)
@@ -341,7 +378,9 @@ class _Listener:
             thread = self._threads.get(url)
             if thread is None or not thread.is_alive():
                 self.ready[url] = threading.Event()
-                thread = threading.Thread(target=self._run, args=(url,), name="fkd-config-listener", daemon=True)
+                thread = threading.Thread(
+                    target=self._run, args=(url,), name="fkd-config-listener", daemon=True
+                )
                 self._threads[url] = thread
                 thread.start()
 

@@ -9,7 +9,9 @@ class Hospital(models.Model):
 
 class Patient(models.Model):
     name = models.CharField(max_length=100)
-    hospital = models.ForeignKey(Hospital, null=True, on_delete=models.CASCADE, related_name="patients")
+    hospital = models.ForeignKey(
+        Hospital, null=True, on_delete=models.CASCADE, related_name="patients"
+    )
     objects = CacheAwareManager()
 
 
