@@ -34,6 +34,7 @@ from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 from django.db import transaction
 
 from . import invalidation, metrics
+from . import keys as keys_mod
 from .conf import (
     BACKEND_PATHS,
     BackendOptions,
@@ -224,6 +225,8 @@ class FragmentedKeysCacheBackend(BaseCache):
         return self._store_of(tid)
 
     def _tenant(self) -> str | None:
+        if self.options.shared:
+            return None  # a reserved alias: one namespace for every tenant
         tenant = current_tenant_id()
         if tenant is None and self.options.tenant_required:
             raise TenantRequired(
@@ -266,6 +269,8 @@ class FragmentedKeysCacheBackend(BaseCache):
             self.validate_key(made)
         if not isinstance(group_id, str):
             raise TypeError(f"group_id must be a string, got {group_id!r}")
+        if keys_mod._global_tags and tags and self.options.tenant_stores is not None:
+            self._no_global_tags(tags)
         return tenant, entry_keys(self.options.prefix, tenant, self._epoch(), made, group_id, tags)
 
     def _suspect(self, tenant: str | None) -> bool:
@@ -275,6 +280,15 @@ class FragmentedKeysCacheBackend(BaseCache):
     def _bypass(self, tenant: str | None) -> bool:
         """True if tagged reads must not use the cache now (dirty transaction, bump pending)."""
         return read_bypassed() or self._suspect(tenant)
+
+    def _no_global_tags(self, tags: Any) -> None:
+        names = [t.name for t in tags if keys_mod.is_global_tag(t.name)]
+        if names:
+            raise ConfigurationError(
+                f"Global tags {names} cannot be used on alias {self.alias!r}, which has TENANT_STORES: "
+                f"a tenant's own store would not see bumps made in the shared store. Use a "
+                f"tenant-scoped tag, or a separate alias without TENANT_STORES for shared data."
+            )
 
     def _failed(self, operation: str, tenant: str | None, exc: BaseException) -> None:
         metrics.record_store_error(self.alias, tenant, operation, exc)

@@ -59,6 +59,7 @@ _OPTION_DEFAULTS: dict[str, Any] = {
     "TENANT_STORES": None,
     "TENANT_CONFIG_URL": None,
     "TENANT_CONFIG_RECHECK": 1.0,
+    "SHARED": False,
 }
 
 # Stores whose set/set_many either lands or raises; others get read-back checks.
@@ -145,6 +146,7 @@ class BackendOptions:
     tenant_stores: Any
     tenant_config_url: str | None
     tenant_config_recheck: float
+    shared: bool
 
     @classmethod
     def from_params(cls, alias: str, location: str, params: dict[str, Any]) -> BackendOptions:
@@ -184,7 +186,7 @@ class BackendOptions:
                 raise _unknown("OPTIONS key", alias, name, frozenset(_OPTION_DEFAULTS))
         o = {**_OPTION_DEFAULTS, **options}
         where = f"CACHES[{alias!r}]['OPTIONS']"
-        for flag in ("TENANT_REQUIRED", "STRICT", "STAMPEDE_LOCK"):
+        for flag in ("TENANT_REQUIRED", "STRICT", "STAMPEDE_LOCK", "SHARED"):
             if not isinstance(o[flag], bool):
                 raise ConfigurationError(
                     f"{where}[{flag!r}] must be True or False, got {o[flag]!r}"
@@ -192,6 +194,11 @@ class BackendOptions:
         if o["VERIFY_BUMPS"] is not None and not isinstance(o["VERIFY_BUMPS"], bool):
             raise ConfigurationError(
                 f"{where}['VERIFY_BUMPS'] must be True, False or None (auto), got {o['VERIFY_BUMPS']!r}"
+            )
+        if o["SHARED"] and (o["TENANT_REQUIRED"] or o["TENANT_STORES"] is not None):
+            raise ConfigurationError(
+                f"{where}: SHARED=True (one namespace for every tenant) excludes TENANT_REQUIRED "
+                f"and TENANT_STORES."
             )
         return cls(
             alias=alias,
@@ -215,6 +222,7 @@ class BackendOptions:
             verify_bumps=o["VERIFY_BUMPS"],
             tenant_stores=o["TENANT_STORES"],
             tenant_config_url=_url(o["TENANT_CONFIG_URL"], f"{where}['TENANT_CONFIG_URL']"),
+            shared=o["SHARED"],
             tenant_config_recheck=_seconds(
                 o["TENANT_CONFIG_RECHECK"], f"{where}['TENANT_CONFIG_RECHECK']", allow_none=False
             ),

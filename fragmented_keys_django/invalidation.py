@@ -29,7 +29,7 @@ from django.db.models.signals import m2m_changed, post_delete, post_save
 from . import metrics
 from .conf import fragmented_aliases
 from .exceptions import BumpFailed, TenantRequired
-from .keys import tag_version_key
+from .keys import is_global_tag, tag_version_key
 from .signals import tags_bumped, tenant_flushed
 from .tags import normalize_tags
 from .tenancy.context import current_tenant_id
@@ -237,7 +237,13 @@ def bump_tags(
     pairs = [(s.name, s.instance) for s in specs]
     for alias in aliases if aliases is not None else _aliases_by_store():
         backend = _backend(alias)
-        if tid is None and backend.options.tenant_required:
+        if backend.options.tenant_stores is not None:
+            backend._no_global_tags(specs)
+        if (
+            tid is None
+            and backend.options.tenant_required
+            and not all(is_global_tag(n) for n, _ in pairs)
+        ):
             raise TenantRequired(
                 f"Bumping {pairs[:3]} on alias {alias!r}, which requires a tenant, but none is "
                 f"current: the right tenant's entries would stay stale. Save inside "
@@ -407,13 +413,16 @@ class ModelTagManager:
         on_update: LifecycleCallback | None = None,
         on_delete: LifecycleCallback | None = None,
         tenant_field: str | None = None,
+        tenant_scoped: bool = True,
     ) -> None:
         """Register *model*; its tag name defaults to ``model.__name__``.
 
         *tenant_field* (ours, not in the seed) names the field holding a row's
         tenant id (shared-database tenancy): bumps then go to that tenant
         whatever tenant is current when the row is saved. Without it, the
-        tenant current at save time is used.
+        tenant current at save time is used. ``tenant_scoped=False`` (ours)
+        is for global data (public-schema tables): the model's tag becomes a
+        global tag (``keys.register_global_tag``), one version for every tenant.
         """
         if not (isinstance(model, type) and issubclass(model, models.Model)):
             raise TypeError(f"register_model() takes a model class, got {model!r}")
@@ -426,6 +435,14 @@ class ModelTagManager:
                 raise TypeError(
                     f"register_model({model.__name__}, tenant_field={tenant_field!r}): no such field"
                 ) from exc
+        if not tenant_scoped:
+            if tenant_field is not None:
+                raise TypeError(
+                    "register_model(): tenant_scoped=False and tenant_field exclude each other"
+                )
+            from .keys import register_global_tag
+
+            register_global_tag(name)
         cls._registered[model] = {
             "tag_name": name,
             "on_create": on_create,

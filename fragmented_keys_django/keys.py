@@ -80,9 +80,39 @@ def namespace_key(prefix: str, tenant: str | None) -> str:
     return _slot(prefix, tenant) + "n:" + _digest("n", prefix, tenant)
 
 
+# Tag names whose versions are global: kept in the public namespace whatever
+# the current tenant, for data that really is shared (public-schema tables).
+_global_tags: frozenset[str] = frozenset()
+
+
+def register_global_tag(name: str) -> None:
+    """Make tag *name* global: one version for every tenant, bumped from any tenant.
+
+    Entries stay per tenant (the tenant is still part of every entry key);
+    only the tag's version is shared, so a bump of ``("Country", "FR")`` in
+    any tenant, or outside any, invalidates every tenant's entries that
+    depend on it. Call at start-up (``AppConfig.ready``).
+    """
+    global _global_tags
+    if name not in _global_tags:
+        _global_tags = _global_tags | {name}
+        tag_version_key.cache_clear()
+        entry_keys.cache_clear()
+
+
+def is_global_tag(name: str) -> bool:
+    """Return True if tag *name* was registered as global."""
+    return name in _global_tags
+
+
 @lru_cache(maxsize=65536)
 def tag_version_key(prefix: str, tenant: str | None, name: str, instance: str) -> str:
-    """Return the key holding the version of tag (*name*, *instance*) in *tenant*."""
+    """Return the key holding the version of tag (*name*, *instance*) in *tenant*.
+
+    A global tag's version lives in the public namespace (tenant ``None``).
+    """
+    if name in _global_tags:
+        tenant = None
     return _slot(prefix, tenant) + "v:" + _digest("v", prefix, tenant, name, instance)
 
 
