@@ -50,7 +50,7 @@ from .signals import cache_hit, cache_missed
 from .tags import normalize_tags
 from .tenancy.context import current_tenant_id, tenant_id_of
 from .transactions import WriteMode, read_bypassed, write_mode
-from .versions import aensure, ensure, fresh_token
+from .versions import _backoff, aensure, ensure, fresh_token
 
 __all__ = ["FragmentedKeysCacheBackend"]
 
@@ -341,6 +341,35 @@ class FragmentedKeysCacheBackend(BaseCache):
         except Exception as exc:
             _check_pickle(key, value, exc)
             raise
+
+    def _put_checked(self, store: Any, key: Any, ek: EntryKeys, env: tuple, timeout: Any) -> None:
+        """``_put``, then, on a store that drops failed writes, read back and retry.
+
+        Django's database cache swallows ``DatabaseError`` (SQLite "database
+        is locked" under contention): without this a stampede's one computed
+        value could be lost and every waiter would compute again.
+        """
+        self._put(store, key, ek.entry, env, timeout)
+        if not self.verify_bumps_on(store) or timeout == 0:
+            return
+        for attempt in range(1, 8):
+            if ek.entry in _read(store, [ek.entry]):
+                return  # landed (or another writer's entry is there: fine too)
+            time.sleep(_backoff(attempt))
+            self._put(store, key, ek.entry, env, timeout)
+
+    async def _aput_checked(
+        self, store: Any, key: Any, ek: EntryKeys, env: tuple, timeout: Any
+    ) -> None:
+        """Async twin of :meth:`_put_checked`."""
+        await self._aput(store, key, ek.entry, env, timeout)
+        if not self.verify_bumps_on(store) or timeout == 0:
+            return
+        for attempt in range(1, 8):
+            if ek.entry in await _aread(store, [ek.entry]):
+                return
+            await asyncio.sleep(_backoff(attempt))
+            await self._aput(store, key, ek.entry, env, timeout)
 
     def _put(
         self, store: Any, key: Any, entry: str, env: tuple, timeout: Any, add: bool = False
@@ -1004,7 +1033,7 @@ class FragmentedKeysCacheBackend(BaseCache):
                         raise
                     locked = False  # released with the write
                 elif mode is WriteMode.NOW:
-                    self._put(store, key, ek.entry, env, timeout)
+                    self._put_checked(store, key, ek, env, timeout)
                 else:
                     transaction.on_commit(
                         lambda: self._deferred_put(key, ek.entry, env, timeout, tenant),
@@ -1022,26 +1051,43 @@ class FragmentedKeysCacheBackend(BaseCache):
         return value
 
     def _wait_for(self, store: Any, ek: EntryKeys) -> Any:
-        """Poll for the entry another caller is computing; ``_MISSING`` if it does not come."""
+        """Poll for the entry another caller is computing; ``_MISSING`` if it does not come.
+
+        Stops early when the lock is gone and no live entry was stored (the
+        holder failed, or could not store): waiting longer would gain nothing.
+        """
         opts = self.options
         deadline = time.monotonic() + min(opts.stampede_wait, opts.stampede_lock_timeout)
-        keys = [ek.entry, *ek.version_keys]
+        lkey = lock_key(ek.entry)
+        keys = [ek.entry, *ek.version_keys, lkey]
         while time.monotonic() < deadline:
             time.sleep(opts.stampede_poll)
-            hit, value = _decode(ek, _read(store, keys))
+            raw = _read(store, keys)
+            hit, value = _decode(ek, raw)
             if hit:
                 return value
+            if lkey not in raw:
+                # The holder writes the entry, then drops the lock; a store
+                # whose get_many is not one snapshot may show the lock gone
+                # before the entry: look once more.
+                hit, value = _decode(ek, _read(store, keys[:-1]))
+                return value if hit else _MISSING
         return _MISSING
 
     async def _await_for(self, store: Any, ek: EntryKeys) -> Any:
         opts = self.options
         deadline = time.monotonic() + min(opts.stampede_wait, opts.stampede_lock_timeout)
-        keys = [ek.entry, *ek.version_keys]
+        lkey = lock_key(ek.entry)
+        keys = [ek.entry, *ek.version_keys, lkey]
         while time.monotonic() < deadline:
             await asyncio.sleep(opts.stampede_poll)
-            hit, value = _decode(ek, await _aread(store, keys))
+            raw = await _aread(store, keys)
+            hit, value = _decode(ek, raw)
             if hit:
                 return value
+            if lkey not in raw:
+                hit, value = _decode(ek, await _aread(store, keys[:-1]))
+                return value if hit else _MISSING
         return _MISSING
 
     async def aget_or_set_with_tags(
@@ -1092,7 +1138,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         try:
             value = await compute()
             if tokens is not None:
-                await self._aput(store, key, ek.entry, (tokens, value), timeout)
+                await self._aput_checked(store, key, ek, (tokens, value), timeout)
         except metrics.store_errors() as exc:
             self._failed("get_or_set_with_tags", tenant, exc)
         finally:

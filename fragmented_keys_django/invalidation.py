@@ -104,9 +104,11 @@ def apply_bumps(items: list[_Bump], *, raise_errors: bool = False) -> None:
                 metrics.record_store_error(
                     item.alias, item.tenant, "bump", exc, level=logging.ERROR
                 )
+            # Queue the retry (and bypass the tenant here) even when raising:
+            # in autocommit the row is already written, so the bump must land.
+            _retrier.add(group)
             if raise_errors:
                 raise BumpFailed(f"tag bump failed on alias {group[0].alias!r}: {exc}") from exc
-            _retrier.add(group)
             continue
         _announce(group)
 
@@ -124,9 +126,9 @@ async def aapply_bumps(items: list[_Bump]) -> None:
                 metrics.record_store_error(
                     item.alias, item.tenant, "bump", exc, level=logging.ERROR
                 )
+            _retrier.add(group)
             if backend.options.strict:
                 raise BumpFailed(f"tag bump failed on alias {group[0].alias!r}: {exc}") from exc
-            _retrier.add(group)
             continue
         _announce(group)
 
@@ -284,7 +286,7 @@ class _Retrier:
                 key = (item.alias, item.tenant)
                 self._suspect[key] = self._suspect.get(key, 0) + 1
             self._compact()
-            if self._thread is None or not self._thread.is_alive():
+            if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="fkd-bump-retry", daemon=True
                 )
@@ -363,10 +365,16 @@ class _Retrier:
         while True:
             time.sleep(delay)
             try:
-                if self.flush():
-                    return
+                self.flush()
             except Exception:  # never let the retry thread die silently
                 logger.exception("bump retry loop failed; retrying")
+            with self._lock:
+                # Decide to exit under the lock: an add() racing with this
+                # either lands first (and we go on) or finds no thread and
+                # starts one.
+                if not self._pending:
+                    self._thread = None
+                    return
             delay = min(delay * 2, 5.0)
 
 

@@ -61,8 +61,12 @@ def has_pending_bumps(conn: Any) -> bool:
 def _statement_snapshots(conn: Any) -> bool:
     vendor = conn.vendor
     if vendor == "postgresql":
+        # Django sets conn.isolation_level to the driver's IsolationLevel enum
+        # (psycopg 3: READ_COMMITTED == 2; psycopg 2: == 1): compare to it.
+        from django.db.backends.postgresql.psycopg_any import IsolationLevel
+
         level = getattr(conn, "isolation_level", None)
-        return level is None or int(level) == 1 or "READ_COMMITTED" in str(level).upper()
+        return level is None or level == IsolationLevel.READ_COMMITTED
     if vendor == "sqlite":
         with conn.cursor() as cur:
             cur.execute("PRAGMA journal_mode")

@@ -15,15 +15,25 @@ read back differs from the one read before the bump.
 
 from __future__ import annotations
 
+import asyncio
+import random
 import secrets
+import time
 from collections.abc import Iterable
 from typing import Any
 
 from .exceptions import BumpFailed
 
-__all__ = ["bump", "ensure", "fresh_token"]
+__all__ = ["abump", "aensure", "bump", "ensure", "fresh_token"]
 
-_BUMP_ATTEMPTS = 5
+#: Write attempts on a store that drops writes (Django's database cache),
+#: with jittered, growing pauses in between (about 1.3 s in all at most).
+_ATTEMPTS = 10
+
+
+def _backoff(attempt: int) -> float:
+    """Seconds to pause before write attempt *attempt* (>= 1)."""
+    return random.uniform(0.5, 1.5) * min(0.004 * 2**attempt, 0.3)
 
 
 def fresh_token() -> int:
@@ -31,28 +41,35 @@ def fresh_token() -> int:
     return secrets.randbits(62) | 1
 
 
+def _redis(store: Any) -> Any:
+    from .redis_access import redis_access
+
+    return redis_access(store)
+
+
 def bump(store: Any, keys: Iterable[str], timeout: float | None, verify: bool) -> dict[str, int]:
     """Write a fresh token to every key in *keys*; return the tokens written.
 
-    One round trip (``set_many``) on stores whose writes land or raise. With
-    *verify*, the tokens are read before and after (three round trips) and a
-    key whose token did not change is written again, up to five times; then
-    ``BumpFailed`` is raised. Store errors propagate.
+    One round trip on Redis (pipelined ``SET ... PX``) and on stores whose
+    writes land or raise (``set_many``). With *verify* (stores that drop
+    failed writes), the tokens are read before and after and a key whose
+    token did not change is written again, with jittered backoff, up to ten
+    times; then ``BumpFailed`` is raised. Store errors propagate.
     """
     keys = list(dict.fromkeys(keys))
     if not keys:
         return {}
-    from .redis_access import redis_access
-
-    acc = redis_access(store)
-    if acc is not None:  # SET ... PX pipelined: one round trip, lands or raises
+    acc = _redis(store)
+    if acc is not None:
         tokens = {k: fresh_token() for k in keys}
         acc.set_tokens(tokens, timeout)
         return tokens
     before = store.get_many(keys) if verify else {}
     pending = keys
     written: dict[str, int] = {}
-    for _ in range(_BUMP_ATTEMPTS):
+    for attempt in range(_ATTEMPTS):
+        if attempt:
+            time.sleep(_backoff(attempt))
         tokens = {k: fresh_token() for k in pending}
         store.set_many(tokens, timeout=timeout)
         written.update(tokens)
@@ -64,43 +81,7 @@ def bump(store: Any, keys: Iterable[str], timeout: float | None, verify: bool) -
         pending = [k for k in pending if k in after and after[k] == before.get(k)]
         if not pending:
             return written
-    raise BumpFailed(f"tag version bump did not land after {_BUMP_ATTEMPTS} attempts: {pending}")
-
-
-def ensure(
-    store: Any, keys: list[str], found: dict[str, Any], timeout: float | None
-) -> dict[str, int] | None:
-    """Create the version keys of *keys* missing from *found*; return every token.
-
-    Missing keys get a fresh token with ``add`` (atomic where the store's
-    ``add`` is), so concurrent first readers agree on one token. Returns
-    ``None`` when a token still cannot be read back (evicted again, or a store
-    that drops writes): the caller must then not store its value.
-    """
-    tokens = {k: found[k] for k in keys if k in found}
-    from .redis_access import redis_access
-
-    acc = redis_access(store)
-    if acc is not None:
-        missing = {k: fresh_token() for k in keys if k not in tokens}
-        tokens.update(acc.add_tokens(missing, timeout))
-        return tokens if len(tokens) == len(keys) else None
-    retry = []
-    for k in keys:
-        if k in tokens:
-            continue
-        t = fresh_token()
-        if store.add(k, t, timeout=timeout):
-            tokens[k] = t
-        else:
-            retry.append(k)
-    if retry:
-        got = store.get_many(retry)
-        for k in retry:
-            if k not in got:
-                return None
-            tokens[k] = got[k]
-    return tokens
+    raise BumpFailed(f"tag version bump did not land after {_ATTEMPTS} attempts: {pending}")
 
 
 async def abump(
@@ -110,10 +91,19 @@ async def abump(
     keys = list(dict.fromkeys(keys))
     if not keys:
         return {}
+    acc = _redis(store)
+    if acc is not None:
+        from asgiref.sync import sync_to_async
+
+        tokens = {k: fresh_token() for k in keys}
+        await sync_to_async(acc.set_tokens, thread_sensitive=True)(tokens, timeout)
+        return tokens
     before = await store.aget_many(keys) if verify else {}
     pending = keys
     written: dict[str, int] = {}
-    for _ in range(_BUMP_ATTEMPTS):
+    for attempt in range(_ATTEMPTS):
+        if attempt:
+            await asyncio.sleep(_backoff(attempt))
         tokens = {k: fresh_token() for k in pending}
         await store.aset_many(tokens, timeout=timeout)
         written.update(tokens)
@@ -123,7 +113,46 @@ async def abump(
         pending = [k for k in pending if k in after and after[k] == before.get(k)]
         if not pending:
             return written
-    raise BumpFailed(f"tag version bump did not land after {_BUMP_ATTEMPTS} attempts: {pending}")
+    raise BumpFailed(f"tag version bump did not land after {_ATTEMPTS} attempts: {pending}")
+
+
+def ensure(
+    store: Any, keys: list[str], found: dict[str, Any], timeout: float | None
+) -> dict[str, int] | None:
+    """Create the version keys of *keys* missing from *found*; return every token.
+
+    Missing keys get a fresh token with ``add`` (atomic where the store's
+    ``add`` is; one pipelined round trip on Redis), so concurrent first
+    readers agree on one token. On a store that drops writes, retried with
+    backoff. Returns ``None`` when a token still cannot be read back: the
+    caller must then not store its value.
+    """
+    tokens = {k: found[k] for k in keys if k in found}
+    acc = _redis(store)
+    if acc is not None:
+        missing = {k: fresh_token() for k in keys if k not in tokens}
+        tokens.update(acc.add_tokens(missing, timeout))
+        return tokens if len(tokens) == len(keys) else None
+    for attempt in range(_ATTEMPTS):
+        if attempt:
+            time.sleep(_backoff(attempt))
+        retry = []
+        for k in keys:
+            if k in tokens:
+                continue
+            t = fresh_token()
+            if store.add(k, t, timeout=timeout):
+                tokens[k] = t
+            else:
+                retry.append(k)
+        if retry:
+            # add() refused: another caller created it, or (database cache)
+            # the write was dropped. Take what is there; retry what is not.
+            got = store.get_many(retry)
+            tokens.update((k, got[k]) for k in retry if k in got)
+        if len(tokens) == len(keys):
+            return tokens
+    return None
 
 
 async def aensure(
@@ -131,19 +160,28 @@ async def aensure(
 ) -> dict[str, int] | None:
     """Async twin of :func:`ensure`."""
     tokens = {k: found[k] for k in keys if k in found}
-    retry = []
-    for k in keys:
-        if k in tokens:
-            continue
-        t = fresh_token()
-        if await store.aadd(k, t, timeout=timeout):
-            tokens[k] = t
-        else:
-            retry.append(k)
-    if retry:
-        got = await store.aget_many(retry)
-        for k in retry:
-            if k not in got:
-                return None
-            tokens[k] = got[k]
-    return tokens
+    acc = _redis(store)
+    if acc is not None:
+        from asgiref.sync import sync_to_async
+
+        missing = {k: fresh_token() for k in keys if k not in tokens}
+        tokens.update(await sync_to_async(acc.add_tokens, thread_sensitive=True)(missing, timeout))
+        return tokens if len(tokens) == len(keys) else None
+    for attempt in range(_ATTEMPTS):
+        if attempt:
+            await asyncio.sleep(_backoff(attempt))
+        retry = []
+        for k in keys:
+            if k in tokens:
+                continue
+            t = fresh_token()
+            if await store.aadd(k, t, timeout=timeout):
+                tokens[k] = t
+            else:
+                retry.append(k)
+        if retry:
+            got = await store.aget_many(retry)
+            tokens.update((k, got[k]) for k in retry if k in got)
+        if len(tokens) == len(keys):
+            return tokens
+    return None
