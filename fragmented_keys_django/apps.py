@@ -18,6 +18,10 @@ class FragmentedKeysConfig(AppConfig):
         from .tenancy import checks as _tenancy_checks  # noqa: F401  (middleware checks)
 
         apply_project_settings()
+
+        from .tenancy.stores import connect_model_sources
+
+        connect_model_sources()
         setting_changed.connect(on_setting_changed, dispatch_uid="fkd:setting_changed")
 
         from django.conf import settings

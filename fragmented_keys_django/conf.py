@@ -325,7 +325,10 @@ def on_setting_changed(*, setting: str, **kwargs: Any) -> None:
     if setting in ("CACHES", "FRAGMENTED_KEYS"):
         _resolved.clear()
     if setting == "CACHES":
+        from .invalidation import _retrier
         from .tenancy.stores import reset_registry
+
+        _retrier.reset()
 
         reset_registry()
         global _default_alias

@@ -318,6 +318,16 @@ class _Retrier:
                 extra={"alias": alias, "tenant": tenant, "operation": "bump_compact"},
             )
 
+    def reset(self) -> None:
+        """Forget every pending bump (``CACHES`` changed: they name aliases that are gone)."""
+        with self._lock:
+            if self._pending:
+                logger.warning(
+                    "dropping %d pending tag bumps: settings.CACHES changed", len(self._pending)
+                )
+            self._pending = []
+            self._suspect.clear()
+
     def is_suspect(self, alias: str, tenant: str | None) -> bool:
         return bool(self._suspect) and (alias, tenant) in self._suspect
 

@@ -34,7 +34,19 @@ def test_demo_command(redis_url, tmp_path):
     )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output
-    for tenant in ("acme", "globex"):
-        assert any(line.split()[:1] == [tenant] for line in proc.stdout.splitlines()), output
+    lines = proc.stdout.splitlines()
+    assert len(lines) < 75, output  # compact
+    # The per-tenant report: one row per tenant, between its header and the verdict.
+    start = next(i for i, line in enumerate(lines) if line.split()[:2] == ["tenant", "requests"])
+    rows = [line.split()[0] for line in lines[start + 1 :] if line.startswith("   ")]
+    assert rows == ["acme", "globex", "initech"], output
     assert "OK: all" in proc.stdout, output
     assert ("Redis at" in proc.stdout) == bool(redis_url), output
+    # initech's own store, then the one its Tenant row moves it to, live.
+    if redis_url:
+        backend, own, moved = "RedisCache", "Redis DB 6", "Redis DB 7"
+    else:
+        backend, own, moved = "DatabaseCache", "table initech_cache", "table initech_cache_v2"
+    for where in (own, moved):
+        assert f"initech store 'initech'  {backend}, {where}\n" in proc.stdout, output
+    assert f"now names {moved}; no restart" in proc.stdout, output

@@ -85,3 +85,21 @@ class Patient(TenantModel):
 
     def __str__(self) -> str:
         return f"{self.tenant_id}/patient {self.number}: {self.name}"
+
+
+class Tenant(models.Model):
+    """A tenant, and its cache configuration (django-omnitenant style).
+
+    ``config["cache_config"]``, when set, gives the tenant a cache store of its
+    own (merged over the shared store's config); without it the tenant shares
+    the store of ``CACHES["default"]``. ``CACHES["fragmented"]["OPTIONS"]
+    ["TENANT_STORES"]`` reads it from here, and saving a row tells the cache
+    to rebuild that tenant's store: no restart.
+    """
+
+    tenant_id = models.CharField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    config = models.JSONField(default=dict, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id}: {self.name}"

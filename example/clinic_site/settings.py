@@ -1,4 +1,4 @@
-"""Settings of the clinic example: two tenants sharing one SQLite database and one cache.
+"""Settings of the clinic example: three tenants sharing one SQLite database.
 
 Tenancy style: *shared database*. Every tenant-owned row carries a
 ``tenant_id`` column; the tenant of a request comes from its ``Host`` header
@@ -8,6 +8,10 @@ each tenant's cache entries and tag versions apart.
 The cache store is Django's database cache in the same SQLite file, so the demo
 needs no server. Set ``REDIS_URL`` (e.g. ``redis://127.0.0.1:6379/5``) to put
 the store on Redis instead (django-redis); nothing else changes.
+
+A tenant may have a store of its own: ``TENANT_STORES`` below reads it from the
+``clinic.Tenant`` table (``config["cache_config"]``), and saving a tenant row
+switches its store live. The demo gives ``initech`` its own store.
 """
 
 import os
@@ -18,10 +22,12 @@ BASE_DIR = Path(__file__).resolve().parent.parent  # example/
 SECRET_KEY = "clinic-example-not-a-secret"
 DEBUG = os.environ.get("CLINIC_DEBUG", "1") == "1"
 
-# Tenants are plain settings here; a real project would keep them in a table.
+# Tenant hosts (TenantMiddleware) and names. The rows of clinic.Tenant (seeded by the
+# demo from this dict) hold each tenant's cache config.
 TENANTS = {
     "acme": {"name": "Acme Health", "host": "acme.clinic.test"},
     "globex": {"name": "Globex Care", "host": "globex.clinic.test"},
+    "initech": {"name": "Initech Medical", "host": "initech.clinic.test"},
 }
 
 # Any *.clinic.test host gets through; TenantMiddleware answers 404 for one that
@@ -88,6 +94,20 @@ CACHES = {
         "BACKEND": "fragmented_keys_django.cache_backends.django_backend.FragmentedKeysCacheBackend",
         "CACHE_NAME": "default",
         "PREFIX": "clinic",
+        "OPTIONS": {
+            # A tenant whose Tenant.config["cache_config"] is set gets its own store
+            # (that config merged over "default"'s); the others share "default".
+            # Saving or deleting a Tenant row drops that tenant's store in this
+            # process and bumps a config version that other processes (runserver
+            # workers) re-read every TENANT_CONFIG_RECHECK seconds.
+            "TENANT_STORES": {
+                "MODEL": "clinic.Tenant",
+                "ID_FIELD": "tenant_id",
+                "CONFIG_FIELD": "config",
+                "KEY": "cache_config",
+            },
+            "TENANT_CONFIG_RECHECK": 0.5,
+        },
     },
 }
 

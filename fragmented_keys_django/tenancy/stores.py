@@ -131,23 +131,7 @@ class _ModelSource:
 
         model = apps.get_model(self.model_label)
         if not self._connected:
-            from django.db.models.signals import post_delete, post_save
-
-            def changed(sender: Any, instance: Any, **kwargs: Any) -> None:
-                notify_tenant_config_changed(str(getattr(instance, self.id_field)))
-
-            post_save.connect(
-                changed,
-                sender=model,
-                weak=False,
-                dispatch_uid=f"fkd:tenant-config:{self.model_label}",
-            )
-            post_delete.connect(
-                changed,
-                sender=model,
-                weak=False,
-                dispatch_uid=f"fkd:tenant-config-del:{self.model_label}",
-            )
+            connect_model_source(model, self.id_field)
             self._connected = True
         return model
 
@@ -162,6 +146,54 @@ class _ModelSource:
         return [
             str(t) for t in self._model()._default_manager.values_list(self.id_field, flat=True)
         ]
+
+
+def connect_model_source(model: Any, id_field: str) -> None:
+    """Notify every process when a row of the tenant *model* is saved or deleted.
+
+    The notification waits for the commit of the row's database (a
+    rolled-back change notifies nobody, and no process re-reads the config
+    before it is committed).
+    """
+    from functools import partial
+
+    from django.db import transaction
+    from django.db.models.signals import post_delete, post_save
+
+    def changed(sender: Any, instance: Any, using: str | None = None, **kwargs: Any) -> None:
+        tenant_id = str(getattr(instance, id_field))
+        transaction.on_commit(
+            partial(notify_tenant_config_changed, tenant_id), using=using, robust=True
+        )
+
+    label = model._meta.label
+    post_save.connect(changed, sender=model, weak=False, dispatch_uid=f"fkd:tenant-config:{label}")
+    post_delete.connect(
+        changed, sender=model, weak=False, dispatch_uid=f"fkd:tenant-config-del:{label}"
+    )
+
+
+def connect_model_sources() -> None:
+    """Connect the tenant-config signals of every MODEL source in ``CACHES`` (``AppConfig.ready``).
+
+    So that a tenant saved from any process (a shell, the admin, a command)
+    notifies the others, even before that process used the cache.
+    """
+    from django.apps import apps
+    from django.conf import settings
+
+    from ..conf import BACKEND_PATHS
+
+    for conf in settings.CACHES.values():
+        if conf.get("BACKEND") not in BACKEND_PATHS:
+            continue
+        spec = (conf.get("OPTIONS") or {}).get("TENANT_STORES")
+        if isinstance(spec, Mapping) and "MODEL" in spec:
+            try:
+                model = apps.get_model(spec["MODEL"])
+            except (LookupError, ValueError):
+                continue  # reported by the E001 check
+            connect_model_source(model, spec.get("ID_FIELD", "tenant_id"))
 
 
 def make_source(spec: Any, where: str) -> Any:

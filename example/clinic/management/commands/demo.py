@@ -1,9 +1,14 @@
 """``manage.py demo``: a scripted walkthrough of tag-versioned, per-tenant caching.
 
-Resets the database (and the cache store), seeds two tenants whose ids
+Resets the database (and the cache stores), seeds three tenants whose ids
 overlap on purpose, then drives the project through Django's whole request
 stack with ``django.test.Client`` (middleware, URL routing, views) and checks
 every expectation. Exit status 0 when all hold, 1 otherwise.
+
+acme and globex share the store of ``CACHES["default"]``; initech's
+``Tenant.config["cache_config"]`` gives it a store of its own (another
+database-cache table, or another Redis database), which the walkthrough then
+moves, live, by saving initech's ``Tenant`` row.
 
 Per-tenant counts come from the library's signals (``cache_hit``,
 ``cache_missed``, ``tags_bumped``, ``tenant_flushed``); the per-request
@@ -18,18 +23,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from time import perf_counter
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
 from django.core.cache import caches
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
+from django.core.management.commands.createcachetable import Command as CreateCacheTable
 from django.db import connections, transaction
 from django.test import Client
+from django.utils.module_loading import import_string
 
 from fragmented_keys_django import TenantContext
 from fragmented_keys_django.signals import cache_hit, cache_missed, tags_bumped, tenant_flushed
+from fragmented_keys_django.tenancy.stores import CONFIG_VERSION_KEY, resolve_tenant_config
 
-from clinic.models import Hospital, Patient
+from clinic.models import Hospital, Patient, Tenant
 
 # Same ids in both tenants, different people: isolation shows in the data.
 SEED = {
@@ -51,7 +60,55 @@ SEED = {
             (4, 2, "Jack Jones", ""),
         ],
     },
+    "initech": {
+        "hospitals": {1: "Initech Central", 2: "Initech North"},
+        "patients": [
+            (1, 1, "Peter Gibbons", "stress"),
+            (2, 1, "Milton Waddams", "misplaced stapler"),
+            (3, 2, "Samir Nagheenanajar", ""),
+            (4, 2, "Michael Bolton", ""),
+        ],
+    },
 }
+OWN_STORE = "initech"  # the tenant with a cache store of its own
+
+
+def own_store(version: int) -> dict[str, Any]:
+    """initech's ``cache_config``: its own store (version 1), then the one it moves to (2)."""
+    if settings.REDIS_URL:
+        # Another database of the same Redis; KEY_PREFIX and OPTIONS come from "default".
+        url = urlsplit(settings.REDIS_URL)
+        db = int(url.path.strip("/") or 0) + version
+        return {"LOCATION": urlunsplit(url._replace(path=f"/{db}"))}
+    table = "initech_cache" if version == 1 else f"initech_cache_v{version}"
+    return {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": table}
+
+
+def build_store(cache_config: dict[str, Any]) -> Any:
+    """A store built from *cache_config* as the library builds it (merged over "default")."""
+    _, merged = resolve_tenant_config(OWN_STORE, cache_config, settings.CACHES["default"])
+    params = {k: v for k, v in merged.items() if k not in ("BACKEND", "LOCATION")}
+    return import_string(merged["BACKEND"])(merged["LOCATION"], params)
+
+
+def where(store: Any) -> str:
+    """``table <name>`` for a database cache, ``Redis DB <n>`` for django-redis."""
+    table = getattr(store, "_table", None)
+    if table is not None:
+        return f"table {table}"
+    return f"Redis DB {urlsplit(str(store._server)).path.strip('/') or 0}"
+
+
+def entries(store: Any) -> int:
+    """Rows of a database-cache table, or keys under our KEY_PREFIX in a Redis database."""
+    table = getattr(store, "_table", None)
+    if table is None:
+        return len(store.keys("*"))
+    connection = connections["default"]
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT COUNT(*) FROM {connection.ops.quote_name(table)}")
+        return cursor.fetchone()[0]
+
 
 HOSPITALS = "/hospitals/"
 H1_PATIENTS = "/hospitals/1/patients/"
@@ -76,7 +133,7 @@ class TenantStats:
 
 
 class Command(BaseCommand):
-    help = "Reset the example database, seed two tenants and run the cache walkthrough."
+    help = "Reset the example database, seed three tenants and run the cache walkthrough."
 
     def handle(self, *args: Any, **options: Any) -> None:
         self.stats: dict[Any, TenantStats] = defaultdict(TenantStats)
@@ -86,12 +143,16 @@ class Command(BaseCommand):
         self.frag = caches["fragmented"]
         self.clients = {t: Client(HTTP_HOST=c["host"]) for t, c in settings.TENANTS.items()}
 
-        self.say("fragmented_keys_django demo: tenants acme + globex, one shared SQLite database")
+        self.say(
+            "fragmented_keys_django demo: tenants acme + globex + initech, one shared SQLite database"
+        )
         store = self.reset()
-        self.say(f"store: {store}")
+        self.say(f"shared store: {store}")
         self.seed()
         self.say(
-            "seeded: each tenant has hospitals 1-2 and patients 1-4 (same ids, different people)"
+            "seeded: each tenant has hospitals 1-2 and patients 1-4 (same ids, different people);\n"
+            f"        initech's Tenant.config['cache_config'] names its own store: "
+            f"{where(build_store(own_store(1)))}"
         )
         receivers = self.connect_signals()
         try:
@@ -110,7 +171,7 @@ class Command(BaseCommand):
     # -- setup ---------------------------------------------------------------
 
     def reset(self) -> str:
-        """Start from an empty database and an empty store; describe the store."""
+        """Start from an empty database and empty stores; describe the shared store."""
         name = Path(settings.DATABASES["default"]["NAME"])
         connections.close_all()
         for path in (name, name.with_name(name.name + "-journal")):
@@ -120,19 +181,33 @@ class Command(BaseCommand):
         if conf["BACKEND"] == "django_redis.cache.RedisCache":
             try:
                 caches["default"].delete_pattern("*")  # only keys under our KEY_PREFIX
+                for version in (1, 2):  # initech's own databases (same KEY_PREFIX)
+                    build_store(own_store(version)).delete_pattern("*")
             except Exception as exc:
                 raise CommandError(f"cannot reach Redis at {conf['LOCATION']}: {exc}") from exc
             return (
                 f"Redis at {conf['LOCATION']} (django_redis; keys '{conf['KEY_PREFIX']}:*' cleared)"
             )
-        call_command("createcachetable", verbosity=0)
+        call_command("createcachetable", verbosity=0)  # the tables of CACHES aliases only
+        self.create_table(own_store(1))
         try:
             shown = name.relative_to(Path.cwd())
         except ValueError:
             shown = name
         return f"database cache (DatabaseCache, table {conf['LOCATION']!r}) on SQLite {shown}"
 
+    @staticmethod
+    def create_table(cache_config: dict[str, Any]) -> None:
+        """Create a tenant's database-cache table (``createcachetable`` skips non-CACHES ones)."""
+        if not settings.REDIS_URL:
+            command = CreateCacheTable()
+            command.verbosity = 0  # set by handle(), which we skip
+            command.create_table("default", cache_config["LOCATION"], dry_run=False)
+
     def seed(self) -> None:
+        for tenant, conf in settings.TENANTS.items():
+            config = {"cache_config": own_store(1)} if tenant == OWN_STORE else {}
+            Tenant.objects.create(tenant_id=tenant, name=conf["name"], config=config)
         for tenant, data in SEED.items():
             with TenantContext.use_tenant(tenant), transaction.atomic():
                 hospitals = {
@@ -218,6 +293,13 @@ class Command(BaseCommand):
         with TenantContext.use_tenant(tenant):
             return self.frag.get_tag_version(tag, instance)
 
+    def show_store(self, tenant: str) -> Any:
+        """Print the store the fragmented alias uses for *tenant*; return it."""
+        store = self.frag.store_for(tenant)
+        alias = self.frag.tenant_stores.store_alias(tenant)
+        self.say(f"   {tenant:<7} store {alias!r:<10} {type(store).__name__}, {where(store)}")
+        return store
+
     # -- the walkthrough -----------------------------------------------------
 
     def walkthrough(self) -> None:
@@ -269,7 +351,8 @@ class Command(BaseCommand):
             "Gina Gomez" in pages["globex"] and "Alice" not in pages["globex"],
             f"globex {PATIENT_1} is not Gina Gomez's page",
         )
-        self.say(f'   acme -> "{new_name}" (HIT), globex -> "Gina Gomez" (HIT)')
+        self.expect("Peter Gibbons" in pages["initech"], f"initech {PATIENT_1} is not Peter's page")
+        self.say(f'   acme -> "{new_name}", globex -> "Gina Gomez", initech -> "Peter Gibbons"')
 
         self.say("5. acme renames hospital 2 (ORM save inside use_tenant('acme'))")
         mark = len(self.bumped)
@@ -314,9 +397,12 @@ class Command(BaseCommand):
             f'no bump sent; page still "{new_name}"'
         )
 
+        self.own_store()
+        self.live_config_change()
+
         # Totals from the signals must agree with what the responses said.
-        expected_bumps = {"acme": 2, "globex": 0}
-        expected_flushes = {"acme": 0, "globex": 1}
+        expected_bumps = {"acme": 2}
+        expected_flushes = {"globex": 1}
         for tenant in SEED:
             s = self.stats[tenant]
             self.expect(
@@ -324,10 +410,66 @@ class Command(BaseCommand):
                 f"{tenant}: signals counted {s.hits} hits/{s.misses} misses, "
                 f"responses said {s.header_hits}/{s.header_misses}",
             )
-            self.expect(s.bumps == expected_bumps[tenant], f"{tenant}: {s.bumps} bump(s)")
-            self.expect(s.flushes == expected_flushes[tenant], f"{tenant}: {s.flushes} flush(es)")
+            self.expect(s.bumps == expected_bumps.get(tenant, 0), f"{tenant}: {s.bumps} bump(s)")
+            self.expect(
+                s.flushes == expected_flushes.get(tenant, 0), f"{tenant}: {s.flushes} flush(es)"
+            )
         others = [t for t in self.stats if t not in SEED]
         self.expect(not others, f"cache activity outside the tenants: {others}")
+
+    def own_store(self) -> None:
+        self.say("8. stores: initech's Tenant row names its own; acme and globex share 'default'")
+        shared = self.frag.store_for(None)
+        stores = {t: self.show_store(t) for t in SEED}
+        own = stores[OWN_STORE]
+        self.expect(
+            all(stores[t] is shared for t in SEED if t != OWN_STORE),
+            "a tenant left the shared store",
+        )
+        self.expect(own is not shared and where(own) != where(shared), "initech has no own store")
+        # A new entry of each kind of tenant: where do the rows land?
+        for tenant, home, other in ((OWN_STORE, own, shared), ("acme", shared, own)):
+            before = entries(home), entries(other)
+            self.reads(tenant, {"/patients/2/": "MISS"}, quiet=True)
+            grew, other_grew = entries(home) - before[0], entries(other) - before[1]
+            self.expect(grew > 0 and other_grew == 0, f"{tenant}'s entry landed elsewhere")
+            self.say(
+                f"   {tenant:<7} /patients/2/ MISS  -> {where(home)} +{grew}, "
+                f"{where(other)} +{other_grew}"
+            )
+
+    def live_config_change(self) -> None:
+        new_config = own_store(2)
+        old, shared = self.frag.store_for(OWN_STORE), self.frag.store_for(None)
+        self.create_table(new_config)
+        new_where = where(build_store(new_config))
+        self.say(f"9. live config change: initech's Tenant row now names {new_where}; no restart")
+        version = shared.get(CONFIG_VERSION_KEY)
+        tenant = Tenant.objects.get(tenant_id=OWN_STORE)
+        tenant.config["cache_config"] = new_config
+        tenant.save()  # the TENANT_STORES model source hears post_save; nothing else is called
+        bumped = shared.get(CONFIG_VERSION_KEY) != version
+        self.expect(bumped, "saving the Tenant row did not bump the tenant config version")
+        self.say(
+            f"   saved -> store dropped here; config version {'bumped' if bumped else 'NOT bumped'}"
+            f" (other processes re-read it every {self.frag.options.tenant_config_recheck:g} s)"
+        )
+        new = self.show_store(OWN_STORE)
+        self.expect(where(new) == new_where, f"initech still uses {where(new)}")
+        counts = entries(old), entries(shared)
+        self.reads(OWN_STORE, dict.fromkeys(READS, "MISS"), "(a fresh store: recomputed)")
+        landed = entries(new)
+        self.expect(landed > 0, f"initech's entries did not land in {new_where}")
+        self.expect(
+            (entries(old), entries(shared)) == counts,
+            "initech wrote to its old or the shared store",
+        )
+        self.say(
+            f"   {new_where}: {landed} rows/keys now; {where(old)} and the shared store unchanged"
+        )
+        for tenant in SEED:
+            if tenant != OWN_STORE:
+                self.reads(tenant, dict.fromkeys(READS, "HIT"), "(still warm)")
 
     # -- report ----------------------------------------------------------------
 
