@@ -176,6 +176,12 @@ class FragmentedKeysCacheBackend(BaseCache):
                 f"CACHES[{self.alias!r}]['CACHE_NAME'] must name a plain store alias, got {name!r}, "
                 f"which is itself a FragmentedKeysCacheBackend."
             )
+        if conf.get("BACKEND") == "django.core.cache.backends.dummy.DummyCache":
+            raise ConfigurationError(
+                f"CACHES[{self.alias!r}] wraps {name!r}, Django's DummyCache, which keeps nothing: tag "
+                f"versions could not be stored and nothing would ever be cached. Use a real store "
+                f"(LocMemCache for one process)."
+            )
         verify = self.options.verify_bumps
         self._verify = (
             (not store_is_reliable(conf.get("BACKEND", ""))) if verify is None else verify
@@ -342,6 +348,16 @@ class FragmentedKeysCacheBackend(BaseCache):
             _check_pickle(key, value, exc)
             raise
 
+    async def _astamp(
+        self, store: Any, key: Any, ek: EntryKeys, value: Any, timeout: Any, add: bool = False
+    ) -> bool | None:
+        """Async twin of :meth:`_stamp`."""
+        if redis_access(store) is None:
+            return None
+        return await sync_to_async(self._stamp, thread_sensitive=True)(
+            store, key, ek, value, timeout, add
+        )
+
     def _put_checked(self, store: Any, key: Any, ek: EntryKeys, env: tuple, timeout: Any) -> None:
         """``_put``, then, on a store that drops failed writes, read back and retry.
 
@@ -467,6 +483,8 @@ class FragmentedKeysCacheBackend(BaseCache):
         timeout = self._timeout(timeout)
         store = self._store_of(tenant)
         try:
+            if await self._astamp(store, key, ek, value, timeout) is not None:
+                return
             tokens = await self._awrite_tokens(store, ek, None)
             if tokens is not None:
                 await self._aput(store, key, ek.entry, (tokens, value), timeout)
@@ -510,6 +528,9 @@ class FragmentedKeysCacheBackend(BaseCache):
         timeout = self._timeout(timeout)
         store = self._store_of(tenant)
         try:
+            stamped = await self._astamp(store, key, ek, value, timeout, add=True)
+            if stamped is not None:
+                return stamped
             raw = await _aread(store, [ek.entry, *ek.version_keys])
             if _decode(ek, raw)[0]:
                 return False
@@ -840,6 +861,9 @@ class FragmentedKeysCacheBackend(BaseCache):
         timeout = self._timeout(timeout, strict=True)
         store = self._store_of(tenant)
         try:
+            stamped = await self._astamp(store, key, ek, value, timeout)
+            if stamped is not None:
+                return stamped
             tokens = await self._awrite_tokens(store, ek, None)
             if tokens is None:
                 return False

@@ -119,6 +119,16 @@ def _seconds(value: Any, where: str, *, allow_none: bool = True) -> float | None
     return value
 
 
+def _positive(value: Any, where: str) -> float | None:
+    seconds = _seconds(value, where)
+    if seconds == 0:
+        raise ConfigurationError(
+            f"{where} must be a positive number of seconds or None (never expire), got 0: "
+            f"versions that expire at once would make nothing cacheable"
+        )
+    return seconds
+
+
 def _url(value: Any, where: str) -> str | None:
     if value is None:
         return None
@@ -206,7 +216,7 @@ class BackendOptions:
             prefix=prefix,
             epoch=epoch,
             tenant_required=o["TENANT_REQUIRED"],
-            version_timeout=_seconds(o["VERSION_TIMEOUT"], f"{where}['VERSION_TIMEOUT']"),
+            version_timeout=_positive(o["VERSION_TIMEOUT"], f"{where}['VERSION_TIMEOUT']"),
             strict=o["STRICT"],
             stampede_lock=o["STAMPEDE_LOCK"],
             stampede_lock_timeout=_seconds(

@@ -32,7 +32,7 @@ from .exceptions import BumpFailed, TenantRequired
 from .keys import is_global_tag, tag_version_key
 from .signals import tags_bumped, tenant_flushed
 from .tags import normalize_tags
-from .tenancy.context import current_tenant_id
+from .tenancy.context import current_tenant_id, tenant_id_of
 from .transactions import note_pending_bump, open_transactions
 from .versions import abump, bump
 
@@ -209,10 +209,11 @@ def _aliases_by_store() -> list[str]:
     """Fragmented aliases with distinct (store, PREFIX): one bump each covers every alias."""
     from django.conf import settings
 
-    seen: dict[tuple[str, str], str] = {}
+    seen: dict[tuple[str, str, bool], str] = {}
     for alias in fragmented_aliases():
         conf = settings.CACHES[alias]
-        seen.setdefault((conf.get("CACHE_NAME", "default"), conf.get("PREFIX", "")), alias)
+        shared = bool((conf.get("OPTIONS") or {}).get("SHARED", False))
+        seen.setdefault((conf.get("CACHE_NAME", "default"), conf.get("PREFIX", ""), shared), alias)
     return list(seen.values())
 
 
@@ -237,12 +238,15 @@ def bump_tags(
     if not specs:
         return 0
     pairs = [(s.name, s.instance) for s in specs]
-    for alias in aliases if aliases is not None else _aliases_by_store():
-        backend = _backend(alias)
+    backends = [_backend(a) for a in (aliases if aliases is not None else _aliases_by_store())]
+    # Check every alias before bumping any: a refusal must not leave half the bumps queued.
+    for backend in backends:
+        alias = backend.alias
         if backend.options.tenant_stores is not None:
             backend._no_global_tags(specs)
         if (
             tid is None
+            and not backend.options.shared
             and backend.options.tenant_required
             and not all(is_global_tag(n) for n, _ in pairs)
         ):
@@ -252,9 +256,11 @@ def bump_tags(
                 f"TenantContext.use_tenant(...), or register the model with "
                 f"ModelTagManager.register_model(Model, tenant_field='tenant_id')."
             )
-        prefix = backend.options.prefix
-        keys = [tag_version_key(prefix, tid, name, inst) for name, inst in pairs]
-        bump_keys(backend, tid, keys, tags=pairs, using=using)
+    for backend in backends:
+        # A SHARED (reserved) alias has one namespace for every tenant.
+        where = None if backend.options.shared else tid
+        keys = [tag_version_key(backend.options.prefix, where, name, inst) for name, inst in pairs]
+        bump_keys(backend, where, keys, tags=pairs, using=using)
     return len(specs)
 
 
@@ -594,9 +600,10 @@ class ModelTagManager:
             return ...
         value = getattr(instance, field, None)
         if value is None:
-            attname = model._meta.get_field(field).attname
-            value = getattr(instance, attname, None)
-        return None if value is None else str(value)
+            return None
+        if isinstance(value, models.Model):
+            return tenant_id_of(value)  # a foreign key to a tenant object with ``tenant_id``
+        return str(value)
 
     @classmethod
     def _fire(
@@ -711,7 +718,8 @@ def _rows(qs: Any) -> list[_PK]:
     field = (ModelTagManager._registered.get(model) or {}).get("tenant_field")
     if not field:
         return [_PK(model, pk) for pk in qs.values_list("pk", flat=True)]
-    return [_PK(model, pk, tenant) for pk, tenant in qs.values_list("pk", field)]
+    path = f"{field}__tenant_id" if model._meta.get_field(field).is_relation else field
+    return [_PK(model, pk, tenant) for pk, tenant in qs.values_list("pk", path)]
 
 
 class CacheAwareQuerySet(models.QuerySet):

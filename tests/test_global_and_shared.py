@@ -65,3 +65,72 @@ def test_shared_excludes_tenant_required():
     conf = store_settings("locmem", OPTIONS={"SHARED": True, "TENANT_REQUIRED": True})
     with override_settings(CACHES=conf), pytest.raises(ConfigurationError, match="SHARED=True"):
         caches["fragmented"].get("k")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_shared_alias_entries_are_invalidated_by_saves_in_any_tenant():
+    conf = store_settings("locmem")
+    conf["shared"] = {**conf["fragmented"], "PREFIX": "shared", "OPTIONS": {"SHARED": True}}
+    with override_settings(CACHES=conf):
+        ModelTagManager.register_model(Hospital)
+        shared, frag = caches["shared"], caches["fragmented"]
+        with TenantContext.use_tenant("acme"):
+            shared.set_with_tags("all-hospitals", "v1", [("Hospital", "")])
+            frag.set_with_tags("mine", "acme-v1", [("Hospital", "")])
+        with TenantContext.use_tenant("globex"):
+            Hospital.objects.create(name="New")
+        with TenantContext.use_tenant("acme"):
+            assert shared.get_with_tags("all-hospitals", [("Hospital", "")]) is None
+            assert frag.get_with_tags("mine", [("Hospital", "")]) == "acme-v1"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_tenant_field_bumps_the_rows_tenant_whatever_is_current(frag):
+    from tests.testapp.models import Note
+
+    ModelTagManager.register_model(Note, tenant_field="tenant_id")
+    for tenant in ("acme", "globex"):
+        with TenantContext.use_tenant(tenant):
+            frag.set_with_tags("notes", f"{tenant}-v1", [("Note", "")])
+    Note.objects.create(tenant_id="acme", text="x")  # saved outside any tenant
+    with TenantContext.use_tenant("acme"):
+        assert frag.get_with_tags("notes", [("Note", "")]) is None
+    with TenantContext.use_tenant("globex"):
+        assert frag.get_with_tags("notes", [("Note", "")]) == "globex-v1"
+        frag.set_with_tags("notes", "globex-v2", [("Note", "")])
+    Note.objects.filter(tenant_id="globex").update(text="y")  # no rows: nothing to bump
+    with TenantContext.use_tenant("globex"):
+        assert frag.get_with_tags("notes", [("Note", "")]) == "globex-v2"
+    Note.objects.create(tenant_id="globex", text="z")
+    Note.objects.filter(tenant_id="globex").update(text="w")
+    with TenantContext.use_tenant("globex"):
+        assert frag.get_with_tags("notes", [("Note", "")]) is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_save_without_tenant_on_a_tenant_required_alias_is_refused_before_any_bump():
+    from fragmented_keys_django import TenantRequired
+
+    conf = store_settings("locmem")
+    conf["strict_tenant"] = {
+        **conf["fragmented"],
+        "PREFIX": "req",
+        "OPTIONS": {"TENANT_REQUIRED": True},
+    }
+    with override_settings(CACHES=conf):
+        ModelTagManager.register_model(Hospital)
+        frag = caches["fragmented"]
+        frag.set_with_tags("public", "v1", [("Hospital", "")])
+        with pytest.raises(TenantRequired, match="requires a tenant"):
+            Hospital.objects.create(name="Nowhere")
+        # Refused before any alias was bumped: the public entry of the other alias is intact.
+        assert frag.get_with_tags("public", [("Hospital", "")]) == "v1"
+
+
+def test_dummy_store_is_refused_at_first_use():
+    conf = {
+        "default": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"},
+        "fragmented": {"BACKEND": "fragmented_keys_django.FragmentedKeysCacheBackend"},
+    }
+    with override_settings(CACHES=conf), pytest.raises(ConfigurationError, match="DummyCache"):
+        caches["fragmented"].get("k")

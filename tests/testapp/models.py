@@ -18,3 +18,11 @@ class Patient(models.Model):
 class Doctor(models.Model):
     name = models.CharField(max_length=100)
     patients = models.ManyToManyField(Patient, related_name="doctors")
+
+
+class Note(models.Model):
+    """A row of a shared-database tenant: its tenant id is a column."""
+
+    tenant_id = models.CharField(max_length=100)
+    text = models.CharField(max_length=100)
+    objects = CacheAwareManager()
