@@ -426,10 +426,17 @@ def get_cache(alias: str) -> Any:
     cached *values* (django-omnitenant's cache patch does): the wrapped
     handler is used then.
     """
-    from django.core import cache as django_cache
-    from django.core.cache import CacheHandler
+    global _handler
+    handler = _handler
+    if handler is None:
+        from django.core import cache as django_cache
+        from django.core.cache import CacheHandler
 
-    handler = django_cache.caches
-    if not isinstance(handler, CacheHandler):
-        handler = getattr(handler, "_handler", handler)
+        handler = django_cache.caches
+        if not isinstance(handler, CacheHandler):
+            handler = getattr(handler, "_handler", handler)
+        _handler = handler
     return handler[alias]
+
+
+_handler: Any = None

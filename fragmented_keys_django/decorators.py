@@ -98,8 +98,28 @@ class _Template:
                     )
                 argmap.check(_root(field), f"Tag template {template!r}")
             self.parts.append((literal, field, spec, conv))
+        # The common "Name:{param}": one plain placeholder and nothing else.
+        only = self.parts[0] if len(self.parts) == 1 else None
+        self.simple = (
+            only[1]
+            if only is not None
+            and not only[0]
+            and only[1]
+            and only[1] == _root(only[1])
+            and not only[2]
+            and not only[3]
+            else None
+        )
 
     def instance(self, argmap: _Args, args: tuple, kwargs: dict) -> str:
+        simple = self.simple
+        if simple is not None:  # fast path: "Name:{param}"
+            value = argmap.value(simple, args, kwargs)
+            kind = type(value)
+            if kind is str:
+                return value
+            if kind is int:
+                return str(value)
         out = []
         for literal, field, spec, conv in self.parts:
             out.append(literal)
@@ -127,8 +147,14 @@ class _Template:
         return "".join(out)
 
 
+_SCALARS = frozenset({str, int, float, bool, bytes, type(None)})
+
+
 def _vary_part(value: Any) -> Any:
     """Return a stable, comparable stand-in for an argument value."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return (kind.__name__, value)
     if value is None or isinstance(
         value,
         (
@@ -222,8 +248,21 @@ def tagged_cache(
         if version is not None:
             base = f"{base}:v{version}"
         var_kinds = {n: p.kind for n, p in sig.parameters.items()}
+        plain = [
+            name
+            for name in vary
+            if _root(name) == name
+            and var_kinds.get(name)
+            not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+        ]
+        all_plain = len(plain) == len(vary)
 
         def resolve(args: tuple, kwargs: dict) -> tuple[str, list[tuple[str, str]]]:
+            tag_list = [(t.name, t.instance(argmap, args, kwargs)) for t in templates]
+            if all_plain:  # fast path: named parameters only
+                value_of = argmap.value
+                parts = [(name, _vary_part(value_of(name, args, kwargs))) for name in vary]
+                return (f"{base}|{parts!r}" if parts else base), tag_list
             parts = []
             for name in vary:
                 root = _root(name)
@@ -240,7 +279,7 @@ def tagged_cache(
                         value, _ = _formatter.get_field(name, (), {root: value})
                 parts.append((name, _vary_part(value)))
             key = base if not parts else f"{base}|{parts!r}"
-            return key, [(t.name, t.instance(argmap, args, kwargs)) for t in templates]
+            return key, tag_list
 
         def backend() -> Any:
             from .conf import get_cache, resolve_alias

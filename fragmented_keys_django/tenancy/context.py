@@ -61,6 +61,8 @@ def _from_source() -> tuple[Any, str] | None:
 
 def _get() -> tuple[Any, str] | None:
     cur = _current.get()
+    if type(cur) is str:
+        return (cur, cur)
     if cur is _UNSET:
         return None if _source is None else _from_source()
     return cur
@@ -106,6 +108,8 @@ def tenant_id_of(tenant: Any) -> str:
 def current_tenant_id() -> str | None:
     """Return the current tenant id, or ``None`` outside any tenant (public)."""
     cur = _current.get()
+    if type(cur) is str:
+        return cur
     if cur is _UNSET:
         if _source is None:
             return None
@@ -119,27 +123,30 @@ class _UseTenant:
     __slots__ = ("_token", "_value")
 
     def __init__(self, tenant: Any) -> None:
-        if type(tenant) is str and 0 < len(tenant) <= MAX_TENANT_ID_LENGTH:
-            self._value = (tenant, tenant)  # fast path: a plain id
+        if type(tenant) is str and tenant and len(tenant) <= MAX_TENANT_ID_LENGTH:
+            self._value = tenant  # fast path: a plain id is stored as itself
+        elif tenant is None:
+            self._value = None
         else:
-            self._value = None if tenant is None else (tenant, tenant_id_of(tenant))
+            self._value = (tenant, tenant_id_of(tenant))
         self._token: Token | None = None
 
     def __enter__(self) -> Any:
         if self._token is not None:
             raise RuntimeError("use_tenant() context is not re-entrant; create a new one")
-        self._token = _current.set(self._value)
-        return None if self._value is None else self._value[0]
+        value = self._value
+        self._token = _current.set(value)
+        return value if type(value) is not tuple else value[0]
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         _current.reset(self._token)
         self._token = None
 
     async def __aenter__(self) -> Any:
         return self.__enter__()
 
-    async def __aexit__(self, *exc: object) -> None:
-        self.__exit__()
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.__exit__(exc_type, exc, tb)
 
     def __call__(self, func: F) -> F:
         value = self._value
@@ -180,15 +187,13 @@ class TenantContext:
     ``use_tenant(None)`` switches to the public namespace explicitly.
     """
 
-    @staticmethod
-    def use_tenant(tenant: Any) -> _UseTenant:
-        """Return a context manager / decorator that makes *tenant* current.
-
-        *tenant* is a string id, an object with a ``tenant_id`` attribute, or
-        ``None`` (the public namespace). Nesting restores the outer tenant on
-        exit. Raises ``InvalidTenant`` at once for a bad id.
-        """
-        return _UseTenant(tenant)
+    #: ``use_tenant(tenant)``: a context manager / decorator making *tenant* current.
+    #:
+    #: *tenant* is a string id, an object with a ``tenant_id`` attribute, or
+    #: ``None`` (the public namespace). Nesting restores the outer tenant on
+    #: exit. Raises ``InvalidTenant`` at once for a bad id. (The class itself,
+    #: not a wrapper function: entering a tenant is on every request's path.)
+    use_tenant = _UseTenant
 
     @staticmethod
     def get_tenant() -> Any:
@@ -204,7 +209,7 @@ class TenantContext:
     @staticmethod
     def push_tenant(tenant: Any) -> None:
         """Make *tenant* current until the matching ``pop_tenant()`` (omnitenant API)."""
-        value = None if tenant is None else (tenant, tenant_id_of(tenant))
+        value = _UseTenant(tenant)._value
         _pushed.set((*_pushed.get(), _current.set(value)))
 
     @staticmethod
