@@ -712,7 +712,12 @@ class FragmentedKeysCacheBackend(BaseCache):
                 return list(data)
             payload = {e: (tokens, data[k]) for e, k in entries.items()}
             try:
-                failed = store.set_many(payload, timeout=timeout)
+                acc = redis_access(store)
+                if acc is not None:  # same entry format as every other Redis write
+                    acc.set_entries(payload, timeout)
+                    failed = []
+                else:
+                    failed = store.set_many(payload, timeout=timeout)
             except metrics.store_errors():
                 raise
             except Exception as exc:
@@ -739,7 +744,12 @@ class FragmentedKeysCacheBackend(BaseCache):
                 return list(data)
             payload = {e: (tokens, data[k]) for e, k in entries.items()}
             try:
-                failed = await store.aset_many(payload, timeout=timeout)
+                acc = redis_access(store)
+                if acc is not None:
+                    await sync_to_async(acc.set_entries, thread_sensitive=True)(payload, timeout)
+                    failed = []
+                else:
+                    failed = await store.aset_many(payload, timeout=timeout)
             except metrics.store_errors():
                 raise
             except Exception as exc:

@@ -112,6 +112,20 @@ class RedisAccess:
         raws = self._client().mget([self.inner(k) for k in keys])
         return {k: self.decode(r) for k, r in zip(keys, raws, strict=True) if r is not None}
 
+    def set_entries(self, entries: dict[str, tuple[Sequence[int], Any]], timeout: Any) -> None:
+        """Write several stamped entries ``{entry: (tokens, value)}`` in one pipelined round trip."""
+        px = self._px(timeout)
+        pipe = self._client().pipeline(transaction=False)
+        for entry, (tokens, value) in entries.items():
+            if px == 0:
+                pipe.delete(self.inner(entry))
+                continue
+            data = (
+                HEADER + b",".join(str(t).encode() for t in tokens) + b"\x00" + self._dumps(value)
+            )
+            pipe.set(self.inner(entry), data, px=None if px < 0 else px)
+        pipe.execute()
+
     def set_entry(
         self, entry: str, tokens: Sequence[int], value: Any, timeout: Any, add: bool = False
     ) -> bool:

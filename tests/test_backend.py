@@ -730,3 +730,10 @@ def test_warm_get_with_tags_is_one_redis_command(ntags):
         finally:
             frag.close()
             watcher.close()
+
+
+def test_add_after_set_many_sees_the_live_entry(frag):
+    with TenantContext.use_tenant("acme"):
+        assert frag.set_many({"k": 1, "j": 2}) == []
+        assert frag.add("k", 99) is False
+        assert frag.get_many(["k", "j"]) == {"k": 1, "j": 2}
