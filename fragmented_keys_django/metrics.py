@@ -66,31 +66,27 @@ def reset() -> None:
 
 
 def store_errors() -> tuple[type[BaseException], ...]:
-    """Return the exception classes that mean "the store is unavailable"."""
+    """Return the exception classes that mean "the store is unavailable".
+
+    ``OSError`` and Django's ``DatabaseError`` always; redis-py's, pymemcache's
+    and django-redis's base errors when those libraries are installed (an
+    uninstalled one cannot raise, so it is simply not listed).
+    """
     global _STORE_ERRORS
     if _STORE_ERRORS is None:
-        errs: list[type[BaseException]] = [OSError]
+        from importlib import import_module
+        from importlib.util import find_spec
+
         from django.db import DatabaseError
 
-        errs.append(DatabaseError)
-        try:
-            from redis.exceptions import RedisError
-
-            errs.append(RedisError)
-        except ImportError:
-            pass
-        try:
-            from pymemcache.exceptions import MemcacheError
-
-            errs.append(MemcacheError)
-        except ImportError:
-            pass
-        try:
-            from django_redis.exceptions import ConnectionInterrupted
-
-            errs.append(ConnectionInterrupted)
-        except ImportError:
-            pass
+        errs: list[type[BaseException]] = [OSError, DatabaseError]
+        for module, name in (
+            ("redis.exceptions", "RedisError"),
+            ("pymemcache.exceptions", "MemcacheError"),
+            ("django_redis.exceptions", "ConnectionInterrupted"),
+        ):
+            if find_spec(module.split(".")[0]) is not None:
+                errs.append(getattr(import_module(module), name))
         _STORE_ERRORS = tuple(errs)
     return _STORE_ERRORS
 

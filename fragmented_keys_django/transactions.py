@@ -25,7 +25,7 @@ from typing import Any
 
 from django.db import connections
 
-__all__ = ["WriteMode", "in_transaction", "write_mode"]
+__all__ = ["WriteMode", "open_transactions", "read_bypassed", "write_mode"]
 
 
 class WriteMode(enum.Enum):
@@ -44,11 +44,6 @@ def _real_blocks(conn: Any) -> bool:
 def open_transactions() -> list[Any]:
     """Return this thread's connections inside a real (non-TestCase) atomic block."""
     return [c for c in connections.all(initialized_only=True) if _real_blocks(c)]
-
-
-def in_transaction(using: str) -> bool:
-    """Return True if connection *using* is inside a real (non-TestCase) atomic block."""
-    return _real_blocks(connections[using])
 
 
 def has_pending_bumps(conn: Any) -> bool:
