@@ -40,6 +40,13 @@ def store_settings(kind: str, **wrapper: object) -> dict:
             "KEY_PREFIX": uuid.uuid4().hex[:8],
             "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 2, "SOCKET_TIMEOUT": 2},
         }
+    elif kind == "file":
+        import tempfile
+
+        store = {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": tempfile.mkdtemp(prefix="fkd-file-cache-"),
+        }
     elif kind == "django-redis-builtin":
         store = {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
