@@ -23,8 +23,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
 import numbers
 import pickle
+import random
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -62,7 +64,7 @@ _MISSING = object()
 def _decode(ek: EntryKeys, raw: Mapping[str, Any]) -> tuple[bool, Any]:
     """Return ``(hit, value)`` for *ek* given the ``get_many`` result *raw*."""
     env = raw.get(ek.entry)
-    if type(env) is not tuple or len(env) != 2:
+    if type(env) is not tuple or len(env) not in (2, 4):  # 4: with early-recompute meta
         return False, None
     recorded = env[0]
     vkeys = ek.version_keys
@@ -72,6 +74,17 @@ def _decode(ek: EntryKeys, raw: Mapping[str, Any]) -> tuple[bool, Any]:
         if raw.get(k) != v:
             return False, None
     return True, env[1]
+
+
+def _recompute_early(env: tuple, beta: float) -> bool:
+    """XFetch (probabilistic early expiration): recompute before expiry, the likelier the closer.
+
+    *env* is ``(tokens, value, expiry, compute_seconds)``; the test is
+    ``now - compute_seconds * beta * ln(U) >= expiry`` with ``U`` uniform in (0, 1].
+    """
+    if len(env) != 4 or env[2] <= 0:
+        return False
+    return time.time() - env[3] * beta * math.log(1.0 - random.random()) >= env[2]
 
 
 def _read(store: Any, keys: list[str]) -> dict[str, Any]:
@@ -393,7 +406,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         try:
             acc = redis_access(store)
             if acc is not None:
-                return acc.set_entry(entry, env[0], env[1], timeout, add=add)
+                return acc.set_entry(entry, env[0], env[1], timeout, add=add, meta=env[2:])
             if add:
                 return store.add(entry, env, timeout=timeout)
             return store.set(entry, env, timeout=timeout)
@@ -410,7 +423,7 @@ class FragmentedKeysCacheBackend(BaseCache):
             acc = redis_access(store)
             if acc is not None:
                 return await sync_to_async(acc.set_entry, thread_sensitive=True)(
-                    entry, env[0], env[1], timeout, add=add
+                    entry, env[0], env[1], timeout, add=add, meta=env[2:]
                 )
             if add:
                 return await store.aadd(entry, env, timeout=timeout)
@@ -1005,6 +1018,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         timeout: Any = DEFAULT_TIMEOUT,
         group_id: str = "",
         version: int | None = None,
+        early_recompute: float | None = None,
     ) -> Any:
         """Return the live value of *key* with *tags*, computing and storing it on a miss.
 
@@ -1020,6 +1034,13 @@ class FragmentedKeysCacheBackend(BaseCache):
         A store outage is logged and counted; the value is computed and
         returned. Raises ``InvalidTag``, ``InvalidTimeout``, ``UnpicklableValue``,
         and whatever the callable raises.
+
+        *early_recompute* (``beta``, default the alias's ``EARLY_RECOMPUTE``
+        option, off when ``None``) turns on probabilistic early expiration
+        ("XFetch") for hot keys: a caller may recompute a live entry shortly
+        before it expires, the likelier the closer to expiry and the slower the
+        callable; others keep the live value meanwhile (only the holder of the
+        stampede lock recomputes). 1.0 is the usual ``beta``.
         """
         specs = normalize_tags(tags)
         tenant, ek = self._keys(key, specs, group_id, version, False)
@@ -1034,8 +1055,21 @@ class FragmentedKeysCacheBackend(BaseCache):
             return default() if callable(default) else default
         hit, value = _decode(ek, raw)
         self._signal(hit, tenant, key)
+        beta = self.options.early_recompute if early_recompute is None else early_recompute
         if hit:
-            return value
+            if not (beta and callable(default) and _recompute_early(raw[ek.entry], beta)):
+                return value
+            # Early recomputation: only by whoever takes the lock; the others
+            # keep serving the live value.
+            try:
+                if not store.add(lock_key(ek.entry), 1, timeout=self.options.stampede_lock_timeout):
+                    return value
+            except metrics.store_errors() as exc:
+                self._failed("get_or_set_with_tags", tenant, exc)
+                return value
+            return self._compute_and_store(
+                store, key, ek, default, timeout, tenant, _found_tokens(ek, raw), beta, True
+            )
         mode, using = write_mode()
         if mode is WriteMode.BYPASS:
             return default() if callable(default) else default
@@ -1052,30 +1086,20 @@ class FragmentedKeysCacheBackend(BaseCache):
         except metrics.store_errors() as exc:
             self._failed("get_or_set_with_tags", tenant, exc)
             tokens = None
+        if mode is WriteMode.NOW and tokens is not None:
+            return self._compute_and_store(
+                store, key, ek, default, timeout, tenant, tokens, beta, locked
+            )
         try:
-            value = default() if callable(default) else default
-            if tokens is not None and mode is not WriteMode.SKIP:
+            value = default() if callable(default) else default  # its errors are the caller's
+            if tokens is not None and mode is WriteMode.DEFER:
+                # Inside a transaction: store after the commit, nothing on rollback.
                 env = (tokens, value)
-                acc = redis_access(store) if locked and mode is WriteMode.NOW else None
-                if acc is not None:
-                    try:
-                        acc.set_entry_unlock(ek.entry, tokens, value, timeout, lkey)
-                    except metrics.store_errors():
-                        raise
-                    except Exception as exc:
-                        _check_pickle(key, value, exc)
-                        raise
-                    locked = False  # released with the write
-                elif mode is WriteMode.NOW:
-                    self._put_checked(store, key, ek, env, timeout)
-                else:
-                    transaction.on_commit(
-                        lambda: self._deferred_put(key, ek.entry, env, timeout, tenant),
-                        using=using,
-                        robust=True,
-                    )
-        except metrics.store_errors() as exc:
-            self._failed("get_or_set_with_tags", tenant, exc)
+                transaction.on_commit(
+                    lambda: self._deferred_put(key, ek.entry, env, timeout, tenant),
+                    using=using,
+                    robust=True,
+                )
         finally:
             if locked:
                 try:
@@ -1083,6 +1107,60 @@ class FragmentedKeysCacheBackend(BaseCache):
                 except metrics.store_errors() as exc:
                     self._failed("stampede_unlock", tenant, exc)
         return value
+
+    def _compute_and_store(
+        self,
+        store: Any,
+        key: Any,
+        ek: EntryKeys,
+        default: Any,
+        timeout: Any,
+        tenant: str | None,
+        tokens: tuple[int, ...],
+        beta: float | None,
+        locked: bool,
+    ) -> Any:
+        """Compute *default*, store it stamped with *tokens* (read before), release the lock.
+
+        The callable's own exceptions propagate (a ``DatabaseError`` from the
+        loader is the caller's, not a store outage); store errors are logged.
+        """
+        lkey = lock_key(ek.entry)
+        try:
+            started = time.monotonic()
+            value = default() if callable(default) else default
+            env: tuple = (tokens, value)
+            seconds = self._timeout_seconds(timeout)
+            if beta and seconds:
+                env = (tokens, value, time.time() + seconds, time.monotonic() - started)
+            try:
+                acc = redis_access(store) if locked else None
+                if acc is not None:
+                    try:
+                        acc.set_entry_unlock(ek.entry, tokens, value, timeout, lkey, meta=env[2:])
+                    except metrics.store_errors():
+                        raise
+                    except Exception as exc:
+                        _check_pickle(key, value, exc)
+                        raise
+                    locked = False  # released with the write
+                else:
+                    self._put_checked(store, key, ek, env, timeout)
+            except metrics.store_errors() as exc:
+                self._failed("get_or_set_with_tags", tenant, exc)
+        finally:
+            if locked:
+                try:
+                    store.delete(lkey)
+                except metrics.store_errors() as exc:
+                    self._failed("stampede_unlock", tenant, exc)
+        return value
+
+    def _timeout_seconds(self, timeout: Any) -> float | None:
+        """Seconds an entry written with *timeout* lives (``None``: forever or unknown)."""
+        if timeout is DEFAULT_TIMEOUT:
+            timeout = getattr(self._store_of(None), "default_timeout", None)
+        return timeout if isinstance(timeout, (int, float)) and timeout > 0 else None
 
     def _wait_for(self, store: Any, ek: EntryKeys) -> Any:
         """Poll for the entry another caller is computing; ``_MISSING`` if it does not come.
@@ -1132,6 +1210,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         timeout: Any = DEFAULT_TIMEOUT,
         group_id: str = "",
         version: int | None = None,
+        early_recompute: float | None = None,
     ) -> Any:
         """Async twin of :meth:`get_or_set_with_tags`; *default* may be an async callable."""
         specs = normalize_tags(tags)
@@ -1154,27 +1233,37 @@ class FragmentedKeysCacheBackend(BaseCache):
             return await compute()
         hit, value = _decode(ek, raw)
         self._signal(hit, tenant, key)
-        if hit:
-            return value
+        beta = self.options.early_recompute if early_recompute is None else early_recompute
         locked = False
         lkey = lock_key(ek.entry)
+        tokens: tuple[int, ...] | None
+        if hit:
+            if not (beta and callable(default) and _recompute_early(raw[ek.entry], beta)):
+                return value
+            try:  # early recomputation, by the lock holder only
+                if not await store.aadd(lkey, 1, timeout=self.options.stampede_lock_timeout):
+                    return value
+            except metrics.store_errors() as exc:
+                self._failed("get_or_set_with_tags", tenant, exc)
+                return value
+            locked, tokens = True, _found_tokens(ek, raw)
+        else:
+            got, tokens = await self._alock_and_tokens(store, ek, raw, default, tenant)
+            if tokens is _MISSING:
+                return got  # the value another caller computed while we waited
+            locked = got
         try:
-            if callable(default) and self.options.stampede_lock:
-                locked = bool(await store.aadd(lkey, 1, timeout=self.options.stampede_lock_timeout))
-                if not locked:
-                    waited = await self._await_for(store, ek)
-                    if waited is not _MISSING:
-                        return waited
-            tokens = await self._awrite_tokens(store, ek, raw)
-        except metrics.store_errors() as exc:
-            self._failed("get_or_set_with_tags", tenant, exc)
-            tokens = None
-        try:
-            value = await compute()
+            started = time.monotonic()
+            value = await compute()  # its errors are the caller's
+            env: tuple = (tokens, value)
+            seconds = self._timeout_seconds(timeout)
+            if beta and seconds:
+                env = (tokens, value, time.time() + seconds, time.monotonic() - started)
             if tokens is not None:
-                await self._aput_checked(store, key, ek, (tokens, value), timeout)
-        except metrics.store_errors() as exc:
-            self._failed("get_or_set_with_tags", tenant, exc)
+                try:
+                    await self._aput_checked(store, key, ek, env, timeout)
+                except metrics.store_errors() as exc:
+                    self._failed("get_or_set_with_tags", tenant, exc)
         finally:
             if locked:
                 try:
@@ -1182,6 +1271,28 @@ class FragmentedKeysCacheBackend(BaseCache):
                 except metrics.store_errors() as exc:
                     self._failed("stampede_unlock", tenant, exc)
         return value
+
+    async def _alock_and_tokens(
+        self, store: Any, ek: EntryKeys, raw: Mapping[str, Any], default: Any, tenant: str | None
+    ) -> tuple[Any, Any]:
+        """Take the stampede lock (or wait for the holder's value) and read the versions.
+
+        Returns ``(locked, tokens)``, or ``(value, _MISSING)`` when another
+        caller's value arrived while waiting.
+        """
+        locked = False
+        try:
+            if callable(default) and self.options.stampede_lock:
+                lkey = lock_key(ek.entry)
+                locked = bool(await store.aadd(lkey, 1, timeout=self.options.stampede_lock_timeout))
+                if not locked:
+                    waited = await self._await_for(store, ek)
+                    if waited is not _MISSING:
+                        return waited, _MISSING
+            return locked, await self._awrite_tokens(store, ek, raw)
+        except metrics.store_errors() as exc:
+            self._failed("get_or_set_with_tags", tenant, exc)
+            return locked, None
 
     def delete_with_tags(
         self, key: str, tags: Iterable[Any], group_id: str = "", version: int | None = None

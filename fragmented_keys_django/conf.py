@@ -60,6 +60,7 @@ _OPTION_DEFAULTS: dict[str, Any] = {
     "TENANT_CONFIG_URL": None,
     "TENANT_CONFIG_RECHECK": 1.0,
     "SHARED": False,
+    "EARLY_RECOMPUTE": None,
 }
 
 # Stores whose set/set_many either lands or raises; others get read-back checks.
@@ -129,6 +130,16 @@ def _positive(value: Any, where: str) -> float | None:
     return seconds
 
 
+def _beta(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value <= 0:
+        raise ConfigurationError(
+            f"{where} must be a positive number (XFetch beta, e.g. 1.0) or None, got {value!r}"
+        )
+    return float(value)
+
+
 def _url(value: Any, where: str) -> str | None:
     if value is None:
         return None
@@ -157,6 +168,7 @@ class BackendOptions:
     tenant_config_url: str | None
     tenant_config_recheck: float
     shared: bool
+    early_recompute: float | None
 
     @classmethod
     def from_params(cls, alias: str, location: str, params: dict[str, Any]) -> BackendOptions:
@@ -233,6 +245,7 @@ class BackendOptions:
             tenant_stores=o["TENANT_STORES"],
             tenant_config_url=_url(o["TENANT_CONFIG_URL"], f"{where}['TENANT_CONFIG_URL']"),
             shared=o["SHARED"],
+            early_recompute=_beta(o["EARLY_RECOMPUTE"], f"{where}['EARLY_RECOMPUTE']"),
             tenant_config_recheck=_seconds(
                 o["TENANT_CONFIG_RECHECK"], f"{where}['TENANT_CONFIG_RECHECK']", allow_none=False
             ),

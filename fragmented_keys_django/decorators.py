@@ -193,6 +193,7 @@ def tagged_cache(
     version: str | int | None = None,
     key_name: str | None = None,
     cache_name: str | None = None,
+    early_recompute: float | None = None,
 ) -> Callable[[F], F]:
     """Cache the decorated function's result, invalidated when any of its tags is bumped.
 
@@ -209,6 +210,8 @@ def tagged_cache(
     * *key_name*: key base name (default ``module.qualname``).
     * *cache_name*: a fragmented alias, or the store alias one wraps; default
       the project's fragmented alias.
+    * *early_recompute*: XFetch ``beta`` for hot keys (see
+      ``get_or_set_with_tags``); default the alias's ``EARLY_RECOMPUTE`` option.
 
     A template or ``vary_on`` entry naming an unknown parameter raises
     ``InvalidTagTemplate`` at decoration time. ``async def`` functions get an
@@ -294,7 +297,11 @@ def tagged_cache(
             async def awrapper(*args: Any, **kwargs: Any) -> Any:
                 key, tag_list = resolve(args, kwargs)
                 return await backend().aget_or_set_with_tags(
-                    key, lambda: func(*args, **kwargs), tag_list, timeout=t
+                    key,
+                    lambda: func(*args, **kwargs),
+                    tag_list,
+                    timeout=t,
+                    early_recompute=early_recompute,
                 )
 
             wrapper: Any = awrapper
@@ -304,7 +311,11 @@ def tagged_cache(
             def wrapper(*args: Any, **kwargs: Any) -> Any:
                 key, tag_list = resolve(args, kwargs)
                 return backend().get_or_set_with_tags(
-                    key, lambda: func(*args, **kwargs), tag_list, timeout=t
+                    key,
+                    lambda: func(*args, **kwargs),
+                    tag_list,
+                    timeout=t,
+                    early_recompute=early_recompute,
                 )
 
         def invalidate(*args: Any, **kwargs: Any) -> bool:

@@ -32,6 +32,8 @@ from django.core.cache.backends.base import DEFAULT_TIMEOUT
 __all__ = ["RedisAccess", "redis_access"]
 
 HEADER = b"\x00fk1:"
+#: Entries that also carry (expiry, compute seconds) for early recomputation.
+HEADER_META = b"\x00fk2:"
 
 _STAMP_LUA = """
 local n = #KEYS - 1
@@ -105,6 +107,12 @@ class RedisAccess:
             end = raw.index(b"\x00", 5)
             tokens = tuple(map(int, raw[5:end].split(b",")))
             return (tokens, self._loads(raw[end + 1 :]))
+        if raw.startswith(HEADER_META):
+            end = raw.index(b"\x00", 5)
+            end2 = raw.index(b"\x00", end + 1)
+            tokens = tuple(map(int, raw[5:end].split(b",")))
+            expiry, delta = map(float, raw[end + 1 : end2].split(b","))
+            return (tokens, self._loads(raw[end2 + 1 :]), expiry, delta)
         return self._fallback_loads(raw)
 
     def mget(self, keys: Sequence[str]) -> dict[str, Any]:
@@ -120,17 +128,32 @@ class RedisAccess:
             if px == 0:
                 pipe.delete(self.inner(entry))
                 continue
-            data = (
-                HEADER + b",".join(str(t).encode() for t in tokens) + b"\x00" + self._dumps(value)
-            )
+            data = self._entry_bytes(tokens, value)
             pipe.set(self.inner(entry), data, px=None if px < 0 else px)
         pipe.execute()
 
+    def _entry_bytes(self, tokens: Sequence[int], value: Any, meta: Sequence[float] = ()) -> bytes:
+        """Encode an entry: header with the version tokens (and *meta*), then the payload."""
+        stamp = b",".join(str(t).encode() for t in tokens)
+        if meta:
+            extra = f"{meta[0]:.3f},{meta[1]:.6f}".encode()
+            return HEADER_META + stamp + b"\x00" + extra + b"\x00" + self._dumps(value)
+        return HEADER + stamp + b"\x00" + self._dumps(value)
+
     def set_entry(
-        self, entry: str, tokens: Sequence[int], value: Any, timeout: Any, add: bool = False
+        self,
+        entry: str,
+        tokens: Sequence[int],
+        value: Any,
+        timeout: Any,
+        add: bool = False,
+        meta: Sequence[float] = (),
     ) -> bool:
-        """Write *value* stamped with *tokens* (versions read before it was computed)."""
-        data = HEADER + b",".join(str(t).encode() for t in tokens) + b"\x00" + self._dumps(value)
+        """Write *value* stamped with *tokens* (versions read before it was computed).
+
+        *meta* is ``(expiry, compute_seconds)`` for early recomputation, or empty.
+        """
+        data = self._entry_bytes(tokens, value, meta)
         px = self._px(timeout)
         client = self._client()
         if px == 0:
@@ -161,10 +184,16 @@ class RedisAccess:
         }
 
     def set_entry_unlock(
-        self, entry: str, tokens: Sequence[int], value: Any, timeout: Any, lock: str
+        self,
+        entry: str,
+        tokens: Sequence[int],
+        value: Any,
+        timeout: Any,
+        lock: str,
+        meta: Sequence[float] = (),
     ) -> None:
         """Write an entry and release its stampede lock in one round trip."""
-        data = HEADER + b",".join(str(t).encode() for t in tokens) + b"\x00" + self._dumps(value)
+        data = self._entry_bytes(tokens, value, meta)
         px = self._px(timeout)
         pipe = self._client().pipeline(transaction=False)
         if px == 0:
