@@ -38,6 +38,16 @@ DATABASES = {
         "PORT": os.environ.get("PGPORT", "5432"),
         "TEST": {"NAME": f"test_fkd_{os.getpid()}"},
     },
+    # The same PostgreSQL test database under REPEATABLE READ (snapshot isolation).
+    "pg_rr": {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": os.environ.get("PGDATABASE", "test"),
+        "USER": os.environ.get("PGUSER", "postgres"),
+        "HOST": os.environ.get("PGHOST", "127.0.0.1"),
+        "PORT": os.environ.get("PGPORT", "5432"),
+        "OPTIONS": {"isolation_level": 3},  # psycopg IsolationLevel.REPEATABLE_READ
+        "TEST": {"MIRROR": "pg"},
+    },
 }
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")
