@@ -96,8 +96,7 @@ def register_global_tag(name: str) -> None:
     global _global_tags
     if name not in _global_tags:
         _global_tags = _global_tags | {name}
-        tag_version_key.cache_clear()
-        entry_keys.cache_clear()
+        clear_memos()
 
 
 def is_global_tag(name: str) -> bool:
@@ -105,18 +104,30 @@ def is_global_tag(name: str) -> bool:
     return name in _global_tags
 
 
-@lru_cache(maxsize=65536)
+#: Inputs longer than this (characters) are not memoised: keys can carry
+#: user-controlled data, and a memo of them would grow with it.
+_MEMO_CHARS = 512
+
+
 def tag_version_key(prefix: str, tenant: str | None, name: str, instance: str) -> str:
     """Return the key holding the version of tag (*name*, *instance*) in *tenant*.
 
     A global tag's version lives in the public namespace (tenant ``None``).
     """
+    if len(name) + len(instance) + len(tenant or "") <= _MEMO_CHARS:
+        return _tag_version_key_memo(prefix, tenant, name, instance)
+    return _tag_version_key(prefix, tenant, name, instance)
+
+
+def _tag_version_key(prefix: str, tenant: str | None, name: str, instance: str) -> str:
     if name in _global_tags:
         tenant = None
     return _slot(prefix, tenant) + "v:" + _digest("v", prefix, tenant, name, instance)
 
 
-@lru_cache(maxsize=65536)
+_tag_version_key_memo = lru_cache(maxsize=16384)(_tag_version_key)
+
+
 def entry_keys(
     prefix: str,
     tenant: str | None,
@@ -129,7 +140,21 @@ def entry_keys(
 
     *key* is the caller's key after the alias's ``KEY_FUNCTION``; *tags* must
     already be canonical (sorted, deduplicated: see ``tags.normalize_tags``).
+    Results for short inputs are memoised (the hot path of repeated reads).
     """
+    if len(key) + len(tenant or "") + len(group_id) <= _MEMO_CHARS and len(tags) <= 16:
+        return _entry_keys_memo(prefix, tenant, epoch, key, group_id, tags)
+    return _entry_keys(prefix, tenant, epoch, key, group_id, tags)
+
+
+def _entry_keys(
+    prefix: str,
+    tenant: str | None,
+    epoch: str,
+    key: str,
+    group_id: str,
+    tags: tuple[TagSpec, ...],
+) -> EntryKeys:
     parts: list[str | int | None] = ["e", prefix, tenant, epoch, key, group_id, len(tags)]
     vkeys = [namespace_key(prefix, tenant)]
     for t in tags:
@@ -137,6 +162,15 @@ def entry_keys(
         if not t.constant:
             vkeys.append(tag_version_key(prefix, tenant, t.name, t.instance))
     return EntryKeys(_slot(prefix, tenant) + "e:" + _digest(*parts), tuple(vkeys))
+
+
+_entry_keys_memo = lru_cache(maxsize=16384)(_entry_keys)
+
+
+def clear_memos() -> None:
+    """Forget memoised keys (after registering a global tag)."""
+    _tag_version_key_memo.cache_clear()
+    _entry_keys_memo.cache_clear()
 
 
 def lock_key(entry_key: str) -> str:

@@ -88,8 +88,7 @@ def doc_caches():
         finally:
             caches["fragmented"].close()
             keys_mod._global_tags = global_tags
-            keys_mod.tag_version_key.cache_clear()
-            keys_mod.entry_keys.cache_clear()
+            keys_mod.clear_memos()
             ModelTagManager.clear_all()
             reset_configuration()
             TenantContext.clear_all()

@@ -18,8 +18,7 @@ def global_hospital_tag():
     before = keys_mod._global_tags
     yield
     keys_mod._global_tags = before
-    keys_mod.tag_version_key.cache_clear()
-    keys_mod.entry_keys.cache_clear()
+    keys_mod.clear_memos()
 
 
 @pytest.mark.django_db(transaction=True)
