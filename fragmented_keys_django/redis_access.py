@@ -117,8 +117,15 @@ class RedisAccess:
 
     def mget(self, keys: Sequence[str]) -> dict[str, Any]:
         """Return ``{key: decoded}`` for the keys present, in one ``MGET``."""
-        raws = self._client().mget([self.inner(k) for k in keys])
-        return {k: self.decode(r) for k, r in zip(keys, raws, strict=True) if r is not None}
+        inner = self.inner
+        raws = self._client().mget([inner(k) for k in keys])
+        out = {}
+        for k, r in zip(keys, raws, strict=True):
+            if r is None:
+                continue
+            # Version tokens are plain digits: decode them inline (most values of a read).
+            out[k] = int(r) if 48 <= r[0] <= 57 else self.decode(r)
+        return out
 
     def set_entries(self, entries: dict[str, tuple[Sequence[int], Any]], timeout: Any) -> None:
         """Write several stamped entries ``{entry: (tokens, value)}`` in one pipelined round trip."""

@@ -127,6 +127,14 @@ def normalize_tag(tag: Any) -> TagSpec:
     )
 
 
+_MEMO_SIZE = 4096
+_memo: dict[tuple, tuple[TagSpec, ...]] = {}
+
+# TagSpec(name, instance) without the namedtuple's Python-level __new__: the
+# fast path builds one per tag on every tagged call.
+_new_spec = tuple.__new__
+
+
 def normalize_tags(tags: Iterable[Any] | None) -> tuple[TagSpec, ...]:
     """Return *tags* as a sorted, de-duplicated tuple of :class:`TagSpec`.
 
@@ -137,21 +145,37 @@ def normalize_tags(tags: Iterable[Any] | None) -> tuple[TagSpec, ...]:
     if tags is None:
         return ()
     if type(tags) is list:
-        # Fast path: a list of (str, str | int) pairs, the common case.
+        # Fast path: a list of (str, str | int) pairs, the common case; results
+        # for inputs seen before are remembered (bounded).
+        memo_key = tuple(tags)
+        try:
+            return _memo[memo_key]
+        except (KeyError, TypeError):
+            pass  # not seen yet, or unhashable (dict tags): normalise below
         out = []
+        all_str = True
         for t in tags:
             if type(t) is not tuple or len(t) != 2 or type(t[0]) is not str or not t[0]:
                 break
             inst = t[1]
             if type(inst) is int:
                 inst = str(inst)
+                all_str = False
             elif type(inst) is not str:
                 break
             if len(t[0]) > MAX_TAG_PART_LENGTH or len(inst) > MAX_TAG_PART_LENGTH:
                 break
-            out.append(TagSpec(t[0], inst))
+            out.append(_new_spec(TagSpec, (t[0], inst, "")))
         else:
-            return tuple(sorted(set(out)))
+            result = tuple(sorted(set(out)))
+            if len(_memo) >= _MEMO_SIZE:
+                _memo.clear()
+            # Only all-string inputs are remembered: a str equals only a str, so
+            # a remembered answer is never given to an input that must be refused
+            # (("User", True) == ("User", 1), but never == ("User", "1")).
+            if all_str and sum(len(t.instance) for t in result) <= 512:
+                _memo[memo_key] = result
+            return result
     if isinstance(tags, str | bytes | dict) or (
         isinstance(tags, tuple) and len(tags) in (2, 3) and isinstance(tags[0], str)
     ):

@@ -193,3 +193,13 @@ def test_tenant_required_outside_a_tenant():
         with TenantContext.use_tenant("acme"):
             frag.set("k", 1)
             assert frag.get("k") == 1
+
+
+@pytest.mark.parametrize("bad", [True, 1.0, 2.5])
+def test_tags_remembered_from_earlier_calls_do_not_admit_bad_instances(frag, bad):
+    # ("User", True) == ("User", 1) and 1.0 == 1 in Python: a remembered
+    # normalisation of a good tag must not be handed to a bad one.
+    frag.set_with_tags("k", "v", [("User", "1")])
+    frag.set_with_tags("k", "v", [("User", 1)])
+    with pytest.raises(InvalidTag, match="string, an int or a UUID"):
+        frag.get_with_tags("k", [("User", bad)])
