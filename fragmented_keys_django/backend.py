@@ -1348,20 +1348,16 @@ class FragmentedKeysCacheBackend(BaseCache):
         outage is logged at ERROR and the bump retried until it lands (see
         ``docs/operations.md``); with ``STRICT`` it raises ``BumpFailed``.
         """
-        from .invalidation import bump_keys
-
         keys = self.tag_version_keys(tags)
         if keys:
-            bump_keys(self, self._tenant(), keys, tags=tags)
+            invalidation.bump_keys(self, self._tenant(), keys, tags=tags)
         return len(keys)
 
     async def ainvalidate_tags(self, tags: Iterable[Any]) -> int:
         """Async twin of :meth:`invalidate_tags` (bumps at once: no transaction in async code)."""
-        from .invalidation import abump_keys
-
         keys = self.tag_version_keys(tags)
         if keys:
-            await abump_keys(self, self._tenant(), keys, tags=tags)
+            await invalidation.abump_keys(self, self._tenant(), keys, tags=tags)
         return len(keys)
 
     def invalidate_tenant(self, tenant: Any = _MISSING) -> None:
@@ -1370,25 +1366,23 @@ class FragmentedKeysCacheBackend(BaseCache):
         Pass a tenant explicitly only from operator code: naming another
         tenant here is the one way to touch its namespace without switching.
         """
-        from .invalidation import bump_keys
-
         tid = (
             self._tenant()
             if tenant is _MISSING
             else (None if tenant is None else tenant_id_of(tenant))
         )
-        bump_keys(self, tid, [namespace_key(self.options.prefix, tid)], flush=True)
+        invalidation.bump_keys(self, tid, [namespace_key(self.options.prefix, tid)], flush=True)
 
     async def ainvalidate_tenant(self, tenant: Any = _MISSING) -> None:
         """Async twin of :meth:`invalidate_tenant`."""
-        from .invalidation import abump_keys
-
         tid = (
             self._tenant()
             if tenant is _MISSING
             else (None if tenant is None else tenant_id_of(tenant))
         )
-        await abump_keys(self, tid, [namespace_key(self.options.prefix, tid)], flush=True)
+        await invalidation.abump_keys(
+            self, tid, [namespace_key(self.options.prefix, tid)], flush=True
+        )
 
     def get_tag_version(self, tag_name: str, instance: str | int = "") -> int:
         """Return the current version token of a tag in the current tenant (0 if none yet).

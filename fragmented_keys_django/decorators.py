@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from django.db import models
 
+from .conf import get_cache, resolve_alias
 from .exceptions import InvalidTagTemplate
 
 __all__ = ["tagged_cache"]
@@ -285,8 +286,6 @@ def tagged_cache(
             return key, tag_list
 
         def backend() -> Any:
-            from .conf import get_cache, resolve_alias
-
             return get_cache(resolve_alias(cache_name))
 
         t = timeout

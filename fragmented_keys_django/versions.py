@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .exceptions import BumpFailed
+from .redis_access import redis_access
 
 __all__ = ["abump", "aensure", "bump", "ensure", "fresh_token"]
 
@@ -42,8 +43,6 @@ def fresh_token() -> int:
 
 
 def _redis(store: Any) -> Any:
-    from .redis_access import redis_access
-
     return redis_access(store)
 
 
