@@ -309,7 +309,7 @@ def tagged_cache(
             @functools.wraps(func)
             def wrapper(*args: Any, **kwargs: Any) -> Any:
                 key, tag_list = resolve(args, kwargs)
-                return backend().get_or_set_with_tags(
+                return get_cache(resolve_alias(cache_name)).get_or_set_with_tags(
                     key,
                     lambda: func(*args, **kwargs),
                     tag_list,
