@@ -149,9 +149,11 @@ def normalize_tags(tags: Iterable[Any] | None) -> tuple[TagSpec, ...]:
         # for inputs seen before are remembered (bounded).
         memo_key = tuple(tags)
         try:
-            return _memo[memo_key]
-        except (KeyError, TypeError):
-            pass  # not seen yet, or unhashable (dict tags): normalise below
+            hit = _memo.get(memo_key)
+        except TypeError:  # unhashable (dict tags): normalised below, not remembered
+            hit = None
+        if hit is not None:
+            return hit
         out = []
         all_str = True
         for t in tags:
