@@ -187,8 +187,8 @@ class _RoundTrips:
             import redis.asyncio.connection as async_conn
 
             classes.append(async_conn.AbstractConnection)
-        except ImportError:  # pragma: no cover
-            pass
+        except ImportError:  # pragma: no cover - redis-py without asyncio support
+            async_conn = None
         for cls in classes:
             orig = cls.__dict__["send_packed_command"]
             self._patched.append((cls, orig))
@@ -352,8 +352,8 @@ def machine_info(client: Any, packages: Iterable[str] = ()) -> dict[str, Any]:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    except OSError:
-        pass
+    except OSError:  # not Linux: the CPU model stays unknown in the report
+        cpu = cpu or "unknown"
     server = client.info("server")
     info = {
         "cpu": cpu,

@@ -382,7 +382,7 @@ class Command(BaseCommand):
                 patient.save()
                 raise _Rollback
         except _Rollback:
-            pass
+            self.stdout.write("   (the error rolled the transaction back, as intended)")
         unchanged = self.version("acme", "Patient", 1) == before
         self.expect(unchanged, "a rolled-back save changed acme's Patient:1 version")
         self.expect(self.stats["acme"].bumps == acme_bumps, "a rolled-back save sent tags_bumped")
