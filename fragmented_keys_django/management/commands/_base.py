@@ -101,3 +101,14 @@ def parse_tags(values: list[str]) -> list[tuple[str, str]]:
 
 def tag_label(tag: tuple[str, str]) -> str:
     return f"{tag[0]}:{tag[1]}" if tag[1] else tag[0]
+
+
+def add_tag_argument(parser: Any, verb: str) -> None:
+    """Add the repeatable ``--tag Name:instance`` option ("Name" alone: the model-wide tag)."""
+    parser.add_argument(
+        "--tag",
+        action="append",
+        default=[],
+        metavar="Name:instance",
+        help=f"Tag to {verb}; 'Name' alone is the model-wide tag (repeatable).",
+    )

@@ -8,7 +8,7 @@ from django.core.management.base import CommandError, CommandParser
 
 from ...invalidation import is_suspect
 from ...tenancy.context import TenantContext
-from ._base import FragmentedCommand, label, parse_tags, tag_label
+from ._base import FragmentedCommand, add_tag_argument, label, parse_tags, tag_label
 
 
 class Command(FragmentedCommand):
@@ -19,13 +19,7 @@ class Command(FragmentedCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         super().add_arguments(parser)
-        parser.add_argument(
-            "--tag",
-            action="append",
-            default=[],
-            metavar="Name:instance",
-            help="Tag to bump; 'Name' alone is the model-wide tag (repeatable).",
-        )
+        add_tag_argument(parser, "bump")
 
     def handle(self, *args: Any, **options: Any) -> None:
         tags = parse_tags(options["tag"])

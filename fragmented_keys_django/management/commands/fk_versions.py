@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import CommandError, CommandParser
 
 from ...tenancy.context import TenantContext
-from ._base import FragmentedCommand, label, parse_tags, tag_label
+from ._base import FragmentedCommand, add_tag_argument, label, parse_tags, tag_label
 
 
 class Command(FragmentedCommand):
@@ -18,13 +18,7 @@ class Command(FragmentedCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         super().add_arguments(parser)
-        parser.add_argument(
-            "--tag",
-            action="append",
-            default=[],
-            metavar="Name:instance",
-            help="Tag to show; 'Name' alone is the model-wide tag (repeatable).",
-        )
+        add_tag_argument(parser, "show")
 
     def handle(self, *args: Any, **options: Any) -> None:
         tags = parse_tags(options["tag"])
