@@ -28,11 +28,17 @@ import numbers
 import pickle
 import random
 import time
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
+from django.core.cache.backends.base import (
+    DEFAULT_TIMEOUT,
+    BaseCache,
+    CacheKeyWarning,
+    memcache_key_warnings,
+)
 from django.db import transaction
 
 from . import invalidation, metrics
@@ -59,6 +65,10 @@ __all__ = ["FragmentedKeysCacheBackend"]
 logger = logging.getLogger("fragmented_keys_django")
 
 _MISSING = object()
+
+# Made keys already checked by Django's validate_key and found portable: the
+# check (a length test and a regex) is skipped for them on later calls.
+_portable_keys: set[str] = set()
 
 
 def _decode(ek: EntryKeys, raw: Mapping[str, Any]) -> tuple[bool, Any]:
@@ -284,8 +294,8 @@ class FragmentedKeysCacheBackend(BaseCache):
     ) -> tuple[str | None, EntryKeys]:
         tenant = self._tenant()
         made = self.make_key(key, version=version)
-        if validate:
-            self.validate_key(made)
+        if validate and made not in _portable_keys:
+            self._validate(made)
         if not isinstance(group_id, str):
             raise TypeError(f"group_id must be a string, got {group_id!r}")
         if keys_mod._global_tags and tags and self.options.tenant_stores is not None:
@@ -295,6 +305,23 @@ class FragmentedKeysCacheBackend(BaseCache):
     def _suspect(self, tenant: str | None) -> bool:
         """True while a bump or flush of *tenant* on this alias failed and has not landed yet."""
         return bool(invalidation._retrier._suspect) and invalidation.is_suspect(self.alias, tenant)
+
+    def _validate(self, made: str) -> None:
+        """Django's ``validate_key`` (memcached portability warnings); remember good keys.
+
+        Same warnings as ``BaseCache.validate_key`` (which this follows); a
+        subclass that overrides ``validate_key`` is always called instead.
+        """
+        if type(self).validate_key is not BaseCache.validate_key:
+            self.validate_key(made)
+            return
+        problems = list(memcache_key_warnings(made))
+        for problem in problems:
+            warnings.warn(problem, CacheKeyWarning, stacklevel=3)
+        if not problems and type(made) is str:
+            if len(_portable_keys) >= 16384:
+                _portable_keys.clear()
+            _portable_keys.add(made)
 
     def _bypass(self, tenant: str | None) -> bool:
         """True if tagged reads must not use the cache now (dirty transaction, bump pending)."""
@@ -673,7 +700,8 @@ class FragmentedKeysCacheBackend(BaseCache):
         entries: dict[str, Any] = {}
         for key in keys:
             made = self.make_key(key, version=version)
-            self.validate_key(made)
+            if made not in _portable_keys:
+                self._validate(made)
             entries[entry_keys(prefix, tenant, epoch, made, "", ()).entry] = key
         return tenant, entries, namespace_key(prefix, tenant)
 
