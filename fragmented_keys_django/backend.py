@@ -117,14 +117,36 @@ def _found_tokens(ek: EntryKeys, raw: Mapping[str, Any]) -> tuple[int, ...] | No
         return None
 
 
-def _check_pickle(key: Any, value: Any, exc: BaseException) -> None:
+def _check_pickle(key: Any, value: Any, exc: BaseException | None) -> None:
     try:
         pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
     except Exception as pexc:
         raise UnpicklableValue(
             f"The value for cache key {key!r} cannot be pickled ({type(value).__name__}: {pexc}). "
             f"Cache plain data (dicts, lists, model instances), not open files, locks or lambdas."
-        ) from exc
+        ) from (exc if exc is not None else pexc)
+
+
+class _NamingUnpicklable:
+    """Context manager: a write that fails to pickle raises ``UnpicklableValue`` naming the key.
+
+    Store errors pass through untouched (the callers log them as outages);
+    any other error is checked against ``pickle`` for each ``(key, value)``.
+    """
+
+    __slots__ = ("items",)
+
+    def __init__(self, *items: tuple[Any, Any]) -> None:
+        self.items = items
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if isinstance(exc, Exception) and not isinstance(exc, metrics.store_errors()):
+            for key, value in self.items:
+                _check_pickle(key, value, exc)
+        return False
 
 
 class _Broken:
@@ -378,15 +400,10 @@ class FragmentedKeysCacheBackend(BaseCache):
         if acc is None:
             return None
         fresh = [fresh_token() for _ in ek.version_keys]
-        try:
+        with _NamingUnpicklable((key, value)):
             return acc.stamp(
                 ek.entry, ek.version_keys, value, timeout, self.options.version_timeout, fresh, add
             )
-        except metrics.store_errors():
-            raise
-        except Exception as exc:
-            _check_pickle(key, value, exc)
-            raise
 
     async def _astamp(
         self, store: Any, key: Any, ek: EntryKeys, value: Any, timeout: Any, add: bool = False
@@ -430,23 +447,18 @@ class FragmentedKeysCacheBackend(BaseCache):
     def _put(
         self, store: Any, key: Any, entry: str, env: tuple, timeout: Any, add: bool = False
     ) -> Any:
-        try:
+        with _NamingUnpicklable((key, env[1])):
             acc = redis_access(store)
             if acc is not None:
                 return acc.set_entry(entry, env[0], env[1], timeout, add=add, meta=env[2:])
             if add:
                 return store.add(entry, env, timeout=timeout)
             return store.set(entry, env, timeout=timeout)
-        except metrics.store_errors():
-            raise
-        except Exception as exc:
-            _check_pickle(key, env[1], exc)
-            raise
 
     async def _aput(
         self, store: Any, key: Any, entry: str, env: tuple, timeout: Any, add: bool = False
     ) -> Any:
-        try:
+        with _NamingUnpicklable((key, env[1])):
             acc = redis_access(store)
             if acc is not None:
                 return await sync_to_async(acc.set_entry, thread_sensitive=True)(
@@ -455,11 +467,6 @@ class FragmentedKeysCacheBackend(BaseCache):
             if add:
                 return await store.aadd(entry, env, timeout=timeout)
             return await store.aset(entry, env, timeout=timeout)
-        except metrics.store_errors():
-            raise
-        except Exception as exc:
-            _check_pickle(key, env[1], exc)
-            raise
 
     # -- Django's BaseCache API ----------------------------------------------
 
@@ -752,19 +759,13 @@ class FragmentedKeysCacheBackend(BaseCache):
             if tokens is None:
                 return list(data)
             payload = {e: (tokens, data[k]) for e, k in entries.items()}
-            try:
+            with _NamingUnpicklable(*((k, data[k]) for k in entries.values())):
                 acc = redis_access(store)
                 if acc is not None:  # same entry format as every other Redis write
                     acc.set_entries(payload, timeout)
                     failed = []
                 else:
                     failed = store.set_many(payload, timeout=timeout)
-            except metrics.store_errors():
-                raise
-            except Exception as exc:
-                for k in entries.values():
-                    _check_pickle(k, data[k], exc)
-                raise
         except metrics.store_errors() as exc:
             self._failed("set_many", tenant, exc)
             return list(data)
@@ -784,19 +785,13 @@ class FragmentedKeysCacheBackend(BaseCache):
             if tokens is None:
                 return list(data)
             payload = {e: (tokens, data[k]) for e, k in entries.items()}
-            try:
+            with _NamingUnpicklable(*((k, data[k]) for k in entries.values())):
                 acc = redis_access(store)
                 if acc is not None:
                     await sync_to_async(acc.set_entries, thread_sensitive=True)(payload, timeout)
                     failed = []
                 else:
                     failed = await store.aset_many(payload, timeout=timeout)
-            except metrics.store_errors():
-                raise
-            except Exception as exc:
-                for k in entries.values():
-                    _check_pickle(k, data[k], exc)
-                raise
         except metrics.store_errors() as exc:
             self._failed("set_many", tenant, exc)
             return list(data)
@@ -875,10 +870,7 @@ class FragmentedKeysCacheBackend(BaseCache):
             env = (tokens, value)
             if mode is WriteMode.NOW:
                 return bool(self._put(store, key, ek.entry, env, timeout) is not False)
-            try:  # fail now, naming the key, rather than in the commit hook
-                pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
-            except Exception as exc:
-                _check_pickle(key, value, exc)
+            _check_pickle(key, value, None)  # fail now, naming the key, not in the commit hook
             transaction.on_commit(
                 lambda: self._deferred_put(key, ek.entry, env, timeout, tenant),
                 using=using,
@@ -1130,10 +1122,7 @@ class FragmentedKeysCacheBackend(BaseCache):
                 )
         finally:
             if locked:
-                try:
-                    store.delete(lkey)
-                except metrics.store_errors() as exc:
-                    self._failed("stampede_unlock", tenant, exc)
+                self._unlock(store, lkey, tenant)
         return value
 
     def _compute_and_store(
@@ -1164,13 +1153,8 @@ class FragmentedKeysCacheBackend(BaseCache):
             try:
                 acc = redis_access(store) if locked else None
                 if acc is not None:
-                    try:
+                    with _NamingUnpicklable((key, value)):
                         acc.set_entry_unlock(ek.entry, tokens, value, timeout, lkey, meta=env[2:])
-                    except metrics.store_errors():
-                        raise
-                    except Exception as exc:
-                        _check_pickle(key, value, exc)
-                        raise
                     locked = False  # released with the write
                 else:
                     self._put_checked(store, key, ek, env, timeout)
@@ -1178,11 +1162,22 @@ class FragmentedKeysCacheBackend(BaseCache):
                 self._failed("get_or_set_with_tags", tenant, exc)
         finally:
             if locked:
-                try:
-                    store.delete(lkey)
-                except metrics.store_errors() as exc:
-                    self._failed("stampede_unlock", tenant, exc)
+                self._unlock(store, lkey, tenant)
         return value
+
+    def _unlock(self, store: Any, lkey: str, tenant: str | None) -> None:
+        """Release a stampede lock; a store error is logged (the lock expires anyway)."""
+        try:
+            store.delete(lkey)
+        except metrics.store_errors() as exc:
+            self._failed("stampede_unlock", tenant, exc)
+
+    async def _aunlock(self, store: Any, lkey: str, tenant: str | None) -> None:
+        """Async twin of :meth:`_unlock`."""
+        try:
+            await store.adelete(lkey)
+        except metrics.store_errors() as exc:
+            self._failed("stampede_unlock", tenant, exc)
 
     def _timeout_seconds(self, timeout: Any) -> float | None:
         """Seconds an entry written with *timeout* lives (``None``: forever or unknown)."""
@@ -1294,10 +1289,7 @@ class FragmentedKeysCacheBackend(BaseCache):
                     self._failed("get_or_set_with_tags", tenant, exc)
         finally:
             if locked:
-                try:
-                    await store.adelete(lkey)
-                except metrics.store_errors() as exc:
-                    self._failed("stampede_unlock", tenant, exc)
+                await self._aunlock(store, lkey, tenant)
         return value
 
     async def _alock_and_tokens(
