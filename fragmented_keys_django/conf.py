@@ -400,7 +400,6 @@ def project_settings() -> dict[str, Any]:
 
 def apply_project_settings() -> None:
     """Install the tenant source and default alias from ``settings.FRAGMENTED_KEYS``."""
-    from django.utils.module_loading import import_string
 
     from .tenancy.context import set_tenant_source
 
@@ -410,12 +409,7 @@ def apply_project_settings() -> None:
     if path is None:
         set_tenant_source(None)
     elif isinstance(path, str):
-        try:
-            set_tenant_source(import_string(path))
-        except ImportError as exc:
-            raise ConfigurationError(
-                f"settings.FRAGMENTED_KEYS['TENANT_SOURCE'] = {source!r} cannot be imported: {exc}"
-            ) from exc
+        set_tenant_source(import_dotted(path, "settings.FRAGMENTED_KEYS['TENANT_SOURCE']"))
     elif callable(path):
         set_tenant_source(path)
     else:
@@ -453,3 +447,17 @@ def get_cache(alias: str) -> Any:
 
 
 _handler: Any = None
+
+
+def import_dotted(path: Any, where: str) -> Any:
+    """Import the object at dotted *path*; raise ``ConfigurationError`` naming *where* if it fails."""
+    from django.utils.module_loading import import_string
+
+    if not isinstance(path, str) or not path:
+        raise ConfigurationError(f"{where} must be a dotted path, got {path!r}.")
+    try:
+        return import_string(path)
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"{where} names {path!r}, which cannot be imported: {exc}"
+        ) from exc

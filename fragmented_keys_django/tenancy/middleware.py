@@ -52,8 +52,8 @@ from typing import Any
 from asgiref.sync import async_to_sync, iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.http import HttpRequest, HttpResponse, HttpResponseNotFound
 from django.urls import Resolver404, resolve
-from django.utils.module_loading import import_string
 
+from ..conf import import_dotted
 from ..exceptions import ConfigurationError, InvalidTenant
 from .context import TenantContext, tenant_id_of
 from .resolvers import load_resolver
@@ -241,12 +241,7 @@ def _load_tenants(spec: Any) -> Any:
     if spec is None:
         return None
     if isinstance(spec, str):
-        try:
-            spec = import_string(spec)
-        except ImportError as exc:
-            raise ConfigurationError(
-                f"{where} names {spec!r}, which cannot be imported: {exc}"
-            ) from exc
+        spec = import_dotted(spec, where)
     if callable(spec):
         return spec
     if isinstance(spec, Collection) and not isinstance(spec, (str, bytes, Mapping)):
@@ -262,12 +257,7 @@ def _load_view(spec: Any) -> Callable[..., Any] | None:
     if spec is None:
         return None
     if isinstance(spec, str):
-        try:
-            spec = import_string(spec)
-        except ImportError as exc:
-            raise ConfigurationError(
-                f"{where} names {spec!r}, which cannot be imported: {exc}"
-            ) from exc
+        spec = import_dotted(spec, where)
     if not callable(spec):
         raise ConfigurationError(
             f"{where} must be a view (request) -> response or a dotted path to one, got {spec!r}."

@@ -26,8 +26,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from django.http import HttpRequest
 from django.http.request import split_domain_port
-from django.utils.module_loading import import_string
 
+from ..conf import import_dotted
 from ..exceptions import ConfigurationError
 
 __all__ = [
@@ -207,7 +207,7 @@ def load_resolver(spec: Any, where: str = "RESOLVER") -> Callable[[HttpRequest],
             raise ConfigurationError(
                 f"{where} as a dict must be {{'CLASS': 'dotted.path', 'OPTIONS': {{...}}}}, got keys {sorted(spec)}."
             )
-        cls = _import(spec["CLASS"], where)
+        cls = import_dotted(spec["CLASS"], where)
         options = spec.get("OPTIONS") or {}
         if not isinstance(options, Mapping):
             raise ConfigurationError(
@@ -218,7 +218,7 @@ def load_resolver(spec: Any, where: str = "RESOLVER") -> Callable[[HttpRequest],
         except TypeError as exc:
             raise ConfigurationError(f"{where}: {spec['CLASS']}(**OPTIONS) failed: {exc}") from exc
     if isinstance(spec, str):
-        obj = _import(spec, where)
+        obj = import_dotted(spec, where)
         if isinstance(obj, type):
             try:
                 obj = obj()
@@ -241,14 +241,3 @@ def load_resolver(spec: Any, where: str = "RESOLVER") -> Callable[[HttpRequest],
             f"{{'CLASS': ..., 'OPTIONS': ...}}; got {spec!r}."
         )
     return spec
-
-
-def _import(path: Any, where: str) -> Any:
-    if not isinstance(path, str) or not path:
-        raise ConfigurationError(f"{where} must be a dotted path, got {path!r}.")
-    try:
-        return import_string(path)
-    except ImportError as exc:
-        raise ConfigurationError(
-            f"{where} names {path!r}, which cannot be imported: {exc}"
-        ) from exc

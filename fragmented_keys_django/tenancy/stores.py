@@ -199,12 +199,9 @@ def connect_model_sources() -> None:
 def make_source(spec: Any, where: str) -> Any:
     """Return a tenant config source for the ``TENANT_STORES`` option *spec*."""
     if isinstance(spec, str):
-        try:
-            return _CallableSource(import_string(spec))
-        except ImportError as exc:
-            raise ConfigurationError(
-                f"{where} names {spec!r}, which cannot be imported: {exc}"
-            ) from exc
+        from ..conf import import_dotted
+
+        return _CallableSource(import_dotted(spec, where))
     if isinstance(spec, Mapping) and "MODEL" in spec:
         unknown = set(spec) - {"MODEL", "ID_FIELD", "CONFIG_FIELD", "KEY"}
         if unknown:
