@@ -192,7 +192,6 @@ class FragmentedKeysCacheBackend(BaseCache):
         self.alias = alias
         self._explicit_timeout = "TIMEOUT" in params or "timeout" in params
         self._store: Any = None
-        self._verify = False
         self._tenant_stores: Any = _MISSING
 
     # -- plumbing -----------------------------------------------------------
@@ -227,22 +226,15 @@ class FragmentedKeysCacheBackend(BaseCache):
                 f"versions could not be stored and nothing would ever be cached. Use a real store "
                 f"(LocMemCache for one process)."
             )
-        verify = self.options.verify_bumps
-        self._verify = (
-            (not store_is_reliable(conf.get("BACKEND", ""))) if verify is None else verify
-        )
         return get_cache(name)
 
     @property
     def verify_bumps(self) -> bool:
         """True if bumps on the shared store are read back (stores that drop failed writes)."""
-        _ = self.store
-        return self._verify
+        return self.verify_bumps_on(self.store)
 
     def verify_bumps_on(self, store: Any) -> bool:
-        """True if bumps on *store* must be read back."""
-        if store is self.store:
-            return self._verify
+        """True if bumps on *store* must be read back (option ``VERIFY_BUMPS``, else by class)."""
         if self.options.verify_bumps is not None:
             return self.options.verify_bumps
         return not store_is_reliable(f"{type(store).__module__}.{type(store).__qualname__}")

@@ -129,8 +129,6 @@ class _Template:
             root = _root(field)
             base = argmap.value(root, args, kwargs)
             if base is _MISSING:
-                base = kwargs.get(root, _MISSING)
-            if base is _MISSING:
                 raise InvalidTagTemplate(
                     f"Tag template {self.template!r}: argument {root!r} was not passed and has no default"
                 )
@@ -278,7 +276,7 @@ def tagged_cache(
                 else:
                     value = argmap.value(root, args, kwargs)
                     if value is _MISSING:
-                        value = kwargs.get(root)
+                        value = None  # not passed and no default: the call itself will fail
                     if root != name:
                         value, _ = _formatter.get_field(name, (), {root: value})
                 parts.append((name, _vary_part(value)))

@@ -78,9 +78,8 @@ def write_mode() -> tuple[WriteMode, str | None]:
     open_ = open_transactions()
     if not open_:
         return WriteMode.NOW, None
-    dirty = [c for c in open_ if has_pending_bumps(c)]
-    if dirty:
-        return WriteMode.BYPASS, dirty[0].alias if len(open_) == 1 else None
+    if any(has_pending_bumps(c) for c in open_):
+        return WriteMode.BYPASS, None
     if len(open_) == 1 and _statement_snapshots(open_[0]):
         return WriteMode.DEFER, open_[0].alias
     return WriteMode.SKIP, None
