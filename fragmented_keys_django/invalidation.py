@@ -177,19 +177,26 @@ def bump_keys(
     thread defers the bump.
     """
     spec_tags = tuple((s.name, s.instance) for s in normalize_tags(tags)) if tags else ()
-    item = _Bump(backend.alias, tenant, list(keys), spec_tags, flush)
+    _dispatch(
+        [_Bump(backend.alias, tenant, list(keys), spec_tags, flush)], backend.options.strict, using
+    )
+
+
+def _dispatch(items: list[_Bump], strict: bool, using: str | None) -> None:
+    """Apply *items* now (one round trip per store), or queue them for the commit."""
     conns = open_transactions()
     if using is not None:
         conns = [c for c in conns if c.alias == using]
     if not conns:
-        apply_bumps([item], raise_errors=backend.options.strict)
+        apply_bumps(items, raise_errors=strict)
         return
-    if backend.options.strict:
+    if strict:
         # Bump before the commit too: if the store is down the write fails
         # and the transaction rolls back, so nothing stale can be served.
-        apply_bumps([item], raise_errors=True)
+        apply_bumps(items, raise_errors=True)
     for conn in conns:
-        _queue_on_commit(conn, item)
+        for item in items:
+            _queue_on_commit(conn, item)
 
 
 async def abump_keys(
@@ -256,11 +263,16 @@ def bump_tags(
                 f"TenantContext.use_tenant(...), or register the model with "
                 f"ModelTagManager.register_model(Model, tenant_field='tenant_id')."
             )
+    by_strictness: dict[bool, list[_Bump]] = {}
     for backend in backends:
         # A SHARED (reserved) alias has one namespace for every tenant.
         where = None if backend.options.shared else tid
         keys = [tag_version_key(backend.options.prefix, where, name, inst) for name, inst in pairs]
-        bump_keys(backend, where, keys, tags=pairs, using=using)
+        item = _Bump(backend.alias, where, keys, tuple(pairs), False)
+        by_strictness.setdefault(backend.options.strict, []).append(item)
+    # Every alias in one go: one round trip per store, not per alias.
+    for strict, items in by_strictness.items():
+        _dispatch(items, strict, using)
     return len(specs)
 
 

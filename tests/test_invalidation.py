@@ -297,6 +297,26 @@ def test_many_saves_in_one_transaction_cost_one_bump_round_trip(registered):
 
 
 @transactional
+def test_a_save_bumps_every_alias_of_one_store_in_one_round_trip(registered):
+    caches_conf = store_settings("locmem", OPTIONS={"VERIFY_BUMPS": False})
+    caches_conf["default"] = {
+        "BACKEND": "tests.counting_backend.CountingLocMemCache",
+        "LOCATION": f"count-{uuid.uuid4().hex}",
+    }
+    caches_conf["second"] = {**caches_conf["fragmented"], "PREFIX": "second"}
+    with override_settings(CACHES=caches_conf):
+        first, second, store = caches["fragmented"], caches["second"], caches["default"]
+        patient = Patient.objects.create(name="p")
+        before = [patient_versions(c, patient) for c in (first, second)]
+        store.reset_calls()
+        patient.name = "q"
+        patient.save()  # autocommit: bumped at once, both aliases together
+        assert dict(store.calls) == {"set_many": 1}
+        after = [patient_versions(c, patient) for c in (first, second)]
+        assert [moved(b, a) for b, a in zip(before, after, strict=True)] == [(True, True)] * 2
+
+
+@transactional
 def test_user_on_commit_hook_sees_earlier_bumps(frag, registered):
     """A user's hook queued after a save reads the cache after that save's bump."""
     p = Patient.objects.create(name="a")
