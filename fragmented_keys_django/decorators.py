@@ -26,6 +26,7 @@ __all__ = ["tagged_cache"]
 F = TypeVar("F", bound=Callable[..., Any])
 _formatter = string.Formatter()
 _MISSING = object()
+_RESOLVED_SIZE = 1024  # remembered (key, tags) per decorated function
 
 
 def _root(field_name: str) -> str:
@@ -283,6 +284,28 @@ def tagged_cache(
             key = base if not parts else f"{base}|{parts!r}"
             return key, tag_list
 
+        # Calls with only short str/int positional arguments (the usual
+        # ``item_summary(42)``) reuse their resolved key and tags: for such
+        # arguments the result depends on the values alone. Exact types only:
+        # True == 1 and 1.0 == 1 must not share an entry with 1.
+        resolved: dict[tuple, tuple[str, list[tuple[str, str]]]] = {}
+
+        def resolve_call(args: tuple, kwargs: dict) -> tuple[str, list[tuple[str, str]]]:
+            if not kwargs:
+                for a in args:
+                    kind = type(a)
+                    if not (kind is int or (kind is str and len(a) <= 256)):
+                        break
+                else:
+                    hit = resolved.get(args)
+                    if hit is None:
+                        hit = resolve(args, kwargs)
+                        if len(resolved) >= _RESOLVED_SIZE:
+                            resolved.clear()
+                        resolved[args] = hit
+                    return hit
+            return resolve(args, kwargs)
+
         def backend() -> Any:
             return get_cache(resolve_alias(cache_name))
 
@@ -292,7 +315,7 @@ def tagged_cache(
 
             @functools.wraps(func)
             async def awrapper(*args: Any, **kwargs: Any) -> Any:
-                key, tag_list = resolve(args, kwargs)
+                key, tag_list = resolve_call(args, kwargs)
                 return await backend().aget_or_set_with_tags(
                     key,
                     lambda: func(*args, **kwargs),
@@ -306,7 +329,7 @@ def tagged_cache(
 
             @functools.wraps(func)
             def wrapper(*args: Any, **kwargs: Any) -> Any:
-                key, tag_list = resolve(args, kwargs)
+                key, tag_list = resolve_call(args, kwargs)
                 return get_cache(resolve_alias(cache_name)).get_or_set_with_tags(
                     key,
                     lambda: func(*args, **kwargs),

@@ -668,7 +668,8 @@ def _redis_commands(monitor, store_client, action) -> list[str]:
     but is server-wide: other test processes sharing the server add commands to
     every measurement. MONITOR tags each command with its database, and this
     database is used by this test only; ECHO markers on the store's own
-    connection delimit the window.
+    connection delimit the window. Commands a Lua script runs are left out:
+    they are part of the script's one round trip.
     """
     marker = uuid.uuid4().hex
     store_client.echo(f"start-{marker}")
@@ -678,7 +679,7 @@ def _redis_commands(monitor, store_client, action) -> list[str]:
     started = False
     for _ in range(1_000_000):
         rec = monitor.next_command()
-        if rec["db"] != COUNT_DB:
+        if rec["db"] != COUNT_DB or rec.get("client_type") == "lua":
             continue
         cmd = rec["command"]
         if cmd == f"ECHO start-{marker}":
@@ -690,13 +691,8 @@ def _redis_commands(monitor, store_client, action) -> list[str]:
     raise AssertionError("end marker never seen")  # pragma: no cover
 
 
-@pytest.mark.redis
-@pytest.mark.parametrize("ntags", [1, 10])
-def test_warm_get_with_tags_is_one_redis_command(ntags):
-    """A warm tagged read is exactly one Redis command, an MGET, as Redis counts it."""
-    import redis
-
-    caches_conf = {
+def _count_db_caches() -> dict:
+    return {
         "default": {
             "BACKEND": "django_redis.cache.RedisCache",
             "LOCATION": f"{REDIS_URL}/{COUNT_DB}",
@@ -708,6 +704,41 @@ def test_warm_get_with_tags_is_one_redis_command(ntags):
             "PREFIX": "t",
         },
     }
+
+
+@pytest.mark.redis
+def test_plain_get_and_set_in_a_tenant_are_one_redis_command_each():
+    """The implicit tenant tag costs no round trip: get is one MGET, set one EVALSHA."""
+    import redis
+
+    watcher = redis.Redis.from_url(f"{REDIS_URL}/{COUNT_DB}", socket_timeout=10)
+    with override_settings(CACHES=_count_db_caches()):
+        frag = caches["fragmented"]
+        store_client = caches["default"].client.get_client(write=True)
+        try:
+            with use_tenant("acme"), watcher.monitor() as monitor:
+                frag.set("k", "v")  # loads the script, learns the stamp
+
+                def write():
+                    frag.set("k", "v2")
+
+                def read():
+                    assert frag.get("k") == "v2"
+
+                assert _redis_commands(monitor, store_client, write) == ["EVALSHA"]
+                assert _redis_commands(monitor, store_client, read) == ["MGET"]
+        finally:
+            frag.close()
+            watcher.close()
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("ntags", [1, 10])
+def test_warm_get_with_tags_is_one_redis_command(ntags):
+    """A warm tagged read is exactly one Redis command, an MGET, as Redis counts it."""
+    import redis
+
+    caches_conf = _count_db_caches()
     tags = [(f"Tag{i}", str(i)) for i in range(ntags)]
     watcher = redis.Redis.from_url(f"{REDIS_URL}/{COUNT_DB}", socket_timeout=10)
     with override_settings(CACHES=caches_conf):
@@ -737,3 +768,88 @@ def test_add_after_set_many_sees_the_live_entry(frag):
         assert frag.set_many({"k": 1, "j": 2}) == []
         assert frag.add("k", 99) is False
         assert frag.get_many(["k", "j"]) == {"k": 1, "j": 2}
+
+
+# -- writes after another process's bump ----------------------------------------
+#
+# On Redis a write is stamped in a Lua script with the versions current in the
+# store; the client sends the stamp it expects (the last one it wrote) so the
+# script need not rebuild the entry. A thread has its own backends (Django's
+# caches are per thread), like another process: its bumps make this thread's
+# expectation stale, and writes made after them must still be read.
+
+
+def _elsewhere(fn) -> None:
+    """Run *fn* in a new thread (its own cache backends and store clients) and wait for it."""
+    import threading
+
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fn()
+        except BaseException as exc:  # re-raised in the test's thread
+            errors.append(exc)
+        finally:
+            caches["fragmented"].close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+
+
+def test_writes_after_a_flush_elsewhere_are_read_and_earlier_ones_are_not(frag):
+    with use_tenant("acme"):
+        frag.set("k", "before")
+        frag.set_with_tags("t", "before", [("User", 1)])
+        frag.set("k", "before, again")  # this thread now expects the current stamps
+        frag.set_with_tags("t", "before, again", [("User", 1)])
+
+        def flush() -> None:
+            with use_tenant("acme"):
+                caches["fragmented"].clear()
+
+        _elsewhere(flush)
+        assert frag.get("k", MISS) is MISS
+        assert frag.get_with_tags("t", [("User", 1)], default=MISS) is MISS
+        frag.set("k", "after")
+        frag.set_with_tags("t", "after", [("User", 1)])
+        assert frag.add("new", "added") is True
+        assert frag.get("k") == "after"
+        assert frag.get_with_tags("t", [("User", 1)]) == "after"
+        assert frag.get("new") == "added"
+
+
+def test_a_write_after_a_bump_elsewhere_is_read_without_an_intervening_read(frag):
+    tags = [("User", 1), ("Org", 7)]
+    with use_tenant("acme"):
+        frag.set_with_tags("t", "v1", tags)
+        frag.set_with_tags("t", "v2", tags)
+
+        def bump() -> None:
+            with use_tenant("acme"):
+                caches["fragmented"].invalidate_tags([("Org", 7)])
+
+        _elsewhere(bump)
+        frag.set_with_tags("t", "v3", tags)  # no read in between: the expectation is stale
+        assert frag.get_with_tags("t", tags) == "v3"
+        frag.set("plain", 1)
+        _elsewhere(bump)  # a tag bump leaves plain entries alone
+        assert frag.get("plain") == 1
+
+
+def test_add_after_a_flush_elsewhere_replaces_the_dead_entry(frag):
+    with use_tenant("acme"):
+        frag.set("k", "old")
+        assert frag.add("k", "nope") is False
+
+        def flush() -> None:
+            with use_tenant("acme"):
+                caches["fragmented"].clear()
+
+        _elsewhere(flush)
+        assert frag.add("k", "new") is True
+        assert frag.add("k", "newer") is False
+        assert frag.get("k") == "new"

@@ -189,6 +189,29 @@ def test_vary_on_all_arguments_by_default(frag):
     assert f([1], 2)[-1] == 9
 
 
+def test_equal_values_of_other_types_never_share_an_entry(frag):
+    # Calls with str/int arguments reuse their resolved key: True == 1 == 1.0
+    # must not pick up int 1's remembered key, nor "1" int 1's.
+    @tagged_cache(tags=["Item:{x}"])
+    def f(x):
+        CALLS["f"] += 1
+        return (type(x).__name__, x)
+
+    assert f(1) == ("int", 1)
+    assert f(True) == ("bool", True)
+    assert f(1.0) == ("float", 1.0)
+    assert f("1") == ("str", "1")
+    assert f(1) == ("int", 1)
+    assert CALLS["f"] == 4
+    frag.invalidate_tags([("Item", 1)])
+    assert f(1) == ("int", 1)
+    assert CALLS["f"] == 5
+    for i in range(3000):  # more than the remembered calls: answers stay right
+        assert f(i) == ("int", i)
+    assert f(True) == ("bool", True)
+    assert f.tags(True) == [("Item", "True")]
+
+
 def test_vary_on_empty_shares_one_entry(frag):
     @tagged_cache(tags=["T"], vary_on=[])
     def f(a):
