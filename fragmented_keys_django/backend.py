@@ -747,21 +747,33 @@ class FragmentedKeysCacheBackend(BaseCache):
             return []
         store = self._store_of(tenant)
         try:
+            acc = redis_access(store)
+            if acc is not None:
+                self._stamp_many(acc, entries, ns, data, timeout)
+                return []
             tokens = self._write_tokens(store, EntryKeys("", (ns,)), None)
             if tokens is None:
                 return list(data)
             payload = {e: (tokens, data[k]) for e, k in entries.items()}
             with _NamingUnpicklable(*((k, data[k]) for k in entries.values())):
-                acc = redis_access(store)
-                if acc is not None:  # same entry format as every other Redis write
-                    acc.set_entries(payload, timeout)
-                    failed = []
-                else:
-                    failed = store.set_many(payload, timeout=timeout)
+                failed = store.set_many(payload, timeout=timeout)
         except metrics.store_errors() as exc:
             self._failed("set_many", tenant, exc)
             return list(data)
         return [entries[e] for e in failed or ()]
+
+    def _stamp_many(
+        self, acc: Any, entries: dict[str, Any], ns: str, data: Mapping[Any, Any], timeout: Any
+    ) -> None:
+        """On Redis: stamp every entry with the current namespace version, one script call."""
+        with _NamingUnpicklable(*((k, data[k]) for k in entries.values())):
+            acc.stamp_many(
+                {e: data[k] for e, k in entries.items()},
+                (ns,),
+                timeout,
+                self.options.version_timeout,
+                [fresh_token()],
+            )
 
     async def aset_many(
         self, data: Mapping[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
@@ -773,17 +785,18 @@ class FragmentedKeysCacheBackend(BaseCache):
             return []
         store = self._store_of(tenant)
         try:
+            acc = redis_access(store)
+            if acc is not None:
+                await sync_to_async(self._stamp_many, thread_sensitive=True)(
+                    acc, entries, ns, data, timeout
+                )
+                return []
             tokens = await self._awrite_tokens(store, EntryKeys("", (ns,)), None)
             if tokens is None:
                 return list(data)
             payload = {e: (tokens, data[k]) for e, k in entries.items()}
             with _NamingUnpicklable(*((k, data[k]) for k in entries.values())):
-                acc = redis_access(store)
-                if acc is not None:
-                    await sync_to_async(acc.set_entries, thread_sensitive=True)(payload, timeout)
-                    failed = []
-                else:
-                    failed = await store.aset_many(payload, timeout=timeout)
+                failed = await store.aset_many(payload, timeout=timeout)
         except metrics.store_errors() as exc:
             self._failed("set_many", tenant, exc)
             return list(data)

@@ -25,7 +25,7 @@ import hashlib
 import pickle
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT
@@ -35,54 +35,61 @@ __all__ = ["RedisAccess", "redis_access"]
 HEADER = b"\x00fk1:"
 #: Entries that also carry (expiry, compute seconds) for early recomputation.
 HEADER_META = b"\x00fk2:"
+#: Entries per script call in :meth:`RedisAccess.stamp_many`.
+STAMP_CHUNK = 500
 
-# KEYS[1]: the entry; KEYS[2..]: its version keys.
-# ARGV[1]: 'set' or 'add'; ARGV[2]: entry PX (-1 forever, <= 0 delete);
-# ARGV[3]: version PX (-1 forever); ARGV[4]: the entry bytes, already stamped
-# with the tokens the client expects, ARGV[5] ('' when it expects none: then
-# ARGV[4] is the bare payload); ARGV[6..]: fresh tokens for missing versions.
-# Returns the stamp written (the current tokens), or 0 when 'add' found a live
-# entry. The client learns the stamp, so the next write usually needs no
-# restamping here (no copy of the payload inside Lua).
+# KEYS[1..n]: the version keys; KEYS[n+1..]: the entries, stamped alike.
+# ARGV[1]: 'set' or 'add' (add: one entry); ARGV[2]: entry PX (-1 forever,
+# <= 0 delete); ARGV[3]: version PX (-1 forever); ARGV[4]: the stamp the client
+# expects ('' when none); ARGV[5]: n; ARGV[6..5+n]: fresh tokens for missing
+# versions; then one value per entry, already stamped with ARGV[4] (the bare
+# payload when ARGV[4] is ''). Returns the stamp written (the current tokens),
+# or 0 when 'add' found a live entry. The client learns the stamp, so the next
+# write usually needs no restamping here (no copy of the payload inside Lua).
 _STAMP_LUA = """
-local n = #KEYS - 1
-local current = redis.call('MGET', unpack(KEYS, 2))
+local n = tonumber(ARGV[5])
+local current = redis.call('MGET', unpack(KEYS, 1, n))
 local toks = {}
 for i = 1, n do
   local t = current[i]
   if not t then
     t = ARGV[5 + i]
     if tonumber(ARGV[3]) >= 0 then
-      redis.call('SET', KEYS[i + 1], t, 'PX', ARGV[3])
+      redis.call('SET', KEYS[i], t, 'PX', ARGV[3])
     else
-      redis.call('SET', KEYS[i + 1], t)
+      redis.call('SET', KEYS[i], t)
     end
   end
   toks[i] = t
 end
 local stamp = table.concat(toks, ',')
-local body = ARGV[4]
-if stamp ~= ARGV[5] then
-  local skip = 0
-  if ARGV[5] ~= '' then
-    skip = string.len(ARGV[5]) + 6
-  end
-  body = '\\0fk1:' .. stamp .. '\\0' .. string.sub(body, skip + 1)
+local restamp = stamp ~= ARGV[4]
+local header, skip = '', 0
+if restamp or ARGV[1] == 'add' then
+  header = '\\0fk1:' .. stamp .. '\\0'
 end
 if ARGV[1] == 'add' then
-  local header = '\\0fk1:' .. stamp .. '\\0'
-  local cur = redis.call('GET', KEYS[1])
+  local cur = redis.call('GET', KEYS[n + 1])
   if cur and string.sub(cur, 1, string.len(header)) == header then
     return 0
   end
 end
+if restamp and ARGV[4] ~= '' then
+  skip = string.len(ARGV[4]) + 6
+end
 local px = tonumber(ARGV[2])
-if px == -1 then
-  redis.call('SET', KEYS[1], body)
-elseif px <= 0 then
-  redis.call('DEL', KEYS[1])
-else
-  redis.call('SET', KEYS[1], body, 'PX', px)
+for j = 1, #KEYS - n do
+  local body = ARGV[5 + n + j]
+  if restamp then
+    body = header .. string.sub(body, skip + 1)
+  end
+  if px == -1 then
+    redis.call('SET', KEYS[n + j], body)
+  elseif px <= 0 then
+    redis.call('DEL', KEYS[n + j])
+  else
+    redis.call('SET', KEYS[n + j], body, 'PX', px)
+  end
 end
 return stamp
 """
@@ -148,18 +155,6 @@ class RedisAccess:
             # Version tokens are plain digits: decode them inline (most values of a read).
             out[k] = int(r) if 48 <= r[0] <= 57 else self.decode(r)
         return out
-
-    def set_entries(self, entries: dict[str, tuple[Sequence[int], Any]], timeout: Any) -> None:
-        """Write several stamped entries ``{entry: (tokens, value)}`` in one pipelined round trip."""
-        px = self._px(timeout)
-        pipe = self._client().pipeline(transaction=False)
-        for entry, (tokens, value) in entries.items():
-            if px == 0:
-                pipe.delete(self.inner(entry))
-                continue
-            data = self._entry_bytes(tokens, value)
-            pipe.set(self.inner(entry), data, px=None if px < 0 else px)
-        pipe.execute()
 
     def _entry_bytes(self, tokens: Sequence[int], value: Any, meta: Sequence[float] = ()) -> bytes:
         """Encode an entry: header with the version tokens (and *meta*), then the payload."""
@@ -255,25 +250,65 @@ class RedisAccess:
             payload = HEADER + expected + b"\x00" + payload
         vpx = -1 if version_timeout is None else max(1, int(version_timeout * 1000))
         inner = self.inner
-        keys = [inner(entry), *[inner(k) for k in vkeys]]
-        args = ("add" if add else "set", self._px(timeout), vpx, payload, expected, *fresh)
+        keys = [*[inner(k) for k in vkeys], inner(entry)]
+        mode = "add" if add else "set"
+        stamp = self._eval(
+            keys, (mode, self._px(timeout), vpx, expected, len(vkeys), *fresh, payload)
+        )
+        if not stamp:
+            return False  # add: a live entry exists
+        if stamp != expected:
+            self._learn(vkeys, stamp)
+        return True
+
+    def stamp_many(
+        self,
+        values: Mapping[str, Any],
+        version_keys: Sequence[str],
+        timeout: Any,
+        version_timeout: float | None,
+        fresh: Sequence[int],
+    ) -> None:
+        """Write each ``{entry: value}`` stamped with the current *version_keys* (Lua).
+
+        One script call (one round trip) per :data:`STAMP_CHUNK` entries, so a
+        large ``set_many`` never holds the server for long.
+        """
+        vkeys = tuple(version_keys)
+        expected = self._stamps.get(vkeys, b"")
+        head = HEADER + expected + b"\x00" if expected else b""
+        dumps, inner = self._dumps, self.inner
+        vpx = -1 if version_timeout is None else max(1, int(version_timeout * 1000))
+        fixed_keys = [inner(k) for k in vkeys]
+        fixed_args = ["set", self._px(timeout), vpx, expected, len(vkeys), *fresh]
+        items = list(values.items())
+        for i in range(0, len(items), STAMP_CHUNK):
+            chunk = items[i : i + STAMP_CHUNK]
+            keys = [*fixed_keys, *[inner(entry) for entry, _ in chunk]]
+            stamp = self._eval(keys, [*fixed_args, *[head + dumps(value) for _, value in chunk]])
+            if stamp != expected:  # learn it: the next chunk and write need no restamp
+                self._learn(vkeys, stamp)
+                expected = fixed_args[3] = stamp
+                head = HEADER + stamp + b"\x00"
+
+    def _eval(self, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """Run the stamping script (``EVALSHA``; loaded first if the server lacks it)."""
         client = self._client()
         try:
-            stamp = client.execute_command("EVALSHA", _STAMP_SHA, len(keys), *keys, *args)
+            return client.execute_command("EVALSHA", _STAMP_SHA, len(keys), *keys, *args)
         except Exception as exc:
             from redis.exceptions import NoScriptError  # cold path: first call on a server
 
             if not isinstance(exc, NoScriptError):
                 raise
             client.script_load(_STAMP_LUA)
-            stamp = client.execute_command("EVALSHA", _STAMP_SHA, len(keys), *keys, *args)
-        if not stamp:
-            return False  # add: a live entry exists
-        if stamp != expected:
-            if len(self._stamps) >= 4096:
-                self._stamps.clear()
-            self._stamps[vkeys] = stamp
-        return True
+            return client.execute_command("EVALSHA", _STAMP_SHA, len(keys), *keys, *args)
+
+    def _learn(self, vkeys: tuple[str, ...], stamp: bytes) -> None:
+        """Remember *stamp* as the one the next write over *vkeys* should expect (bounded)."""
+        if len(self._stamps) >= 4096:
+            self._stamps.clear()
+        self._stamps[vkeys] = stamp
 
 
 def _build(store: Any) -> RedisAccess | None:

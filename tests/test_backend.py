@@ -708,7 +708,7 @@ def _count_db_caches() -> dict:
 
 @pytest.mark.redis
 def test_plain_get_and_set_in_a_tenant_are_one_redis_command_each():
-    """The implicit tenant tag costs no round trip: get is one MGET, set one EVALSHA."""
+    """The implicit tenant tag costs no round trip: get is one MGET, set (and set_many) one EVALSHA."""
     import redis
 
     watcher = redis.Redis.from_url(f"{REDIS_URL}/{COUNT_DB}", socket_timeout=10)
@@ -727,6 +727,16 @@ def test_plain_get_and_set_in_a_tenant_are_one_redis_command_each():
 
                 assert _redis_commands(monitor, store_client, write) == ["EVALSHA"]
                 assert _redis_commands(monitor, store_client, read) == ["MGET"]
+
+                def write_many():
+                    assert frag.set_many({f"m{i}": i for i in range(500)}) == []
+
+                def write_more():  # one script call per 500 entries
+                    assert frag.set_many({f"m{i}": i for i in range(1200)}) == []
+
+                assert _redis_commands(monitor, store_client, write_many) == ["EVALSHA"]
+                assert _redis_commands(monitor, store_client, write_more) == ["EVALSHA"] * 3
+                assert frag.get_many(["m0", "m1199"]) == {"m0": 0, "m1199": 1199}
         finally:
             frag.close()
             watcher.close()
@@ -838,6 +848,23 @@ def test_a_write_after_a_bump_elsewhere_is_read_without_an_intervening_read(frag
         frag.set("plain", 1)
         _elsewhere(bump)  # a tag bump leaves plain entries alone
         assert frag.get("plain") == 1
+
+
+def test_set_many_after_a_flush_elsewhere_is_read(frag, store):
+    # Redis: several script calls. locmem and the database cache cull beyond
+    # 300 entries (the namespace version among them), so they get fewer.
+    many = {f"k{i}": i for i in range(1200 if store == "redis" else 200)}
+    with use_tenant("acme"):
+        assert frag.set_many(many) == []
+
+        def flush() -> None:
+            with use_tenant("acme"):
+                caches["fragmented"].clear()
+
+        _elsewhere(flush)
+        assert frag.get_many(list(many)) == {}
+        assert frag.set_many(many) == []
+        assert frag.get_many(list(many)) == many
 
 
 def test_add_after_a_flush_elsewhere_replaces_the_dead_entry(frag):
