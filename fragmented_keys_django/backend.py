@@ -1102,7 +1102,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         lkey = lock_key(ek.entry)
         try:
             if callable(default) and self.options.stampede_lock:
-                locked = bool(store.add(lkey, 1, timeout=self.options.stampede_lock_timeout))
+                locked = self._take_lock(store, lkey)
                 if not locked:
                     waited = self._wait_for(store, ek)
                     if waited is not _MISSING:
@@ -1169,6 +1169,42 @@ class FragmentedKeysCacheBackend(BaseCache):
             if locked:
                 self._unlock(store, lkey, tenant)
         return value
+
+    def _take_lock(self, store: Any, lkey: str) -> bool:
+        """Take the stampede lock *lkey* (``add``); return True if this caller holds it.
+
+        On a store that drops failed writes (the database cache under SQLite
+        contention), ``add`` returning False may be a dropped write rather than
+        a lock held by someone else: then the lock is looked up and the ``add``
+        retried with jittered backoff, so that one caller still computes.
+        """
+        ttl = self.options.stampede_lock_timeout
+        if store.add(lkey, 1, timeout=ttl):
+            return True
+        if not self.verify_bumps_on(store):
+            return False
+        for attempt in range(1, 8):
+            if store.has_key(lkey):
+                return False  # held by another caller
+            time.sleep(_backoff(attempt))
+            if store.add(lkey, 1, timeout=ttl):
+                return True
+        return False
+
+    async def _atake_lock(self, store: Any, lkey: str) -> bool:
+        """Async twin of :meth:`_take_lock`."""
+        ttl = self.options.stampede_lock_timeout
+        if await store.aadd(lkey, 1, timeout=ttl):
+            return True
+        if not self.verify_bumps_on(store):
+            return False
+        for attempt in range(1, 8):
+            if await store.ahas_key(lkey):
+                return False
+            await asyncio.sleep(_backoff(attempt))
+            if await store.aadd(lkey, 1, timeout=ttl):
+                return True
+        return False
 
     def _unlock(self, store: Any, lkey: str, tenant: str | None) -> None:
         """Release a stampede lock; a store error is logged (the lock expires anyway)."""
@@ -1309,7 +1345,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         try:
             if callable(default) and self.options.stampede_lock:
                 lkey = lock_key(ek.entry)
-                locked = bool(await store.aadd(lkey, 1, timeout=self.options.stampede_lock_timeout))
+                locked = await self._atake_lock(store, lkey)
                 if not locked:
                     waited = await self._await_for(store, ek)
                     if waited is not _MISSING:

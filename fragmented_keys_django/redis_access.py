@@ -63,19 +63,24 @@ for i = 1, n do
   toks[i] = t
 end
 local stamp = table.concat(toks, ',')
-local restamp = stamp ~= ARGV[4]
-local header, skip = '', 0
-if restamp or ARGV[1] == 'add' then
-  header = '\\0fk1:' .. stamp .. '\\0'
-end
 if ARGV[1] == 'add' then
+  -- A live entry (either header: fk2 carries early-recompute data) stops an add.
   local cur = redis.call('GET', KEYS[n + 1])
-  if cur and string.sub(cur, 1, string.len(header)) == header then
-    return 0
+  if cur then
+    local kind = string.sub(cur, 1, 5)
+    if (kind == '\\0fk1:' or kind == '\\0fk2:')
+        and string.sub(cur, 6, 6 + string.len(stamp)) == stamp .. '\\0' then
+      return 0
+    end
   end
 end
-if restamp and ARGV[4] ~= '' then
-  skip = string.len(ARGV[4]) + 6
+local restamp = stamp ~= ARGV[4]
+local header, skip = '', 0
+if restamp then
+  header = '\\0fk1:' .. stamp .. '\\0'
+  if ARGV[4] ~= '' then
+    skip = string.len(ARGV[4]) + 6
+  end
 end
 local px = tonumber(ARGV[2])
 for j = 1, #KEYS - n do

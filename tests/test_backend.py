@@ -880,3 +880,14 @@ def test_add_after_a_flush_elsewhere_replaces_the_dead_entry(frag):
         assert frag.add("k", "new") is True
         assert frag.add("k", "newer") is False
         assert frag.get("k") == "new"
+
+
+def test_add_sees_a_live_entry_written_with_early_recompute_data(frag):
+    # get_or_set_with_tags with no tags addresses the plain key's entry; with
+    # early recomputation on, the entry also carries expiry data (on Redis, a
+    # different header). add must still see it as live.
+    with use_tenant("acme"):
+        assert frag.get_or_set_with_tags("k", lambda: "live", [], early_recompute=1.0) == "live"
+        assert frag.get("k") == "live"
+        assert frag.add("k", "other") is False
+        assert frag.get("k") == "live"
