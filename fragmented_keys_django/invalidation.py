@@ -289,7 +289,13 @@ class _Retrier:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pending: list[_Bump] = []
+        # (alias, tenant) -> failed bumps not landed yet, pending or in flight
+        # (taken by a flush that has not finished with them). A tenant stays
+        # suspect exactly while this is above zero.
         self._suspect: dict[tuple[str, str | None], int] = {}
+        self._inflight: dict[tuple[str, str | None], int] = {}
+        # Bumped by reset(): items taken before it name a configuration that is gone.
+        self._generation = 0
         self._thread: threading.Thread | None = None
         self.interval = 0.2
 
@@ -326,7 +332,8 @@ class _Retrier:
             kept = [i for i in self._pending if (i.alias, i.tenant) != (alias, tenant)]
             kept.append(_Bump(alias, tenant, [namespace_key(prefix, tenant)], (), True))
             self._pending = kept
-            self._suspect[(alias, tenant)] = 1
+            # The flush, plus the bumps a running flush() still holds for this tenant.
+            self._suspect[(alias, tenant)] = 1 + self._inflight.get((alias, tenant), 0)
             logger.error(
                 "%d failed tag bumps pending for tenant %s on alias %s: flushing the tenant's "
                 "namespace instead once the store is back",
@@ -345,6 +352,8 @@ class _Retrier:
                 )
             self._pending = []
             self._suspect.clear()
+            self._inflight.clear()
+            self._generation += 1
 
     def is_suspect(self, alias: str, tenant: str | None) -> bool:
         return bool(self._suspect) and (alias, tenant) in self._suspect
@@ -354,39 +363,57 @@ class _Retrier:
             return len(self._pending)
 
     def flush(self) -> bool:
-        """Try every pending bump once now; return True if none is left."""
+        """Try every pending bump once now; return True if none is left.
+
+        Items that fail go back to the queue; no error of one item stops the
+        others. Items taken before a :meth:`reset` are dropped when they come
+        back: their configuration is gone, and counting them against the new
+        one would clear a tenant's suspicion while its own bump is pending.
+        """
         with self._lock:
             items, self._pending = self._pending, []
+            generation = self._generation
+            for item in items:
+                key = (item.alias, item.tenant)
+                self._inflight[key] = self._inflight.get(key, 0) + 1
         left: list[_Bump] = []
         for item in items:
-            try:
-                backend = _backend(item.alias)
-                store = backend._store_of(item.tenant)
-                bump(
-                    store,
-                    item.keys,
-                    backend.options.version_timeout,
-                    backend.verify_bumps_on(store),
-                )
-            except Exception as exc:  # retried below; counted and logged each time
-                metrics.record_store_error(item.alias, item.tenant, "bump_retry", exc)
-                left.append(item)
-                continue
-            logger.warning(
-                "delayed tag bump landed (alias=%s, tenant=%s)",
-                item.alias,
-                item.tenant,
-                extra={"alias": item.alias, "tenant": item.tenant, "operation": "bump_retry"},
-            )
-            _announce([item])
+            landed = self._try(item)
+            key = (item.alias, item.tenant)
             with self._lock:
-                key = (item.alias, item.tenant)
-                self._suspect[key] -= 1
-                if not self._suspect[key]:
-                    del self._suspect[key]
+                if generation != self._generation:
+                    continue
+                _decrement(self._inflight, key)
+                if not landed:
+                    left.append(item)
+                    continue
+                _decrement(self._suspect, key)
+            try:
+                logger.warning(
+                    "delayed tag bump landed (alias=%s, tenant=%s)",
+                    item.alias,
+                    item.tenant,
+                    extra={"alias": item.alias, "tenant": item.tenant, "operation": "bump_retry"},
+                )
+                _announce([item])
+            except Exception:  # a receiver's error: the bump itself has landed
+                logger.exception("tags_bumped receiver failed after a delayed bump")
         with self._lock:
-            self._pending[:0] = left
+            if generation == self._generation:
+                self._pending[:0] = left
             return not self._pending
+
+    @staticmethod
+    def _try(item: _Bump) -> bool:
+        """Bump *item* once; return True if it landed (a failure is counted and logged)."""
+        try:
+            backend = _backend(item.alias)
+            store = backend._store_of(item.tenant)
+            bump(store, item.keys, backend.options.version_timeout, backend.verify_bumps_on(store))
+        except Exception as exc:  # retried later; counted and logged each time
+            metrics.record_store_error(item.alias, item.tenant, "bump_retry", exc)
+            return False
+        return True
 
     def _run(self) -> None:
         delay = self.interval
@@ -404,6 +431,15 @@ class _Retrier:
                     self._thread = None
                     return
             delay = min(delay * 2, 5.0)
+
+
+def _decrement(counts: dict[tuple[str, str | None], int], key: tuple[str, str | None]) -> None:
+    """Lower ``counts[key]`` by one, dropping the key at zero."""
+    n = counts.get(key, 0) - 1
+    if n > 0:
+        counts[key] = n
+    else:
+        counts.pop(key, None)
 
 
 _retrier = _Retrier()
