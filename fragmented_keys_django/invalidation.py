@@ -359,8 +359,9 @@ class _Retrier:
         return bool(self._suspect) and (alias, tenant) in self._suspect
 
     def pending(self) -> int:
+        """Return how many failed bumps have not landed: queued, or held by a running retry."""
         with self._lock:
-            return len(self._pending)
+            return len(self._pending) + sum(self._inflight.values())
 
     def flush(self) -> bool:
         """Try every pending bump once now; return True if none is left.

@@ -91,6 +91,7 @@ def flush_in_flight(retrier: _Retrier) -> tuple[threading.Thread, threading.Even
 def test_a_retry_in_flight_across_a_reset_does_not_clear_the_new_suspicion(gated, retrier):
     retrier.add([_Bump(ALIAS, TENANT, ["old-version-key"])])
     thread, gate, out = flush_in_flight(retrier)
+    assert retrier.pending() == 1  # in flight is not landed: pending_retries() must say so
     retrier.reset()  # CACHES changed while the old bump was in flight
     retrier.add([_Bump(ALIAS, TENANT, ["new-version-key"])])
     GatedLocMemCache.gate = None
@@ -110,7 +111,7 @@ def test_compaction_keeps_the_tenant_suspect_until_its_flush_lands(gated, retrie
     retrier.add([_Bump(ALIAS, TENANT, ["a"])])
     thread, gate, out = flush_in_flight(retrier)  # holds "a"
     retrier.add([_Bump(ALIAS, TENANT, [k]) for k in "bcd"])  # compacted into one flush
-    assert retrier.pending() == 1
+    assert retrier.pending() == 2  # the flush, and "a" in flight
     GatedLocMemCache.gate = None
     gate.set()
     thread.join(10)
