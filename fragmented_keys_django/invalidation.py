@@ -379,17 +379,10 @@ class _Retrier:
                 self._inflight[key] = self._inflight.get(key, 0) + 1
         left: list[_Bump] = []
         for item in items:
-            landed = self._try(item)
-            key = (item.alias, item.tenant)
-            with self._lock:
-                if generation != self._generation:
-                    continue
-                _decrement(self._inflight, key)
-                if not landed:
-                    left.append(item)
-                    continue
-                _decrement(self._suspect, key)
-            try:
+            if not self._try(item):
+                left.append(item)  # still counted in flight until it is queued again
+                continue
+            try:  # logged before the counts move: pending() == 0 means the log is there
                 logger.warning(
                     "delayed tag bump landed (alias=%s, tenant=%s)",
                     item.alias,
@@ -399,8 +392,14 @@ class _Retrier:
                 _announce([item])
             except Exception:  # a receiver's error: the bump itself has landed
                 logger.exception("tags_bumped receiver failed after a delayed bump")
+            with self._lock:
+                if generation == self._generation:
+                    _decrement(self._inflight, (item.alias, item.tenant))
+                    _decrement(self._suspect, (item.alias, item.tenant))
         with self._lock:
             if generation == self._generation:
+                for item in left:
+                    _decrement(self._inflight, (item.alias, item.tenant))
                 self._pending[:0] = left
             return not self._pending
 

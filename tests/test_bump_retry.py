@@ -33,8 +33,11 @@ class GatedLocMemCache(LocMemCache):
 
     gate: threading.Event | None = None
     entered = threading.Event()
+    failing: frozenset[str] = frozenset()  # keys whose write raises, as a down store would
 
     def set_many(self, data, timeout=DEFAULT_TIMEOUT, version=None):
+        if type(self).failing.intersection(data):
+            raise ConnectionError("store down (test)")
         gate = type(self).gate
         if gate is not None:
             type(self).entered.set()
@@ -60,6 +63,7 @@ def gated():
     with override_settings(CACHES=conf):
         yield caches["default"]
     GatedLocMemCache.gate = None
+    GatedLocMemCache.failing = frozenset()
 
 
 @pytest.fixture
@@ -104,6 +108,21 @@ def test_a_retry_in_flight_across_a_reset_does_not_clear_the_new_suspicion(gated
     assert retrier.flush() is True
     assert not retrier.is_suspect(ALIAS, TENANT)
     assert gated.get("new-version-key") is not None  # the new bump landed
+
+
+def test_a_failed_retry_stays_counted_while_the_round_goes_on(gated, retrier):
+    GatedLocMemCache.failing = frozenset({"fails"})
+    retrier.add([_Bump(ALIAS, TENANT, ["fails"]), _Bump(ALIAS, TENANT, ["slow"])])
+    thread, gate, out = flush_in_flight(retrier)  # "fails" failed; "slow" waits at the store
+    assert retrier.pending() == 2
+    GatedLocMemCache.gate = None
+    gate.set()
+    thread.join(10)
+    assert out[0] == [], out[0]
+    assert retrier.pending() == 1 and retrier.is_suspect(ALIAS, TENANT)
+    GatedLocMemCache.failing = frozenset()
+    assert retrier.flush() is True
+    assert retrier.pending() == 0 and not retrier.is_suspect(ALIAS, TENANT)
 
 
 def test_compaction_keeps_the_tenant_suspect_until_its_flush_lands(gated, retrier):
