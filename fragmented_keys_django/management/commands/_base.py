@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...conf import BACKEND_PATHS, resolve_alias
 from ...exceptions import ConfigurationError, InvalidTag, InvalidTenant
+from ...invalidation import is_suspect
 from ...tags import normalize_tags
 from ...tenancy.catalog import CannotListTenants, known_tenants
 from ...tenancy.context import tenant_id_of
@@ -80,6 +82,35 @@ class FragmentedCommand(BaseCommand):
                 "Say which tenants: --tenant T (repeatable), --all-tenants, or --public."
             )
         return list(dict.fromkeys(out))
+
+    def bump_each(
+        self,
+        options: dict[str, Any],
+        backend: Any,
+        bump: Callable[[str | None], str],
+        what: str,
+    ) -> None:
+        """Run *bump* for every selected tenant and print the line it returns.
+
+        A tenant whose bump raised (``BumpFailed`` in strict mode, a bad tenant
+        configuration) or did not reach the store (queued for retry) is listed
+        in one ``CommandError`` at the end; the other tenants are still bumped.
+        """
+        failed = []
+        for tenant in self.targets(options, backend):
+            try:
+                done = bump(tenant)
+            except Exception as exc:  # reported below, with the other tenants' failures
+                failed.append(f"{label(tenant)}: {exc}")
+                continue
+            if is_suspect(backend.alias, tenant):
+                failed.append(
+                    f"{label(tenant)}: the store did not take the bump (it will be retried)"
+                )
+                continue
+            self.stdout.write(done)
+        if failed:
+            raise CommandError(f"{what} failed for:\n  " + "\n  ".join(failed))
 
 
 def parse_tags(values: list[str]) -> list[tuple[str, str]]:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import CommandError, CommandParser
+from django.core.management.base import CommandParser
 
-from ...invalidation import is_suspect
 from ...tenancy.context import TenantContext
 from ._base import FragmentedCommand, add_tag_argument, label, parse_tags, tag_label
 
@@ -24,22 +23,11 @@ class Command(FragmentedCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         tags = parse_tags(options["tag"])
         backend = self.backend(options)
-        failed = []
-        for tenant in self.targets(options, backend):
-            try:
-                with TenantContext.use_tenant(tenant):
-                    count = backend.invalidate_tags(tags)
-            except Exception as exc:  # BumpFailed (STRICT) or a bad tenant config
-                failed.append(f"{label(tenant)}: {exc}")
-                continue
-            if is_suspect(backend.alias, tenant):
-                failed.append(
-                    f"{label(tenant)}: the store did not take the bump (it will be retried)"
-                )
-                continue
-            names = ", ".join(tag_label(t) for t in tags)
-            self.stdout.write(
-                f"invalidated {count} tag(s) in tenant {label(tenant)} (alias {backend.alias}): {names}"
-            )
-        if failed:
-            raise CommandError("invalidation failed for:\n  " + "\n  ".join(failed))
+        names = ", ".join(tag_label(t) for t in tags)
+
+        def invalidate(tenant: str | None) -> str:
+            with TenantContext.use_tenant(tenant):
+                count = backend.invalidate_tags(tags)
+            return f"invalidated {count} tag(s) in tenant {label(tenant)} (alias {backend.alias}): {names}"
+
+        self.bump_each(options, backend, invalidate, "invalidation")
