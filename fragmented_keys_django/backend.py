@@ -1171,40 +1171,22 @@ class FragmentedKeysCacheBackend(BaseCache):
         return value
 
     def _take_lock(self, store: Any, lkey: str) -> bool:
-        """Take the stampede lock *lkey* (``add``); return True if this caller holds it.
+        """Take the stampede lock *lkey*; return True if this caller holds it.
 
-        On a store that drops failed writes (the database cache under SQLite
-        contention), ``add`` returning False may be a dropped write rather than
-        a lock held by someone else: then the lock is looked up and the ``add``
-        retried with jittered backoff, so that one caller still computes.
+        The lock is a token created like a missing version (:func:`ensure`):
+        this caller holds it iff its own token is the one stored. So an ``add``
+        that a store dropped (the database cache under SQLite contention) is
+        retried rather than taken for a lock held by someone else.
         """
-        ttl = self.options.stampede_lock_timeout
-        if store.add(lkey, 1, timeout=ttl):
-            return True
-        if not self.verify_bumps_on(store):
-            return False
-        for attempt in range(1, 8):
-            if store.has_key(lkey):
-                return False  # held by another caller
-            time.sleep(_backoff(attempt))
-            if store.add(lkey, 1, timeout=ttl):
-                return True
-        return False
+        token = fresh_token()
+        got = ensure(store, [lkey], {}, self.options.stampede_lock_timeout, {lkey: token})
+        return got is not None and got[lkey] == token
 
     async def _atake_lock(self, store: Any, lkey: str) -> bool:
         """Async twin of :meth:`_take_lock`."""
-        ttl = self.options.stampede_lock_timeout
-        if await store.aadd(lkey, 1, timeout=ttl):
-            return True
-        if not self.verify_bumps_on(store):
-            return False
-        for attempt in range(1, 8):
-            if await store.ahas_key(lkey):
-                return False
-            await asyncio.sleep(_backoff(attempt))
-            if await store.aadd(lkey, 1, timeout=ttl):
-                return True
-        return False
+        token = fresh_token()
+        got = await aensure(store, [lkey], {}, self.options.stampede_lock_timeout, {lkey: token})
+        return got is not None and got[lkey] == token
 
     def _unlock(self, store: Any, lkey: str, tenant: str | None) -> None:
         """Release a stampede lock; a store error is logged (the lock expires anyway)."""

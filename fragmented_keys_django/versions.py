@@ -116,20 +116,26 @@ async def abump(
 
 
 def ensure(
-    store: Any, keys: list[str], found: dict[str, Any], timeout: float | None
+    store: Any,
+    keys: list[str],
+    found: dict[str, Any],
+    timeout: float | None,
+    mine: dict[str, int] | None = None,
 ) -> dict[str, int] | None:
     """Create the version keys of *keys* missing from *found*; return every token.
 
-    Missing keys get a fresh token with ``add`` (atomic where the store's
-    ``add`` is; one pipelined round trip on Redis), so concurrent first
-    readers agree on one token. On a store that drops writes, retried with
-    backoff. Returns ``None`` when a token still cannot be read back: the
-    caller must then not store its value.
+    Missing keys get a fresh token (or the one *mine* gives) with ``add``
+    (atomic where the store's ``add`` is; one pipelined round trip on Redis),
+    so concurrent first callers agree on one token; a caller that passed
+    *mine* created the key iff its token is returned. On a store that drops
+    writes, retried with backoff. Returns ``None`` when a token still cannot
+    be read back: the caller must then not store its value.
     """
+    mine = mine or {}
     tokens = {k: found[k] for k in keys if k in found}
     acc = _redis(store)
     if acc is not None:
-        missing = {k: fresh_token() for k in keys if k not in tokens}
+        missing = {k: mine.get(k) or fresh_token() for k in keys if k not in tokens}
         tokens.update(acc.add_tokens(missing, timeout))
         return tokens if len(tokens) == len(keys) else None
     for attempt in range(_ATTEMPTS):
@@ -139,7 +145,7 @@ def ensure(
         for k in keys:
             if k in tokens:
                 continue
-            t = fresh_token()
+            t = mine.get(k) or fresh_token()
             if store.add(k, t, timeout=timeout):
                 tokens[k] = t
             else:
@@ -155,15 +161,20 @@ def ensure(
 
 
 async def aensure(
-    store: Any, keys: list[str], found: dict[str, Any], timeout: float | None
+    store: Any,
+    keys: list[str],
+    found: dict[str, Any],
+    timeout: float | None,
+    mine: dict[str, int] | None = None,
 ) -> dict[str, int] | None:
     """Async twin of :func:`ensure`."""
+    mine = mine or {}
     tokens = {k: found[k] for k in keys if k in found}
     acc = _redis(store)
     if acc is not None:
         from asgiref.sync import sync_to_async
 
-        missing = {k: fresh_token() for k in keys if k not in tokens}
+        missing = {k: mine.get(k) or fresh_token() for k in keys if k not in tokens}
         tokens.update(await sync_to_async(acc.add_tokens, thread_sensitive=True)(missing, timeout))
         return tokens if len(tokens) == len(keys) else None
     for attempt in range(_ATTEMPTS):
@@ -173,7 +184,7 @@ async def aensure(
         for k in keys:
             if k in tokens:
                 continue
-            t = fresh_token()
+            t = mine.get(k) or fresh_token()
             if await store.aadd(k, t, timeout=timeout):
                 tokens[k] = t
             else:
