@@ -293,7 +293,8 @@ class _Retrier:
         # (taken by a flush that has not finished with them). A tenant stays
         # suspect exactly while this is above zero.
         self._suspect: dict[tuple[str, str | None], int] = {}
-        self._inflight: dict[tuple[str, str | None], int] = {}
+        # Bumps a running flush() has taken off the queue and not finished with, by id.
+        self._inflight: dict[int, _Bump] = {}
         # Bumped by reset(): items taken before it name a configuration that is gone.
         self._generation = 0
         self._thread: threading.Thread | None = None
@@ -319,7 +320,7 @@ class _Retrier:
     def _compact(self) -> None:
         """Replace a tenant's many pending tag bumps by one namespace flush (lock held)."""
         sizes: dict[tuple[str, str | None], int] = {}
-        for item in self._pending:
+        for item in [*self._pending, *self._inflight.values()]:
             sizes[(item.alias, item.tenant)] = sizes.get((item.alias, item.tenant), 0) + len(
                 item.keys
             )
@@ -333,7 +334,8 @@ class _Retrier:
             kept.append(_Bump(alias, tenant, [namespace_key(prefix, tenant)], (), True))
             self._pending = kept
             # The flush, plus the bumps a running flush() still holds for this tenant.
-            self._suspect[(alias, tenant)] = 1 + self._inflight.get((alias, tenant), 0)
+            held = sum((i.alias, i.tenant) == (alias, tenant) for i in self._inflight.values())
+            self._suspect[(alias, tenant)] = 1 + held
             logger.error(
                 "%d failed tag bumps pending for tenant %s on alias %s: flushing the tenant's "
                 "namespace instead once the store is back",
@@ -361,7 +363,7 @@ class _Retrier:
     def pending(self) -> int:
         """Return how many failed bumps have not landed: queued, or held by a running retry."""
         with self._lock:
-            return len(self._pending) + sum(self._inflight.values())
+            return len(self._pending) + len(self._inflight)
 
     def flush(self) -> bool:
         """Try every pending bump once now; return True if none is left.
@@ -374,9 +376,7 @@ class _Retrier:
         with self._lock:
             items, self._pending = self._pending, []
             generation = self._generation
-            for item in items:
-                key = (item.alias, item.tenant)
-                self._inflight[key] = self._inflight.get(key, 0) + 1
+            self._inflight.update((id(item), item) for item in items)
         left: list[_Bump] = []
         for item in items:
             if not self._try(item):
@@ -394,12 +394,12 @@ class _Retrier:
                 logger.exception("tags_bumped receiver failed after a delayed bump")
             with self._lock:
                 if generation == self._generation:
-                    _decrement(self._inflight, (item.alias, item.tenant))
+                    del self._inflight[id(item)]
                     _decrement(self._suspect, (item.alias, item.tenant))
         with self._lock:
             if generation == self._generation:
                 for item in left:
-                    _decrement(self._inflight, (item.alias, item.tenant))
+                    del self._inflight[id(item)]
                 self._pending[:0] = left
             return not self._pending
 
