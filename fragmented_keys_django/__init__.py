@@ -42,9 +42,9 @@ _LAZY = {
     # These import django.db.models: loaded on first use so that importing the
     # package (e.g. from settings.py) never needs the app registry.
     "tagged_cache": ("decorators", "tagged_cache"),
-    "ModelTagManager": ("invalidation", "ModelTagManager"),
-    "CacheAwareManager": ("invalidation", "CacheAwareManager"),
-    "CacheAwareQuerySet": ("invalidation", "CacheAwareQuerySet"),
+    "ModelTagManager": ("model_tags", "ModelTagManager"),
+    "CacheAwareManager": ("model_tags", "CacheAwareManager"),
+    "CacheAwareQuerySet": ("model_tags", "CacheAwareQuerySet"),
     "bump_tags": ("invalidation", "bump_tags"),
 }
 

@@ -9,6 +9,7 @@ class FragmentedKeysConfig(AppConfig):
     name = "fragmented_keys_django"
     label = "fragmented_keys_django"
     verbose_name = "Fragmented keys cache"
+    default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
         from django.core.signals import setting_changed
@@ -23,6 +24,13 @@ class FragmentedKeysConfig(AppConfig):
 
         connect_model_sources()
         setting_changed.connect(on_setting_changed, dispatch_uid="fkd:setting_changed")
+
+        from django.db.models.signals import post_migrate
+
+        from .outbox import reset as forget_outbox_tables
+
+        # A migrate may have created (or dropped) the outbox table.
+        post_migrate.connect(forget_outbox_tables, dispatch_uid="fkd:outbox-tables")
 
         from django.conf import settings
 

@@ -39,7 +39,6 @@ from django.core.cache.backends.base import (
     CacheKeyWarning,
     memcache_key_warnings,
 )
-from django.db import transaction
 
 from . import invalidation, metrics
 from . import keys as keys_mod
@@ -57,7 +56,15 @@ from .redis_access import redis_access
 from .signals import cache_hit, cache_missed
 from .tags import normalize_tags
 from .tenancy.context import current_tenant_id, tenant_id_of
-from .transactions import WriteMode, read_bypassed, write_mode
+from .transactions import (
+    CommitHook,
+    WriteMode,
+    caller_thread,
+    in_caller_thread,
+    on_commit,
+    read_bypassed,
+    write_mode,
+)
 from .versions import _backoff, aensure, ensure, fresh_token
 
 __all__ = ["FragmentedKeysCacheBackend"]
@@ -65,6 +72,7 @@ __all__ = ["FragmentedKeysCacheBackend"]
 logger = logging.getLogger("fragmented_keys_django")
 
 _MISSING = object()
+_NOW = (WriteMode.NOW, None)
 
 # Made keys already checked by Django's validate_key and found portable: the
 # check (a length test and a regex) is skipped for them on later calls.
@@ -317,8 +325,25 @@ class FragmentedKeysCacheBackend(BaseCache):
         return tenant, entry_keys(self.options.prefix, tenant, self._epoch(), made, group_id, tags)
 
     def _suspect(self, tenant: str | None) -> bool:
-        """True while a bump or flush of *tenant* on this alias failed and has not landed yet."""
-        return bool(invalidation._retrier._suspect) and invalidation.is_suspect(self.alias, tenant)
+        """True while a bump or flush of *tenant*'s versions failed and has not landed yet.
+
+        Whatever alias asked for the bump: every alias reading the same
+        versions (same store, same PREFIX) is bypassed.
+        """
+        retrier = invalidation._retrier
+        return bool(retrier._suspect) and retrier.is_suspect(self.version_space(tenant), tenant)
+
+    def version_space(self, tenant: str | None) -> tuple[str, str]:
+        """Return where *tenant*'s versions live: ``(store alias, PREFIX)``.
+
+        Aliases with the same version space read the same version keys, so
+        a bump through one invalidates the others' entries too.
+        """
+        store = self.options.cache_name
+        ts = self.tenant_stores if tenant is not None else None
+        if ts is not None and ts.store_for(tenant) is not None:
+            store = "tenant-store:" + ts.store_alias(tenant)
+        return (store, self.options.prefix)
 
     def _validate(self, made: str) -> None:
         """Django's ``validate_key`` (memcached portability warnings); remember good keys.
@@ -341,6 +366,12 @@ class FragmentedKeysCacheBackend(BaseCache):
         """True if tagged reads must not use the cache now (dirty transaction, bump pending)."""
         return read_bypassed() or self._suspect(tenant)
 
+    async def _abypass(self, tenant: str | None) -> bool:
+        """Async twin of :meth:`_bypass`: the transaction is the calling sync thread's, if any."""
+        if self._suspect(tenant):
+            return True
+        return caller_thread() and await in_caller_thread(read_bypassed)
+
     def _no_global_tags(self, tags: Any) -> None:
         names = [t.name for t in tags if keys_mod.is_global_tag(t.name)]
         if names:
@@ -351,7 +382,9 @@ class FragmentedKeysCacheBackend(BaseCache):
             )
 
     def _failed(self, operation: str, tenant: str | None, exc: BaseException) -> None:
+        """Log and count a store error we survive; bypass the store until it is back and drained."""
         metrics.record_store_error(self.alias, tenant, operation, exc)
+        invalidation.note_store_error(self.alias, tenant)
 
     def _signal(self, hit: bool, tenant: str | None, key: Any) -> None:
         sig = cache_hit if hit else cache_missed
@@ -876,23 +909,24 @@ class FragmentedKeysCacheBackend(BaseCache):
             if mode is WriteMode.NOW:
                 return bool(self._put(store, key, ek.entry, env, timeout) is not False)
             _check_pickle(key, value, None)  # fail now, naming the key, not in the commit hook
-            transaction.on_commit(
-                lambda: self._deferred_put(key, ek.entry, env, timeout, tenant),
-                using=using,
-                robust=True,
-            )
+            self._put_on_commit(key, ek, env, timeout, tenant, using)
             return True
         except metrics.store_errors() as exc:
             self._failed("set_with_tags", tenant, exc)
             return False
 
-    def _deferred_put(
-        self, key: Any, entry: str, env: tuple, timeout: Any, tenant: str | None
+    def _put_on_commit(
+        self, key: Any, ek: EntryKeys, env: tuple, timeout: Any, tenant: str | None, using: str
     ) -> None:
-        try:
-            self._put(self._store_of(tenant), key, entry, env, timeout)
-        except metrics.store_errors() as exc:
-            self._failed("set_on_commit", tenant, exc)
+        """Store *env* under *ek* after the commit of *using* (nothing on rollback)."""
+
+        def put() -> None:
+            try:
+                self._put(self._store_of(tenant), key, ek.entry, env, timeout)
+            except metrics.store_errors() as exc:
+                self._failed("set_on_commit", tenant, exc)
+
+        on_commit(CommitHook(put, "set_on_commit", alias=self.alias, tenant=tenant), using)
 
     async def aset_with_tags(
         self,
@@ -903,7 +937,15 @@ class FragmentedKeysCacheBackend(BaseCache):
         group_id: str = "",
         version: int | None = None,
     ) -> bool:
-        """Async twin of :meth:`set_with_tags`."""
+        """Async twin of :meth:`set_with_tags`.
+
+        Called through ``async_to_sync`` from a sync thread, it obeys that
+        thread's transaction as :meth:`set_with_tags` does (it runs there).
+        """
+        if caller_thread():
+            return await in_caller_thread(
+                self.set_with_tags, key, value, tags, timeout, group_id, version
+            )
         specs = normalize_tags(tags)
         tenant, ek = self._keys(key, specs, group_id, version, False)
         timeout = self._timeout(timeout, strict=True)
@@ -961,7 +1003,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         """Async twin of :meth:`get_with_tags`."""
         specs = normalize_tags(tags)
         tenant, ek = self._keys(key, specs, group_id, version, False)
-        if self._bypass(tenant):
+        if await self._abypass(tenant):
             return default
         try:
             raw = await _aread(self._store_of(tenant), [ek.entry, *ek.version_keys])
@@ -1004,7 +1046,7 @@ class FragmentedKeysCacheBackend(BaseCache):
     ) -> dict[str, Any]:
         """Async twin of :meth:`get_many_with_tags`."""
         tenant, plans = self._many_tagged(keys, tags, group_id, version)
-        if not plans or self._bypass(tenant):
+        if not plans or await self._abypass(tenant):
             return {}
         wanted = dict.fromkeys(k for ek in plans.values() for k in (ek.entry, *ek.version_keys))
         try:
@@ -1119,12 +1161,7 @@ class FragmentedKeysCacheBackend(BaseCache):
             value = default() if callable(default) else default  # its errors are the caller's
             if tokens is not None and mode is WriteMode.DEFER:
                 # Inside a transaction: store after the commit, nothing on rollback.
-                env = (tokens, value)
-                transaction.on_commit(
-                    lambda: self._deferred_put(key, ek.entry, env, timeout, tenant),
-                    using=using,
-                    robust=True,
-                )
+                self._put_on_commit(key, ek, (tokens, value), timeout, tenant, using)
         finally:
             if locked:
                 self._unlock(store, lkey, tenant)
@@ -1270,7 +1307,10 @@ class FragmentedKeysCacheBackend(BaseCache):
             result = default()
             return await result if inspect.isawaitable(result) else result
 
-        if self._bypass(tenant):
+        # Called through async_to_sync from a sync thread, obey that thread's
+        # transaction (see transactions.py); native async code holds none.
+        mode, using = (await in_caller_thread(write_mode)) if caller_thread() else _NOW
+        if mode is WriteMode.BYPASS or self._suspect(tenant):
             return await compute()
         try:
             raw = await _aread(store, [ek.entry, *ek.version_keys])
@@ -1279,6 +1319,12 @@ class FragmentedKeysCacheBackend(BaseCache):
             return await compute()
         hit, value = _decode(ek, raw)
         self._signal(hit, tenant, key)
+        if mode is not WriteMode.NOW:
+            if hit:
+                return value
+            return await self._acompute_in_transaction(
+                store, key, ek, raw, compute, timeout, tenant, mode, using
+            )
         beta = self.options.early_recompute if early_recompute is None else early_recompute
         locked = False
         lkey = lock_key(ek.entry)
@@ -1313,6 +1359,38 @@ class FragmentedKeysCacheBackend(BaseCache):
         finally:
             if locked:
                 await self._aunlock(store, lkey, tenant)
+        return value
+
+    async def _acompute_in_transaction(
+        self,
+        store: Any,
+        key: Any,
+        ek: EntryKeys,
+        raw: Mapping[str, Any],
+        compute: Any,
+        timeout: Any,
+        tenant: str | None,
+        mode: WriteMode,
+        using: str | None,
+    ) -> Any:
+        """A miss inside the calling sync thread's transaction: store after its commit, if ever.
+
+        As :meth:`get_or_set_with_tags` does there: the versions are read
+        before the value is computed; the value is stored after the commit
+        (``DEFER``) or not at all (``SKIP``: snapshot isolation).
+        """
+        tokens = None
+        if mode is WriteMode.DEFER:
+            try:
+                tokens = await self._awrite_tokens(store, ek, raw)
+            except metrics.store_errors() as exc:
+                self._failed("get_or_set_with_tags", tenant, exc)
+        value = await compute()  # its errors are the caller's
+        if tokens is not None and using is not None:
+            _check_pickle(key, value, None)
+            await in_caller_thread(
+                self._put_on_commit, key, ek, (tokens, value), timeout, tenant, using
+            )
         return value
 
     async def _alock_and_tokens(
@@ -1397,7 +1475,14 @@ class FragmentedKeysCacheBackend(BaseCache):
         return len(keys)
 
     async def ainvalidate_tags(self, tags: Iterable[Any]) -> int:
-        """Async twin of :meth:`invalidate_tags` (bumps at once: no transaction in async code)."""
+        """Async twin of :meth:`invalidate_tags`.
+
+        Native async code holds no transaction, so the bump is made at once.
+        Called through ``async_to_sync`` from a sync thread, it runs there and
+        waits for that thread's transaction to commit, as the sync method does.
+        """
+        if caller_thread():
+            return await in_caller_thread(self.invalidate_tags, tags)
         keys = self.tag_version_keys(tags)
         if keys:
             await invalidation.abump_keys(self, self._tenant(), keys, tags=tags)
@@ -1417,7 +1502,9 @@ class FragmentedKeysCacheBackend(BaseCache):
         invalidation.bump_keys(self, tid, [namespace_key(self.options.prefix, tid)], flush=True)
 
     async def ainvalidate_tenant(self, tenant: Any = _MISSING) -> None:
-        """Async twin of :meth:`invalidate_tenant`."""
+        """Async twin of :meth:`invalidate_tenant` (obeys a calling sync thread's transaction)."""
+        if caller_thread():
+            return await in_caller_thread(self.invalidate_tenant, tenant)
         tid = (
             self._tenant()
             if tenant is _MISSING

@@ -6,7 +6,11 @@
 ``fragmented_keys_django.E003``  ``CACHE_NAME`` names a fragmented alias (itself or another)
 ``fragmented_keys_django.E004``  ``CACHE_NAME`` names Django's dummy cache (nothing would be kept)
 ``fragmented_keys_django.W001``  the store is a per-process cache (locmem): bumps do not reach other processes
+``fragmented_keys_django.W020``  a database has no outbox table: bumps there are not durable
+``fragmented_keys_django.W021``  django-tenants: the outbox is in ``TENANT_APPS`` (one table per schema)
 ========================  ====================================================
+
+W020 is a database check (run by ``migrate`` and ``check --database``).
 """
 
 from __future__ import annotations
@@ -79,3 +83,39 @@ def check_caches(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMes
                 )
             )
     return errors
+
+
+@checks.register(checks.Tags.database)
+def check_outbox(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list[Any]:
+    """Warn about databases without the outbox table (bumps there are not durable)."""
+    from django.conf import settings
+
+    from . import outbox
+    from .conf import project_settings
+
+    if not project_settings()["OUTBOX"]:
+        return []
+    found: list[checks.CheckMessage] = []
+    for db in databases or ():
+        outbox.reset()  # a check answers for now, not for what this process saw before
+        if not outbox.available(db):
+            found.append(
+                checks.Warning(
+                    f"Database {db!r} has no table {outbox.TABLE!r}: a bump whose store write "
+                    f"fails, or whose process dies, after a transaction on {db!r} is lost.",
+                    hint=f"Run `manage.py migrate fragmented_keys_django --database {db}`, or set "
+                    f"FRAGMENTED_KEYS = {{'OUTBOX': False}} to keep failed bumps in memory only.",
+                    id="fragmented_keys_django.W020",
+                    obj=db,
+                )
+            )
+    if "fragmented_keys_django" in (getattr(settings, "TENANT_APPS", None) or ()):
+        found.append(
+            checks.Warning(
+                "fragmented_keys_django is in TENANT_APPS: each tenant schema gets its own outbox "
+                "table, which a drain from the public schema never sees.",
+                hint="List fragmented_keys_django in SHARED_APPS only.",
+                id="fragmented_keys_django.W021",
+            )
+        )
+    return found

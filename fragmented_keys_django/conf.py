@@ -347,6 +347,10 @@ def on_setting_changed(*, setting: str, **kwargs: Any) -> None:
         apply_project_settings()
     if setting in ("CACHES", "FRAGMENTED_KEYS"):
         _resolved.clear()
+    if setting in ("DATABASES", "FRAGMENTED_KEYS"):
+        from .outbox import reset as forget_outbox_tables
+
+        forget_outbox_tables()
     if setting == "CACHES":
         from .invalidation import _retrier
         from .tenancy.stores import reset_registry
@@ -371,6 +375,9 @@ _PROJECT_DEFAULTS: dict[str, Any] = {
     "TENANT_SOURCE": "fragmented_keys_django",
     # The fragmented alias used when none is named (default: the first one).
     "DEFAULT_ALIAS": None,
+    # Keep bumps in the database outbox until they land (outbox.py); False keeps
+    # failed bumps in process memory only.
+    "OUTBOX": True,
 }
 
 _BUILTIN_SOURCES = {

@@ -10,67 +10,82 @@
   thread until it lands; meanwhile this process bypasses the cache for that
   tenant. With the alias option ``STRICT`` the bump is also made before the
   commit, and a failure raises ``BumpFailed`` so the transaction rolls back.
-* ``ModelTagManager`` (the seed's API) connects ``post_save``,
-  ``post_delete`` and ``m2m_changed`` of registered models to these bumps.
+* ``ModelTagManager`` (the seed's API, :mod:`.model_tags`) turns writes of
+  registered models into these bumps.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
-import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from typing import Any
 
-from django.db import models, transaction
-from django.db.models.signals import m2m_changed, post_delete, post_save
+from asgiref.sync import sync_to_async
 
-from . import metrics
+from . import metrics, outbox
 from .conf import fragmented_aliases
 from .exceptions import BumpFailed, TenantRequired
-from .keys import is_global_tag, tag_version_key
+from .keys import is_global_tag, namespace_key, tag_version_key
 from .signals import tags_bumped, tenant_flushed
 from .tags import normalize_tags
 from .tenancy.context import current_tenant_id, tenant_id_of
-from .transactions import note_pending_bump, open_transactions
+from .transactions import CommitHook, note_pending_bump, on_commit, open_transactions
 from .versions import abump, bump
 
-__all__ = [
-    "CacheAwareManager",
-    "CacheAwareQuerySet",
-    "ModelTagManager",
-    "PendingBump",
-    "bump_tags",
-]
+__all__ = ["PendingBump", "bump_tags", "is_suspect", "pending_retries"]
 
 logger = logging.getLogger("fragmented_keys_django")
 
 
 @dataclass
 class _Bump:
+    """Version keys of one alias and tenant to bump (or, with *flush*, its namespace key)."""
+
     alias: str
     tenant: str | None
     keys: list[str]
     tags: tuple = ()
     flush: bool = False
+    #: Where the versions live (store alias, PREFIX): set when a bump fails; every
+    #: alias reading the same versions is bypassed while it is pending.
+    space: tuple = ()
+    #: The outbox rows that keep this bump until it lands (see outbox.py).
+    outbox: tuple = ()
 
 
-@dataclass(eq=False)
-class PendingBump:
+class PendingBump(CommitHook):
     """An ``on_commit`` hook carrying the bumps queued at one savepoint level of a transaction.
 
     Bumps queued while the same savepoints are open share one hook (Django
     discards a hook exactly when one of the savepoints open at its
     registration rolls back, so they share its fate): a transaction that saves
-    many rows bumps in one round trip per store.
+    many rows bumps in one round trip per store. The hook is queued before
+    any other hook that could stop Django's hook loop (see
+    :func:`.transactions.on_commit`).
     """
 
-    using: str
-    items: list[_Bump] = field(default_factory=list)
+    dirty = True
 
-    def __call__(self) -> None:
-        apply_bumps(self.items)
+    def __init__(self, using: str, items: list[_Bump]) -> None:
+        super().__init__(None, "bump", alias=items[0].alias, tenant=items[0].tenant)
+        self.using = using
+        self.items = items
+        # (alias, tenant) -> the outbox marker written in this transaction.
+        self.markers: dict[tuple[str, str | None], outbox.Ref] = {}
+
+    def add(self, conn: Any, items: list[_Bump]) -> None:
+        """Carry *items* too; mark new (alias, tenant) pairs in the outbox, in the transaction."""
+        if items is not self.items:
+            self.items.extend(items)
+        new = [(i.alias, i.tenant) for i in items if (i.alias, i.tenant) not in self.markers]
+        if new:
+            self.markers.update(outbox.mark(conn.alias, new))
+
+    def run(self) -> None:
+        apply_bumps(self.items, using=self.using, markers=self.markers)
 
 
 # Per thread (as Django's connections are): the open hook per (connection, savepoint ids).
@@ -93,71 +108,154 @@ def _by_store(items: list[_Bump]) -> list[tuple[Any, Any, list[_Bump]]]:
     return list(groups.values())
 
 
-def apply_bumps(items: list[_Bump], *, raise_errors: bool = False) -> None:
-    """Write *items* now: one ``set_many`` per store. Failures are retried later."""
+def apply_bumps(
+    items: list[_Bump],
+    *,
+    raise_errors: bool = False,
+    using: str | None = None,
+    markers: dict[tuple[str, str | None], outbox.Ref] | None = None,
+) -> None:
+    """Write *items* now: one ``set_many`` per store. Failures are kept and retried.
+
+    Any error writing a store's bumps (an outage, or anything else) is
+    logged at ERROR and counted; the bumps are kept in the outbox of
+    database *using* (the transaction's *markers* rewritten with their exact
+    keys, or new rows) and queued for the retry thread, and their tenants
+    are bypassed here until they land. Markers of bumps that landed are
+    deleted. With *raise_errors* ``BumpFailed`` is raised after all that.
+    """
+    markers = markers or {}
+    landed: list[outbox.Ref] = []
+    error: BaseException | None = None
     for backend, store, group in _by_store(items):
         keys = [k for item in group for k in item.keys]
         try:
             bump(store, keys, backend.options.version_timeout, backend.verify_bumps_on(store))
-        except (*metrics.store_errors(), BumpFailed) as exc:
-            for item in group:
-                metrics.record_store_error(
-                    item.alias, item.tenant, "bump", exc, level=logging.ERROR
-                )
-            # Queue the retry (and bypass the tenant here) even when raising:
-            # in autocommit the row is already written, so the bump must land.
-            _retrier.add(group)
-            if raise_errors:
-                raise BumpFailed(f"tag bump failed on alias {group[0].alias!r}: {exc}") from exc
+        except Exception as exc:  # an invalidation is never dropped: kept until it lands
+            _failed(group, exc, using, markers)
+            if raise_errors and error is None:
+                error = BumpFailed(f"tag bump failed on alias {group[0].alias!r}: {exc}")
+                error.__cause__ = exc
             continue
+        landed += [markers[(i.alias, i.tenant)] for i in group if (i.alias, i.tenant) in markers]
         _announce(group)
+    kept = {ref for item in items for ref in item.outbox}
+    outbox.forget(ref for ref in dict.fromkeys(landed) if ref not in kept)
+    if error is not None:
+        raise error
 
 
 async def aapply_bumps(items: list[_Bump]) -> None:
-    """Async twin of :func:`apply_bumps` (used by the ``a*`` methods)."""
+    """Async twin of :func:`apply_bumps` (native async code: no transaction, no markers)."""
     for backend, store, group in _by_store(items):
         keys = [k for item in group for k in item.keys]
         try:
             await abump(
                 store, keys, backend.options.version_timeout, backend.verify_bumps_on(store)
             )
-        except (*metrics.store_errors(), BumpFailed) as exc:
-            for item in group:
-                metrics.record_store_error(
-                    item.alias, item.tenant, "bump", exc, level=logging.ERROR
-                )
-            _retrier.add(group)
+        except Exception as exc:  # as in apply_bumps; the outbox is a database: a thread hop
+            await sync_to_async(_failed, thread_sensitive=True)(group, exc, None, {})
             if backend.options.strict:
                 raise BumpFailed(f"tag bump failed on alias {group[0].alias!r}: {exc}") from exc
             continue
         _announce(group)
 
 
+def _failed(
+    group: list[_Bump],
+    exc: BaseException,
+    using: str | None,
+    markers: dict[tuple[str, str | None], outbox.Ref],
+) -> None:
+    """Log and count a failed bump, keep it in the outbox, and queue it for the retry thread."""
+    for item in group:
+        metrics.record_store_error(item.alias, item.tenant, "bump", exc, level=logging.ERROR)
+    by_pair: dict[tuple[str, str | None], list[_Bump]] = {}
+    for item in group:
+        by_pair.setdefault((item.alias, item.tenant), []).append(item)
+    unmarked = []
+    for pair, pair_items in by_pair.items():
+        ref = markers.get(pair)
+        keys = [k for i in pair_items for k in i.keys]
+        tags = tuple(t for i in pair_items for t in i.tags)
+        if ref is not None and outbox.update(ref, keys, tags):
+            for i in pair_items:
+                i.outbox = (ref,)
+        else:
+            unmarked += pair_items
+    refs = outbox.record(using, [(i.alias, i.tenant, i.keys, i.tags, False) for i in unmarked])
+    for item, ref in zip(unmarked, refs, strict=True):
+        item.outbox = () if ref is None else (ref,)
+    # Queue the retry (and bypass the tenant here) even when the caller raises:
+    # in autocommit the row is already written, so the bump must land.
+    _retrier.add(group)
+    _retrier.recover(group[0].alias, group[0].tenant)
+
+
+def bump_now(
+    entries: list[tuple[str, str | None, list[str] | None, Any]], errors: list[str]
+) -> list[bool]:
+    """Bump ``(alias, tenant, keys, tags)`` entries once, for the outbox drain; say which landed.
+
+    ``keys=None`` flushes the tenant's namespace. One ``set_many`` per store;
+    nothing is queued for retry (the outbox keeps what failed), errors are
+    logged, counted and appended to *errors*.
+    """
+    items = []
+    for alias, tenant, keys, tags in entries:
+        flush = keys is None
+        if flush:
+            keys = [namespace_key(_backend(alias).options.prefix, tenant)]
+        items.append(_Bump(alias, tenant, list(keys), tuple(map(tuple, tags or ())), flush))
+    ok: dict[int, bool] = {}
+    for backend, store, group in _by_store(items):
+        try:
+            keys = [k for item in group for k in item.keys]
+            bump(store, keys, backend.options.version_timeout, backend.verify_bumps_on(store))
+        except Exception as exc:  # left in the outbox for a later drain
+            metrics.record_store_error(group[0].alias, None, "outbox_drain", exc)
+            errors.append(f"alias {group[0].alias!r}: {exc}")
+            continue
+        ok.update((id(item), True) for item in group)
+        _announce(group)
+    return [ok.get(id(item), False) for item in items]
+
+
 def _announce(group: list[_Bump]) -> None:
+    """Send ``tags_bumped`` / ``tenant_flushed`` for landed bumps; a receiver's error is logged."""
+    if not (tenant_flushed.receivers or tags_bumped.receivers):
+        return
     from .backend import FragmentedKeysCacheBackend as sender
 
     for item in group:
-        if item.flush:
-            if tenant_flushed.receivers:
+        try:
+            if item.flush:
                 tenant_flushed.send(sender, alias=item.alias, tenant=item.tenant)
-        elif tags_bumped.receivers:
-            tags_bumped.send(sender, alias=item.alias, tenant=item.tenant, tags=item.tags)
+            else:
+                tags_bumped.send(sender, alias=item.alias, tenant=item.tenant, tags=item.tags)
+        except Exception as exc:  # the bump has landed; a receiver's bug must not undo that
+            metrics.record_error(
+                item.alias, item.tenant, "bump_signal", exc, what="signal receiver failed"
+            )
 
 
-def _queue_on_commit(conn: Any, item: _Bump) -> None:
+def _queue_on_commit(conn: Any, items: list[_Bump]) -> None:
+    """Add *items* to the bump hook of *conn*'s current savepoint level (made if needed)."""
     open_hooks = getattr(_hooks, "by_conn", None)
     if open_hooks is None:
         open_hooks = _hooks.by_conn = {}
     level = (id(conn), tuple(conn.savepoint_ids))
     hook = open_hooks.get(level)
     if hook is not None and any(h[1] is hook for h in conn.run_on_commit):
-        hook.items.append(item)
+        hook.add(conn, items)
         return
     for key in [k for k in open_hooks if k[0] == id(conn)]:
         if not any(h[1] is open_hooks[key] for h in conn.run_on_commit):
             del open_hooks[key]  # committed, or rolled back with its savepoint
-    hook = open_hooks[level] = PendingBump(conn.alias, [item])
-    transaction.on_commit(hook, using=conn.alias, robust=True)
+    hook = PendingBump(conn.alias, list(items))
+    hook.add(conn, hook.items)  # its outbox markers, in this transaction
+    open_hooks[level] = hook
+    on_commit(hook, conn.alias, first=True)
     note_pending_bump(conn)
 
 
@@ -188,15 +286,14 @@ def _dispatch(items: list[_Bump], strict: bool, using: str | None) -> None:
     if using is not None:
         conns = [c for c in conns if c.alias == using]
     if not conns:
-        apply_bumps(items, raise_errors=strict)
+        apply_bumps(items, raise_errors=strict, using=using)
         return
     if strict:
         # Bump before the commit too: if the store is down the write fails
         # and the transaction rolls back, so nothing stale can be served.
         apply_bumps(items, raise_errors=True)
     for conn in conns:
-        for item in items:
-            _queue_on_commit(conn, item)
+        _queue_on_commit(conn, [replace(item) for item in items] if len(conns) > 1 else items)
 
 
 async def abump_keys(
@@ -212,18 +309,6 @@ async def abump_keys(
     await aapply_bumps([_Bump(backend.alias, tenant, list(keys), spec_tags, flush)])
 
 
-def _aliases_by_store() -> list[str]:
-    """Fragmented aliases with distinct (store, PREFIX): one bump each covers every alias."""
-    from django.conf import settings
-
-    seen: dict[tuple[str, str, bool], str] = {}
-    for alias in fragmented_aliases():
-        conf = settings.CACHES[alias]
-        shared = bool((conf.get("OPTIONS") or {}).get("SHARED", False))
-        seen.setdefault((conf.get("CACHE_NAME", "default"), conf.get("PREFIX", ""), shared), alias)
-    return list(seen.values())
-
-
 def bump_tags(
     tags: Iterable[Any],
     *,
@@ -236,7 +321,6 @@ def bump_tags(
     Inside a transaction on *using* (default: any open one) the bump waits for
     the commit. Returns the number of distinct non-constant tags bumped per alias.
     """
-    from .tenancy.context import tenant_id_of
 
     tid = (
         current_tenant_id() if tenant is ... else (None if tenant is None else tenant_id_of(tenant))
@@ -245,7 +329,9 @@ def bump_tags(
     if not specs:
         return 0
     pairs = [(s.name, s.instance) for s in specs]
-    backends = [_backend(a) for a in (aliases if aliases is not None else _aliases_by_store())]
+    # Every alias: each routes the tenant to its own store (TENANT_STORES) and
+    # PREFIX; identical keys on one store are written once (apply_bumps).
+    backends = [_backend(a) for a in (aliases if aliases is not None else fragmented_aliases())]
     # Check every alias before bumping any: a refusal must not leave half the bumps queued.
     for backend in backends:
         alias = backend.alias
@@ -279,43 +365,84 @@ def bump_tags(
 # -- retrying failed bumps ---------------------------------------------------
 
 
-class _Retrier:
-    """Retries failed bumps in a daemon thread until they land.
+#: The suspicion key of a whole store: set while this process recovers from an error of it.
+_ALL = object()
 
-    While a tenant has a failed bump pending on an alias, this process does
-    not serve that tenant's tagged entries from that alias (``is_suspect``).
+
+class _Retrier:
+    """Retries failed bumps in a daemon thread until they land, and recovers from outages.
+
+    While a tenant has a failed bump pending on a store (a store alias and
+    PREFIX), this process does not serve that tenant's entries from any alias
+    reading those versions (``is_suspect``). After any error of a store, no
+    tenant's entries are served from it until the store answers again and
+    this process has applied the bumps other processes left in the outbox
+    (they may have failed while it was down). The thread is restarted in a
+    forked child that inherits pending bumps.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pending: list[_Bump] = []
-        # (alias, tenant) -> failed bumps not landed yet, pending or in flight
+        # (space, tenant) -> failed bumps not landed yet, pending or in flight
         # (taken by a flush that has not finished with them). A tenant stays
-        # suspect exactly while this is above zero.
-        self._suspect: dict[tuple[str, str | None], int] = {}
+        # suspect exactly while this is above zero. (space, _ALL) -> 1 while
+        # the whole store is recovering.
+        self._suspect: dict[tuple[tuple, Any], int] = {}
         # Bumps a running flush() has taken off the queue and not finished with, by id.
         self._inflight: dict[int, _Bump] = {}
+        # space -> (alias, tenant) to probe it with, while it recovers from an error.
+        self._recovering: dict[tuple, tuple[str, str | None]] = {}
         # Bumped by reset(): items taken before it name a configuration that is gone.
         self._generation = 0
         self._thread: threading.Thread | None = None
+        # Set to cut the thread's pause short (reset(): the configuration changed).
+        self._wake = threading.Event()
         self.interval = 0.2
+        #: Longest pause between two retry rounds, in seconds: after the store
+        #: answers again, a bump this process kept lands within about this long.
+        self.max_interval = 1.0
 
     #: Pending keys per (alias, tenant) beyond which the tenant's whole
     #: namespace is flushed instead (one key, however many tags failed).
     compact_above = 1000
 
     def add(self, group: list[_Bump]) -> None:
+        for item in group:
+            if not item.space:
+                item.space = _space(item.alias, item.tenant)
         with self._lock:
             for item in group:
                 self._pending.append(item)
-                key = (item.alias, item.tenant)
+                key = (item.space, item.tenant)
                 self._suspect[key] = self._suspect.get(key, 0) + 1
             self._compact()
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="fkd-bump-retry", daemon=True
-                )
-                self._thread.start()
+            self._ensure_thread()
+
+    def recover(self, alias: str, tenant: str | None) -> None:
+        """A store error on *alias* for *tenant*: bypass that store until it is back and drained."""
+        space = _space(alias, tenant)
+        with self._lock:
+            if space not in self._recovering:
+                self._recovering[space] = (alias, tenant)
+                self._suspect[(space, _ALL)] = 1
+            self._ensure_thread()
+
+    def _ensure_thread(self) -> None:
+        """Start the retry thread if none runs (lock held)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="fkd-bump-retry", daemon=True)
+            self._thread.start()
+
+    def _after_fork(self) -> None:
+        """In a forked child: the parent's thread and lock did not come along; start afresh."""
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread = None
+        if self._pending or self._inflight or self._recovering:
+            self._pending[:0] = list(self._inflight.values())
+            self._inflight.clear()
+            self._ensure_thread()
 
     def _compact(self) -> None:
         """Replace a tenant's many pending tag bumps by one namespace flush (lock held)."""
@@ -327,15 +454,20 @@ class _Retrier:
         for (alias, tenant), size in sizes.items():
             if size <= self.compact_above:
                 continue
-            from .keys import namespace_key
-
             prefix = _backend(alias).options.prefix
+            dropped = [i for i in self._pending if (i.alias, i.tenant) == (alias, tenant)]
             kept = [i for i in self._pending if (i.alias, i.tenant) != (alias, tenant)]
-            kept.append(_Bump(alias, tenant, [namespace_key(prefix, tenant)], (), True))
+            space = dropped[0].space if dropped else _space(alias, tenant)
+            refs = tuple(dict.fromkeys(r for i in dropped for r in i.outbox))
+            flush = _Bump(alias, tenant, [namespace_key(prefix, tenant)], (), True, space, refs)
+            kept.append(flush)
             self._pending = kept
-            # The flush, plus the bumps a running flush() still holds for this tenant.
-            held = sum((i.alias, i.tenant) == (alias, tenant) for i in self._inflight.values())
-            self._suspect[(alias, tenant)] = 1 + held
+            # Derived again: the flush, the other pending bumps, the bumps a
+            # running flush() still holds, and the stores recovering.
+            self._suspect = {(sp, _ALL): 1 for sp in self._recovering}
+            for i in [*self._pending, *self._inflight.values()]:
+                key = (i.space, i.tenant)
+                self._suspect[key] = self._suspect.get(key, 0) + 1
             logger.error(
                 "%d failed tag bumps pending for tenant %s on alias %s: flushing the tenant's "
                 "namespace instead once the store is back",
@@ -346,7 +478,10 @@ class _Retrier:
             )
 
     def reset(self) -> None:
-        """Forget every pending bump (``CACHES`` changed: they name aliases that are gone)."""
+        """Forget every pending bump (``CACHES`` changed: they name aliases that are gone).
+
+        Their outbox rows stay: a drain applies or drops them.
+        """
         with self._lock:
             if self._pending:
                 logger.warning(
@@ -355,53 +490,94 @@ class _Retrier:
             self._pending = []
             self._suspect.clear()
             self._inflight.clear()
+            self._recovering.clear()
             self._generation += 1
+        self._wake.set()
 
-    def is_suspect(self, alias: str, tenant: str | None) -> bool:
-        return bool(self._suspect) and (alias, tenant) in self._suspect
+    def is_suspect(self, space: tuple, tenant: str | None) -> bool:
+        suspect = self._suspect
+        return bool(suspect) and ((space, tenant) in suspect or (space, _ALL) in suspect)
 
     def pending(self) -> int:
         """Return how many failed bumps have not landed: queued, or held by a running retry."""
         with self._lock:
             return len(self._pending) + len(self._inflight)
 
+    def recovering(self) -> int:
+        """Return how many stores this process does not serve from until they are drained."""
+        with self._lock:
+            return len(self._recovering)
+
     def flush(self) -> bool:
-        """Try every pending bump once now; return True if none is left.
+        """Try every pending bump once now, then recover stores; return True if nothing is left.
 
         Items that fail go back to the queue; no error of one item stops the
         others. Items taken before a :meth:`reset` are dropped when they come
         back: their configuration is gone, and counting them against the new
         one would clear a tenant's suspicion while its own bump is pending.
+        Outbox rows of bumps that landed are deleted.
         """
         with self._lock:
             items, self._pending = self._pending, []
             generation = self._generation
             self._inflight.update((id(item), item) for item in items)
         left: list[_Bump] = []
+        landed: list[outbox.Ref] = []
         for item in items:
             if not self._try(item):
                 left.append(item)  # still counted in flight until it is queued again
                 continue
-            try:  # logged before the counts move: pending() == 0 means the log is there
-                logger.warning(
-                    "delayed tag bump landed (alias=%s, tenant=%s)",
-                    item.alias,
-                    item.tenant,
-                    extra={"alias": item.alias, "tenant": item.tenant, "operation": "bump_retry"},
-                )
-                _announce([item])
-            except Exception:  # a receiver's error: the bump itself has landed
-                logger.exception("tags_bumped receiver failed after a delayed bump")
+            landed += item.outbox
+            # Logged before the counts move: pending() == 0 means the log is there.
+            logger.warning(
+                "delayed tag bump landed (alias=%s, tenant=%s)",
+                item.alias,
+                item.tenant,
+                extra={"alias": item.alias, "tenant": item.tenant, "operation": "bump_retry"},
+            )
+            _announce([item])
             with self._lock:
                 if generation == self._generation:
                     del self._inflight[id(item)]
-                    _decrement(self._suspect, (item.alias, item.tenant))
+                    _decrement(self._suspect, (item.space, item.tenant))
         with self._lock:
             if generation == self._generation:
                 for item in left:
                     del self._inflight[id(item)]
                 self._pending[:0] = left
-            return not self._pending
+            kept = {r for i in [*self._pending, *self._inflight.values()] for r in i.outbox}
+        outbox.forget(r for r in dict.fromkeys(landed) if r not in kept)
+        self._recover_stores()
+        with self._lock:
+            return not self._pending and not self._recovering
+
+    def _recover_stores(self) -> None:
+        """For each store recovering from an error: if it answers, drain the outbox, serve again."""
+        with self._lock:
+            recovering = dict(self._recovering)
+            generation = self._generation
+        for space, (alias, tenant) in recovering.items():
+            try:
+                _backend(alias)._store_of(tenant).get(namespace_key("probe", None))
+            except Exception as exc:  # still down: try again next round
+                metrics.record_store_error(alias, tenant, "recover_probe", exc)
+                continue
+            try:
+                report = outbox.drain(older_than=0.0, markers_older_than=outbox.MARKER_GRACE)
+            except Exception as exc:  # the database is down too: keep bypassing, try again
+                metrics.record_error(alias, tenant, "outbox_drain", exc, what="outbox")
+                continue
+            if report.failed or report.errors:
+                continue
+            with self._lock:
+                if generation == self._generation and self._recovering.pop(space, None):
+                    self._suspect.pop((space, _ALL), None)
+            logger.warning(
+                "store back (alias=%s): %d pending bump(s) applied from the outbox",
+                alias,
+                report.applied,
+                extra={"alias": alias, "tenant": tenant, "operation": "recover"},
+            )
 
     @staticmethod
     def _try(item: _Bump) -> bool:
@@ -416,24 +592,31 @@ class _Retrier:
         return True
 
     def _run(self) -> None:
+        from django.db import connections
+
         delay = self.interval
         while True:
-            time.sleep(delay)
+            if self._wake.wait(delay):  # reset(): start over with the current interval
+                self._wake.clear()
+                delay = self.interval
+                continue
             try:
                 self.flush()
-            except Exception:  # never let the retry thread die silently
-                logger.exception("bump retry loop failed; retrying")
+            except Exception as exc:  # never let the retry thread die silently
+                metrics.record_error("-", None, "bump_retry", exc, what="bump retry loop failed")
+            finally:
+                connections.close_all()  # this thread's own connections (the outbox)
             with self._lock:
                 # Decide to exit under the lock: an add() racing with this
                 # either lands first (and we go on) or finds no thread and
                 # starts one.
-                if not self._pending:
+                if not self._pending and not self._recovering:
                     self._thread = None
                     return
-            delay = min(delay * 2, 5.0)
+            delay = min(delay * 2, self.max_interval)
 
 
-def _decrement(counts: dict[tuple[str, str | None], int], key: tuple[str, str | None]) -> None:
+def _decrement(counts: dict[Any, int], key: Any) -> None:
     """Lower ``counts[key]`` by one, dropping the key at zero."""
     n = counts.get(key, 0) - 1
     if n > 0:
@@ -451,362 +634,23 @@ def pending_retries() -> int:
 
 
 def is_suspect(alias: str, tenant: str | None) -> bool:
-    """Return True if a failed bump for (*alias*, *tenant*) has not landed yet."""
-    return _retrier.is_suspect(alias, tenant)
+    """Return True if a failed bump of *tenant*'s versions read by *alias* has not landed yet."""
+    return _retrier.is_suspect(_space(alias, tenant), tenant)
 
 
-# -- ModelTagManager ------------------------------------------------------------
+def _space(alias: str, tenant: str | None) -> tuple:
+    """Return where *alias* keeps *tenant*'s versions: ``(store alias, PREFIX)``."""
+    return _backend(alias).version_space(tenant)
 
-LifecycleCallback = Callable[..., Iterable[Any]]
 
+def note_store_error(alias: str, tenant: str | None) -> None:
+    """A store call of *alias* failed: bypass that store until it answers and is drained.
 
-class ModelTagManager:
-    """Bumps tags when registered models are saved, deleted, or their m2m relations change.
-
-    The seed package's API, all classmethods. By default a change to
-    ``instance`` of a model registered as ``tag_name`` bumps
-    ``(tag_name, str(instance.pk))`` and the model-wide tag ``(tag_name, "")``
-    (what ``@tagged_cache(tags=["User"])`` depends on). A lifecycle callback
-    (``on_create(sender, instance)``, ``on_update(sender, instance,
-    update_fields)``, ``on_delete(sender, instance)``) returns the tags to bump
-    instead. Bumps wait for the commit of the instance's database and use the
-    tenant current when the row was written.
+    Bumps other processes could not write while it was down wait in the
+    outbox; serving the store again before applying them would serve
+    entries those bumps invalidated.
     """
-
-    _registered: dict[type[models.Model], dict[str, Any]] = {}
-
-    @classmethod
-    def register_model(
-        cls,
-        model: type[models.Model],
-        tag_name: str | None = None,
-        auto_connect: bool = True,
-        on_create: LifecycleCallback | None = None,
-        on_update: LifecycleCallback | None = None,
-        on_delete: LifecycleCallback | None = None,
-        tenant_field: str | None = None,
-        tenant_scoped: bool = True,
-    ) -> None:
-        """Register *model*; its tag name defaults to ``model.__name__``.
-
-        *tenant_field* (ours, not in the seed) names the field holding a row's
-        tenant id (shared-database tenancy): bumps then go to that tenant
-        whatever tenant is current when the row is saved. Without it, the
-        tenant current at save time is used. ``tenant_scoped=False`` (ours)
-        is for global data (public-schema tables): the model's tag becomes a
-        global tag (``keys.register_global_tag``), one version for every tenant.
-        """
-        if not (isinstance(model, type) and issubclass(model, models.Model)):
-            raise TypeError(f"register_model() takes a model class, got {model!r}")
-        name = tag_name or model.__name__
-        normalize_tags([(name, "")])  # validates the name
-        if tenant_field is not None:
-            try:
-                model._meta.get_field(tenant_field)
-            except Exception as exc:
-                raise TypeError(
-                    f"register_model({model.__name__}, tenant_field={tenant_field!r}): no such field"
-                ) from exc
-        if not tenant_scoped:
-            if tenant_field is not None:
-                raise TypeError(
-                    "register_model(): tenant_scoped=False and tenant_field exclude each other"
-                )
-            from .keys import register_global_tag
-
-            register_global_tag(name)
-        cls._registered[model] = {
-            "tag_name": name,
-            "on_create": on_create,
-            "on_update": on_update,
-            "on_delete": on_delete,
-            "tenant_field": tenant_field,
-            "connected": False,
-        }
-        if auto_connect:
-            cls.connect_signals(model)
-
-    @classmethod
-    def connect_signals(cls, model: type[models.Model]) -> None:
-        """Connect ``post_save``/``post_delete`` (and ``m2m_changed``) for *model*."""
-        uid = f"fkd:{model._meta.label}"
-        post_save.connect(_on_save, sender=model, dispatch_uid=uid + ":save", weak=False)
-        post_delete.connect(_on_delete, sender=model, dispatch_uid=uid + ":delete", weak=False)
-        m2m_changed.connect(_on_m2m, dispatch_uid="fkd:m2m", weak=False)
-        cls._registered[model]["connected"] = True
-
-    @classmethod
-    def disconnect_signals(cls, model: type[models.Model]) -> None:
-        """Disconnect *model*'s signal receivers (it stays registered)."""
-        uid = f"fkd:{model._meta.label}"
-        post_save.disconnect(sender=model, dispatch_uid=uid + ":save")
-        post_delete.disconnect(sender=model, dispatch_uid=uid + ":delete")
-        if model in cls._registered:
-            cls._registered[model]["connected"] = False
-
-    @classmethod
-    def unregister_model(cls, model: type[models.Model]) -> None:
-        """Forget *model* and disconnect its receivers."""
-        if model in cls._registered:
-            cls.disconnect_signals(model)
-            del cls._registered[model]
-
-    @classmethod
-    def clear_all(cls) -> None:
-        """Unregister every model."""
-        for model in list(cls._registered):
-            cls.unregister_model(model)
-
-    @classmethod
-    def is_registered(cls, model: type[models.Model]) -> bool:
-        """Return True if *model* is registered."""
-        return model in cls._registered
-
-    @classmethod
-    def get_registered_models(cls) -> dict[type[models.Model], str]:
-        """Return ``{model: tag_name}`` for every registered model."""
-        return {m: c["tag_name"] for m, c in cls._registered.items()}
-
-    @classmethod
-    def get_tag_name_for_model(cls, model: type[models.Model]) -> str | None:
-        """Return *model*'s tag name, or ``None`` if it is not registered."""
-        conf = cls._registered.get(model)
-        return conf["tag_name"] if conf else None
-
-    @classmethod
-    def _resolve_tag_name(cls, model_or_tag: type[models.Model] | str) -> str | None:
-        if isinstance(model_or_tag, str):
-            for model, conf in cls._registered.items():
-                if model_or_tag in (model.__name__, conf["tag_name"]):
-                    return conf["tag_name"]
-            return None
-        return cls.get_tag_name_for_model(model_or_tag)
-
-    @classmethod
-    def tags_for(
-        cls, model: type[models.Model], instance: Any, event: str, update_fields: Any = None
-    ) -> list[Any]:
-        """Return the tags a change of *instance* bumps (``event``: create, update or delete)."""
-        conf = cls._registered.get(model)
-        if conf is None or instance.pk is None:
-            return []
-        callback = conf.get(f"on_{event}")
-        if callback is not None:
-            result = (
-                callback(model, instance, update_fields)
-                if event == "update"
-                else callback(model, instance)
-            )
-            return list(result or ())
-        return [(conf["tag_name"], str(instance.pk)), (conf["tag_name"], "")]
-
-    @classmethod
-    def invalidate_model_tag(cls, model: type[models.Model] | str, pk: Any) -> bool:
-        """Bump the tag of one instance (and the model-wide tag); False if *model* is unknown."""
-        name = cls._resolve_tag_name(model)
-        if name is None:
-            return False
-        bump_tags([(name, str(pk)), (name, "")])
-        return True
-
-    @classmethod
-    def invalidate_scope(cls, tag_name: str, scope_id: Any) -> bool:
-        """Bump a scoped tag, e.g. ``invalidate_scope("Review", "org:42")``."""
-        bump_tags([(tag_name, str(scope_id))])
-        return True
-
-    @classmethod
-    def invalidate_bulk(
-        cls,
-        model_or_tag: type[models.Model] | str,
-        pks: Iterable[Any] | None = None,
-        scopes: Iterable[Any] | None = None,
-    ) -> int:
-        """Bump instance tags for *pks* and scope tags for *scopes* in one round trip per store.
-
-        For changes that bypass signals (raw SQL, ``QuerySet.update``). A model
-        class or a registered name resolves to its tag name; another string is
-        used as the tag name itself. Returns the number of tags bumped.
-        """
-        if isinstance(model_or_tag, str):
-            name = cls._resolve_tag_name(model_or_tag) or model_or_tag
-        else:
-            name = cls._resolve_tag_name(model_or_tag)
-            if name is None:
-                return 0
-        tags = [(name, str(pk)) for pk in pks or ()] + [(name, str(s)) for s in scopes or ()]
-        if pks:
-            tags.append((name, ""))
-        return bump_tags(tags)
-
-    @classmethod
-    def tenant_of(cls, model: type[models.Model], instance: Any) -> Any:
-        """Return the tenant a change of *instance* belongs to (``...`` = the current one)."""
-        conf = cls._registered.get(model)
-        field = conf and conf.get("tenant_field")
-        if not field:
-            return ...
-        value = getattr(instance, field, None)
-        if value is None:
-            return None
-        if isinstance(value, models.Model):
-            return tenant_id_of(value)  # a foreign key to a tenant object with ``tenant_id``
-        return str(value)
-
-    @classmethod
-    def _fire(
-        cls,
-        model: type[models.Model],
-        instances: Iterable[Any],
-        event: str,
-        update_fields: Any = None,
-        using: str | None = None,
-    ) -> None:
-        by_tenant: dict[Any, list[Any]] = {}
-        for instance in instances:
-            tags = cls.tags_for(model, instance, event, update_fields)
-            if tags:
-                by_tenant.setdefault(cls.tenant_of(model, instance), []).extend(tags)
-        for tenant, tags in by_tenant.items():
-            bump_tags(tags, tenant=tenant, using=using)
+    _retrier.recover(alias, tenant)
 
 
-def _on_save(
-    sender: type[models.Model],
-    instance: Any,
-    created: bool = False,
-    update_fields: Any = None,
-    using: str | None = None,
-    **kwargs: Any,
-) -> None:
-    ModelTagManager._fire(
-        sender, [instance], "create" if created else "update", update_fields, using
-    )
-
-
-def _on_delete(
-    sender: type[models.Model], instance: Any, using: str | None = None, **kwargs: Any
-) -> None:
-    ModelTagManager._fire(sender, [instance], "delete", None, using)
-
-
-# Rows a relation clear() is about to unlink, per thread, between pre_clear and post_clear.
-_clearing = threading.local()
-
-
-def _cleared_pks(sender: Any, instance: Any, model: type[models.Model]) -> list[Any]:
-    """Return the pks of *model* rows linked to *instance* through the m2m table *sender*."""
-    source = target = None
-    for f in sender._meta.fields:
-        related = getattr(f, "related_model", None)
-        if related is type(instance) and source is None:
-            source = f
-        elif related is model:
-            target = f
-    if source is None or target is None:
-        return []
-    return list(
-        sender._default_manager.filter(**{source.attname: instance.pk}).values_list(
-            target.attname, flat=True
-        )
-    )
-
-
-def _on_m2m(
-    sender: Any,
-    instance: Any,
-    action: str,
-    reverse: bool,
-    model: type[models.Model],
-    pk_set: Any,
-    using: str | None = None,
-    **kwargs: Any,
-) -> None:
-    registered = ModelTagManager._registered
-    if action == "pre_clear":
-        if model in registered:
-            pending = getattr(_clearing, "pks", None)
-            if pending is None:
-                pending = _clearing.pks = {}
-            pending[(id(sender), id(instance))] = _cleared_pks(sender, instance, model)
-        return
-    if action == "post_clear":
-        pending = getattr(_clearing, "pks", None) or {}
-        pk_set = pending.pop((id(sender), id(instance)), None)
-    elif action not in ("post_add", "post_remove"):
-        return
-    tags: list[Any] = []
-    if type(instance) in registered:
-        tags += ModelTagManager.tags_for(type(instance), instance, "update", None)
-    if model in registered and pk_set:
-        name = registered[model]["tag_name"]
-        tags += [(name, str(pk)) for pk in pk_set] + [(name, "")]
-    if tags:
-        tenant = (
-            ModelTagManager.tenant_of(type(instance), instance)
-            if type(instance) in registered
-            else ...
-        )
-        bump_tags(tags, tenant=tenant, using=using)
-
-
-class _PK:
-    """Stands for a row known only by its primary key (and tenant), for lifecycle callbacks."""
-
-    def __init__(self, model: type[models.Model], pk: Any, tenant: Any = None) -> None:
-        self.pk = pk
-        self._meta = model._meta
-        field = (ModelTagManager._registered.get(model) or {}).get("tenant_field")
-        if field:
-            setattr(self, field, tenant)
-
-
-def _rows(qs: Any) -> list[_PK]:
-    model = qs.model
-    field = (ModelTagManager._registered.get(model) or {}).get("tenant_field")
-    if not field:
-        return [_PK(model, pk) for pk in qs.values_list("pk", flat=True)]
-    path = f"{field}__tenant_id" if model._meta.get_field(field).is_relation else field
-    return [_PK(model, pk, tenant) for pk, tenant in qs.values_list("pk", path)]
-
-
-class CacheAwareQuerySet(models.QuerySet):
-    """A QuerySet whose ``update()`` and ``delete()`` bump the tags of the rows they touch."""
-
-    def update(self, **kwargs: Any) -> int:
-        model = self.model
-        if not ModelTagManager.is_registered(model):
-            return super().update(**kwargs)
-        rows = _rows(self)
-        count = super().update(**kwargs)
-        ModelTagManager._fire(model, rows, "update", list(kwargs), self.db)
-        return count
-
-    def delete(self) -> tuple[int, dict[str, int]]:
-        model = self.model
-        conf = ModelTagManager._registered.get(model)
-        if conf is None or conf["connected"]:
-            return super().delete()  # post_delete fires per row
-        rows = _rows(self)
-        result = super().delete()
-        ModelTagManager._fire(model, rows, "delete", None, self.db)
-        return result
-
-
-class CacheAwareManager(models.Manager.from_queryset(CacheAwareQuerySet)):  # type: ignore[misc]
-    """A manager whose ``bulk_create``/``bulk_update`` (and queryset writes) bump tags."""
-
-    def bulk_create(self, objs: Iterable[Any], *args: Any, **kwargs: Any) -> list[Any]:
-        created = super().bulk_create(objs, *args, **kwargs)
-        if ModelTagManager.is_registered(self.model):
-            ModelTagManager._fire(
-                self.model, [o for o in created if o.pk is not None], "create", None, self.db
-            )
-        return created
-
-    def bulk_update(self, objs: Iterable[Any], fields: Any, *args: Any, **kwargs: Any) -> int:
-        objs = list(objs)
-        count = super().bulk_update(objs, fields, *args, **kwargs)
-        if ModelTagManager.is_registered(self.model):
-            ModelTagManager._fire(self.model, objs, "update", list(fields), self.db)
-        return count
+os.register_at_fork(after_in_child=lambda: _retrier._after_fork())

@@ -11,7 +11,7 @@ import logging
 import threading
 from collections import Counter
 
-__all__ = ["record_store_error", "reset", "snapshot"]
+__all__ = ["record_error", "record_store_error", "reset", "snapshot"]
 
 logger = logging.getLogger("fragmented_keys_django")
 
@@ -28,11 +28,29 @@ def record_store_error(
     level: int = logging.WARNING,
 ) -> None:
     """Log, count and signal a store error that the caller survives."""
+    record_error(alias, tenant, operation, exc, level=level)
+
+
+def record_error(
+    alias: str,
+    tenant: str | None,
+    operation: str,
+    exc: BaseException,
+    *,
+    level: int = logging.ERROR,
+    what: str = "cache store error",
+) -> None:
+    """Log (with the traceback at ERROR), count and signal an error that the caller survives.
+
+    Counted under ``(alias, operation)`` in :func:`snapshot`; announced with
+    the ``store_failed`` signal.
+    """
     with _lock:
         _counts[(alias, operation)] += 1
     logger.log(
         level,
-        "cache store error during %s (alias=%s, tenant=%s): %s",
+        "%s during %s (alias=%s, tenant=%s): %s",
+        what,
         operation,
         alias,
         tenant,

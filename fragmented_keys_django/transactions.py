@@ -15,17 +15,102 @@ The rules, per thread (Django connections are per thread):
 
 Atomic blocks opened by Django's ``TestCase`` do not count as transactions
 here: tests see the same behaviour as autocommit code.
+
+Every ``on_commit`` hook of ours goes through :func:`on_commit`: it never
+raises into Django's hook loop (an error is logged with alias, tenant and
+operation, and counted), and a hook that must run (a tag bump) is placed
+before any hook that could stop the loop.
 """
 
 from __future__ import annotations
 
 import enum
+import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
+from asgiref.sync import AsyncToSync, sync_to_async
 from django.db import connections
+from django.db import transaction as django_transaction
 
-__all__ = ["WriteMode", "open_transactions", "read_bypassed", "write_mode"]
+from . import metrics
+
+__all__ = [
+    "CommitHook",
+    "WriteMode",
+    "caller_thread",
+    "in_caller_thread",
+    "on_commit",
+    "open_transactions",
+    "read_bypassed",
+    "write_mode",
+]
+
+logger = logging.getLogger("fragmented_keys_django")
+
+
+class CommitHook:
+    """A callable for ``on_commit`` that never raises and carries a name for Django's logs.
+
+    Django runs commit hooks in order and stops at the first non-robust hook
+    that raises; when a robust hook raises, it logs ``func.__qualname__``
+    (which a ``functools.partial`` or a callable object lacks, so the logging
+    itself raises and the hooks after it are dropped). A ``CommitHook`` runs
+    *func*, and an exception from it is logged at ERROR with *alias*,
+    *tenant* and *operation* and counted (``metrics.snapshot()``), never
+    raised. ``dirty`` marks hooks whose transaction has written data our
+    cache depends on (tag bumps): reads inside it bypass the cache.
+    """
+
+    dirty = False
+
+    def __init__(
+        self,
+        func: Callable[[], Any] | None,
+        operation: str,
+        *,
+        alias: str = "-",
+        tenant: str | None = None,
+    ) -> None:
+        self.func = func
+        self.operation = operation
+        self.alias = alias
+        self.tenant = tenant
+        self.__qualname__ = self.__name__ = f"fragmented_keys_django:{operation}"
+
+    def run(self) -> None:
+        """Do the hook's work (subclasses override; the default calls *func*)."""
+        if self.func is not None:
+            self.func()
+
+    def __call__(self) -> None:
+        try:
+            self.run()
+        except Exception as exc:  # never into Django's hook loop: logged and counted
+            metrics.record_error(
+                self.alias, self.tenant, self.operation, exc, what="on_commit hook failed"
+            )
+
+
+def on_commit(hook: CommitHook, using: str, *, first: bool = False) -> None:
+    """Run *hook* after the commit of *using*'s open transaction (at once in autocommit).
+
+    Follows ``django.db.transaction.on_commit`` (robust, discarded with a
+    rolled-back savepoint). With *first* the hook is placed before the first
+    non-robust hook already queued, so no other hook's failure can stop it
+    from running (Django stops at a raising non-robust hook).
+    """
+    conn = connections[using]
+    queued = conn.run_on_commit
+    if not (first and conn.in_atomic_block and isinstance(queued, list)):
+        django_transaction.on_commit(hook, using=using, robust=True)
+        return
+    at = next(
+        (i for i, entry in enumerate(queued) if len(entry) == 3 and not entry[2]), len(queued)
+    )
+    # The entry Django's own on_commit() appends: (savepoint ids, callable, robust).
+    queued.insert(at, (set(conn.savepoint_ids), hook, True))
 
 
 class WriteMode(enum.Enum):
@@ -48,9 +133,7 @@ def open_transactions() -> list[Any]:
 
 def has_pending_bumps(conn: Any) -> bool:
     """Return True if *conn*'s open transaction has tag bumps of ours queued."""
-    from .invalidation import PendingBump
-
-    return any(isinstance(hook[1], PendingBump) for hook in conn.run_on_commit)
+    return any(getattr(hook[1], "dirty", False) for hook in conn.run_on_commit)
 
 
 def _statement_snapshots(conn: Any) -> bool:
@@ -109,3 +192,27 @@ def read_bypassed() -> bool:
             return True
         conns.discard(c)  # committed, or its bumps were rolled back
     return False
+
+
+# -- async code called from a sync thread ------------------------------------------------------
+
+
+def caller_thread() -> bool:
+    """True if this async code runs inside ``async_to_sync`` called from a sync thread.
+
+    That thread may hold an open transaction (Django's connections and
+    their ``atomic()`` blocks are per thread), which the async code must obey
+    exactly as sync code in that thread would. Native async code (an ASGI
+    view, a task on an event loop) can hold no transaction: Django's
+    ``atomic()`` is sync-only.
+    """
+    return getattr(AsyncToSync.executors, "current", None) is not None
+
+
+async def in_caller_thread(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run *func* in the sync thread that called this async code (``caller_thread()``).
+
+    A ``sync_to_async(thread_sensitive=True)`` hop, made only then: that is
+    where the caller's transaction lives.
+    """
+    return await sync_to_async(func, thread_sensitive=True)(*args, **kwargs)

@@ -15,7 +15,7 @@ from django.test import override_settings
 
 from fragmented_keys_django import TenantContext
 from fragmented_keys_django.config import reset_configuration
-from fragmented_keys_django.invalidation import ModelTagManager
+from fragmented_keys_django.model_tags import ModelTagManager
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")
 REDIS_DB = 13

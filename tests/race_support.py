@@ -272,20 +272,23 @@ if __name__ == "__main__":
 
 
 def settle_retries(timeout: float = 5.0) -> int:
-    """Wait up to *timeout* seconds for failed bumps to land; return how many are still pending."""
-    from fragmented_keys_django.invalidation import pending_retries
+    """Wait up to *timeout* seconds for failed bumps to land and stores to recover.
+
+    Returns how many bumps are still pending plus how many stores still recover.
+    """
+    from fragmented_keys_django.invalidation import _retrier
+
+    def left() -> int:
+        return _retrier.pending() + _retrier.recovering()
 
     deadline = time.monotonic() + timeout
-    while pending_retries() and time.monotonic() < deadline:
+    while left() and time.monotonic() < deadline:
         time.sleep(0.05)
-    return pending_retries()
+    return left()
 
 
 def reset_retrier() -> None:
     """Forget every pending retry and suspect tenant (test hygiene: CACHES change between tests)."""
     from fragmented_keys_django import invalidation
 
-    r = invalidation._retrier
-    with r._lock:
-        r._pending.clear()
-        r._suspect.clear()
+    invalidation._retrier.reset()

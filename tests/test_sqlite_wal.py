@@ -22,7 +22,7 @@ from django.db import connections, transaction
 from django.test import override_settings
 
 from fragmented_keys_django import TenantContext
-from fragmented_keys_django.invalidation import ModelTagManager
+from fragmented_keys_django.model_tags import ModelTagManager
 from tests.conftest import store_settings
 from tests.testapp.models import Patient
 

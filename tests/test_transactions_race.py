@@ -27,7 +27,7 @@ from django.test import Client, override_settings
 from django.urls import path
 
 from fragmented_keys_django import tagged_cache
-from fragmented_keys_django.invalidation import ModelTagManager
+from fragmented_keys_django.model_tags import ModelTagManager
 from tests.conftest import store_settings
 from tests.testapp.models import Patient
 

@@ -157,14 +157,19 @@ def connect_model_source(model: Any, id_field: str) -> None:
     """
     from functools import partial
 
-    from django.db import transaction
+    from django.db import DEFAULT_DB_ALIAS
     from django.db.models.signals import post_delete, post_save
+
+    from ..transactions import CommitHook, on_commit
 
     def changed(sender: Any, instance: Any, using: str | None = None, **kwargs: Any) -> None:
         tenant_id = str(getattr(instance, id_field))
-        transaction.on_commit(
-            partial(notify_tenant_config_changed, tenant_id), using=using, robust=True
+        hook = CommitHook(
+            partial(notify_tenant_config_changed, tenant_id),
+            "tenant_config_notify",
+            tenant=tenant_id,
         )
+        on_commit(hook, using or DEFAULT_DB_ALIAS)
 
     label = model._meta.label
     post_save.connect(changed, sender=model, weak=False, dispatch_uid=f"fkd:tenant-config:{label}")
@@ -378,15 +383,33 @@ def notify_tenant_config_changed(tenant_id: str | None = None) -> None:
         try:
             get_cache(ts.template_name).set(CONFIG_VERSION_KEY, fresh_token(), timeout=None)
         except Exception as exc:
-            logger.error("could not bump the tenant config version (alias=%s): %s", ts.alias, exc)
+            from .. import metrics
+
+            metrics.record_error(
+                ts.alias,
+                tenant_id,
+                "tenant_config_version",
+                exc,
+                what="tenant config notification failed",
+            )
         if ts.channel_url:
             urls.add(ts.channel_url)
     for url in urls:
         import redis
 
+        from .. import metrics
+
         client = redis.Redis.from_url(url)
         try:
             client.publish(DEFAULT_CHANNEL, tenant_id or "*")
+        except Exception as exc:  # other processes still see the config version change
+            metrics.record_error(
+                "-",
+                tenant_id,
+                "tenant_config_notify",
+                exc,
+                what="tenant config notification failed",
+            )
         finally:
             client.close()
 

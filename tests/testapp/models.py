@@ -26,3 +26,55 @@ class Note(models.Model):
     tenant_id = models.CharField(max_length=100)
     text = models.CharField(max_length=100)
     objects = CacheAwareManager()
+
+
+# -- write paths of "Exact everywhere" (tests/test_write_paths.py) ------------------------------
+
+
+class Item(models.Model):
+    name = models.CharField(max_length=100, unique=True)
+    qty = models.IntegerField(default=0)
+    objects = CacheAwareManager()
+
+
+class ItemProxy(Item):
+    class Meta:
+        proxy = True
+
+
+class Place(models.Model):
+    name = models.CharField(max_length=100)
+    objects = CacheAwareManager()
+
+
+class Restaurant(Place):
+    serves = models.CharField(max_length=100, default="")
+
+
+class Org(models.Model):
+    name = models.CharField(max_length=100)
+
+
+def fallback_org():
+    """``on_delete=SET(fallback_org)``: the org named "fallback", if any."""
+    return Org.objects.filter(name="fallback").first()
+
+
+class Review(models.Model):
+    """A shared table whose tenant is the referenced org (``tenant_field="org"``)."""
+
+    org = models.ForeignKey(Org, null=True, on_delete=models.SET_NULL, related_name="reviews")
+    text = models.CharField(max_length=100)
+    objects = CacheAwareManager()
+
+
+class Badge(models.Model):
+    org = models.ForeignKey(
+        Org, null=True, default=None, on_delete=models.SET_DEFAULT, related_name="badges"
+    )
+
+
+class Sticker(models.Model):
+    org = models.ForeignKey(
+        Org, null=True, on_delete=models.SET(fallback_org), related_name="stickers"
+    )

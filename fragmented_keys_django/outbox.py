@@ -1,0 +1,262 @@
+"""Durable bumps: the outbox table, written with the data, drained by any process.
+
+Where a bump can be lost, and what covers it:
+
+* **Inside a transaction** a bump waits for the commit (``on_commit``). When
+  the first bump of a transaction (savepoint level) is queued, one *marker*
+  row per (alias, tenant) is inserted in that transaction, on the database
+  the row was written to: it commits or rolls back with the data. After the
+  commit the bump is written to the store and the marker deleted (one
+  ``DELETE``). If the process dies in between (``kill -9``, OOM), the marker
+  stays: whoever drains the outbox flushes that tenant's namespace.
+* **A bump that fails** (the store is down) is kept in the outbox with its
+  exact version keys (the marker is rewritten, or a row inserted in
+  autocommit) and retried by this process's retry thread, which deletes the
+  row when it lands. If this process dies first, any other drains it.
+* **In autocommit** the data is committed before the bump is even asked for,
+  so a process killed between that commit and the bump's round trip loses
+  it: the one window left (see ``docs/guarantees.md``).
+
+Rows are drained (bumped, then deleted) by :func:`drain`: the retry thread of
+a process that saw a store error (before it serves that store again),
+``manage.py fk_outbox --drain``, or ``fragmented_keys_django.tasks.drain_outbox``
+on a Celery beat schedule.
+
+The table is ``fragmented_keys_django_outbox`` (``manage.py migrate``), in
+every database that holds registered models; a database without it gets no
+durability (system check ``fragmented_keys_django.W020``).
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import DEFAULT_DB_ALIAS, connections, router
+from django.utils import timezone
+
+from . import metrics
+
+__all__ = ["DrainReport", "available", "drain", "forget", "mark", "record", "reset"]
+
+logger = logging.getLogger("fragmented_keys_django")
+
+TABLE = "fragmented_keys_django_outbox"
+
+#: Seconds after which a marker (a bump not yet written, keys unknown) is taken
+#: for one whose process died: younger markers belong to transactions whose
+#: process is writing the bump right now.
+MARKER_GRACE = 5.0
+
+#: A reference to one outbox row: (database alias, primary key).
+Ref = tuple[str, int]
+
+
+def _model() -> Any:
+    from django.apps import apps
+
+    return apps.get_model("fragmented_keys_django", "OutboxEntry")
+
+
+# Database alias -> whether the outbox table is there (checked once per process).
+_tables: dict[str, bool] = {}
+_tables_lock = threading.Lock()
+
+
+def available(using: str) -> bool:
+    """Return True if database *using* has the outbox table (``manage.py migrate``).
+
+    On PostgreSQL the name is resolved through the connection's
+    ``search_path``, so a table in django-tenants' public schema is found
+    from a tenant schema too.
+    """
+    known = _tables.get(using)
+    if known is not None:
+        return known
+    if not _is_enabled():
+        return False
+    conn = connections[using]
+    try:
+        if conn.vendor == "postgresql":
+            with conn.cursor() as cur:
+                cur.execute("SELECT to_regclass(%s) IS NOT NULL", [TABLE])
+                found = bool(cur.fetchone()[0])
+        else:
+            found = TABLE in conn.introspection.table_names()
+    except Exception as exc:  # the database is down: try again next time
+        metrics.record_error("-", None, "outbox_check", exc, level=logging.WARNING, what="outbox")
+        return False
+    with _tables_lock:
+        _tables[using] = found
+    return found
+
+
+def _is_enabled() -> bool:
+    from .conf import project_settings
+
+    return bool(project_settings()["OUTBOX"])
+
+
+def reset(**kwargs: Any) -> None:
+    """Forget which databases have the table (after ``migrate``, or ``DATABASES`` changes)."""
+    with _tables_lock:
+        _tables.clear()
+
+
+def _db_for_write() -> str:
+    return router.db_for_write(_model()) or DEFAULT_DB_ALIAS
+
+
+def mark(
+    using: str, targets: Iterable[tuple[str, str | None]]
+) -> dict[tuple[str, str | None], Ref]:
+    """Insert a marker row per (alias, tenant) in *using*'s open transaction; return their refs.
+
+    One ``INSERT`` for all of them. Returns ``{}`` when the database has no
+    outbox table. Errors propagate: inside the caller's transaction they are
+    the caller's (the write and its marker commit together or not at all).
+    """
+    targets = list(dict.fromkeys(targets))
+    if not targets or not available(using):
+        return {}
+    model = _model()
+    rows = model.objects.using(using).bulk_create(
+        [model(alias=alias, tenant=tenant, keys=None) for alias, tenant in targets]
+    )
+    if any(row.pk is None for row in rows):  # a backend that returns no keys
+        return {}
+    return {t: (using, row.pk) for t, row in zip(targets, rows, strict=True)}
+
+
+def record(
+    using: str | None, entries: Iterable[tuple[str, str | None, list[str], tuple, bool]]
+) -> list[Ref | None]:
+    """Keep failed bumps in the outbox: one row per ``(alias, tenant, keys, tags, flush)``.
+
+    Called after the commit (autocommit), when a bump could not be written.
+    Returns a ref per entry (``None`` when it could not be kept: no table, or
+    the database failed too; logged and counted, the bump stays in memory).
+    """
+    entries = list(entries)
+    db = using or _db_for_write()
+    if not entries or not available(db):
+        return [None] * len(entries)
+    model = _model()
+    try:
+        rows = model.objects.using(db).bulk_create(
+            [
+                model(alias=a, tenant=t, keys=None if flush else list(k), tags=_plain(tags))
+                for a, t, k, tags, flush in entries
+            ]
+        )
+    except Exception as exc:  # the database failed too: the retry thread still has it
+        metrics.record_error("-", None, "outbox_record", exc, what="outbox")
+        return [None] * len(entries)
+    return [(db, row.pk) if row.pk is not None else None for row in rows]
+
+
+def update(ref: Ref, keys: list[str], tags: tuple) -> bool:
+    """Turn marker *ref* into a row with exact version *keys* (a bump failed); True if done."""
+    db, pk = ref
+    try:
+        _model().objects.using(db).filter(pk=pk).update(keys=list(keys), tags=_plain(tags))
+    except Exception as exc:  # the marker stays: a drain flushes the tenant instead
+        metrics.record_error("-", None, "outbox_record", exc, what="outbox")
+        return False
+    return True
+
+
+def forget(refs: Iterable[Ref | None]) -> None:
+    """Delete outbox rows whose bumps have landed (one ``DELETE`` per database).
+
+    A failure is logged and counted: the row stays, and a later drain bumps
+    again (an extra bump invalidates a little more, never less).
+    """
+    by_db: dict[str, list[int]] = {}
+    for ref in refs:
+        if ref is not None:
+            by_db.setdefault(ref[0], []).append(ref[1])
+    for db, pks in by_db.items():
+        try:
+            _model().objects.using(db).filter(pk__in=pks).delete()
+        except Exception as exc:
+            metrics.record_error("-", None, "outbox_forget", exc, what="outbox")
+
+
+def _plain(tags: Iterable[Any]) -> list[list[str]]:
+    return [[str(name), str(instance)] for name, instance in tags]
+
+
+@dataclass
+class DrainReport:
+    """What :func:`drain` did: rows applied and deleted, rows left (their bump failed)."""
+
+    applied: int = 0
+    failed: int = 0
+    dropped: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def databases() -> list[str]:
+    """Return the database aliases that have the outbox table."""
+    return [db for db in connections if available(db)]
+
+
+def drain(
+    older_than: float = 0.0,
+    markers_older_than: float | None = None,
+    using: Iterable[str] | None = None,
+    batch: int = 500,
+) -> DrainReport:
+    """Apply and delete outbox rows older than *older_than* seconds; return a :class:`DrainReport`.
+
+    Each row's version keys are bumped (a marker, whose keys are unknown,
+    flushes its tenant's namespace) in its alias's store, one ``set_many``
+    per store and batch; rows whose bump fails are left for a later drain.
+    Markers are taken only once older than *markers_older_than* seconds
+    (default: the larger of *older_than* and :data:`MARKER_GRACE`): younger
+    ones belong to transactions whose process is writing the bump now. Rows
+    naming an alias no longer in ``CACHES`` are deleted with a warning.
+    """
+    from django.db.models import Q
+
+    from .conf import fragmented_aliases
+    from .invalidation import bump_now
+
+    report = DrainReport()
+    aliases = set(fragmented_aliases())
+    model = _model()
+    now = timezone.now()
+    grace = max(older_than, MARKER_GRACE) if markers_older_than is None else markers_older_than
+    wanted = Q(keys__isnull=False, created__lte=now - datetime.timedelta(seconds=older_than)) | Q(
+        keys__isnull=True, created__lte=now - datetime.timedelta(seconds=grace)
+    )
+    for db in list(using) if using is not None else databases():
+        last = 0
+        while True:
+            rows = list(model.objects.using(db).filter(wanted, pk__gt=last).order_by("pk")[:batch])
+            if not rows:
+                break
+            last = rows[-1].pk
+            done: list[Ref | None] = []
+            for row in rows:
+                if row.alias not in aliases:
+                    logger.warning(
+                        "dropping outbox row %s: alias %r is not in CACHES", row.pk, row.alias
+                    )
+                    report.dropped += 1
+                    done.append((db, row.pk))
+            todo = [row for row in rows if row.alias in aliases]
+            landed = bump_now([(r.alias, r.tenant, r.keys, r.tags) for r in todo], report.errors)
+            for row, ok in zip(todo, landed, strict=True):
+                if ok:
+                    report.applied += 1
+                    done.append((db, row.pk))
+                else:
+                    report.failed += 1
+            forget(done)
+    return report
