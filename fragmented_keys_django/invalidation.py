@@ -455,6 +455,17 @@ def is_suspect(alias: str, tenant: str | None) -> bool:
     return _retrier.is_suspect(alias, tenant)
 
 
+def retry_flush(alias: str, tenant: str | None, keys: list[str]) -> None:
+    """Queue a namespace bump that failed outside :func:`apply_bumps` for retry.
+
+    Used for a tenant's arrival bump when it moves to another store
+    (``tenancy/stores.py``). Until it lands, *tenant* is suspect on *alias*:
+    this process serves none of its entries. Announced as ``tenant_flushed``
+    when the retry lands, like any delayed flush.
+    """
+    _retrier.add([_Bump(alias, tenant, list(keys), (), True)])
+
+
 # -- ModelTagManager ------------------------------------------------------------
 
 LifecycleCallback = Callable[..., Iterable[Any]]

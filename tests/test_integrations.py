@@ -126,3 +126,11 @@ def test_django_tenants_suite():
     """Run tests/tenants_suite with tests.settings_tenants on PostgreSQL (must pass, never skip)."""
     out = run_suite("tests.settings_tenants", "tests/tenants_suite")
     assert re.search(r"\b8 passed", out), out[-3000:]
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_omnitenant_suite():
+    """Run tests/omnitenant_suite: django-omnitenant's app, engine and schemas on PostgreSQL."""
+    out = run_suite("tests.settings_omnitenant", "tests/omnitenant_suite")
+    assert re.search(r"\b2 passed", out), out[-3000:]
