@@ -383,6 +383,48 @@ def bench(plan: Plan, client: Any, log: Any) -> tuple[list[h.Row], dict[str, Any
             "model_save_plain",
         )
 
+        # -- the outbox: what durability costs a save inside a transaction -----
+        from django.db import transaction
+
+        from fragmented_keys_django import outbox
+
+        def save_in_atomic(obj: Any) -> None:
+            with transaction.atomic():
+                obj.counter += 1
+                obj.save()
+
+        def save_registered_without_outbox() -> None:
+            # The same save with the outbox table "absent" (no marker INSERT/DELETE).
+            outbox._tables["default"] = False
+            try:
+                save_in_atomic(item)
+            finally:
+                outbox._tables["default"] = True
+
+        assert outbox.available("default")
+        measure(
+            "model_save_atomic",
+            [
+                h.Op(
+                    "atomic_save_no_outbox",
+                    "model save in atomic(), registered, outbox off (SQLite)",
+                    save_registered_without_outbox,
+                ),
+                h.Op(
+                    "atomic_save_outbox",
+                    "model save in atomic(), registered, outbox on: +INSERT +DELETE (SQLite)",
+                    lambda: save_in_atomic(item),
+                ),
+                h.Op(
+                    "atomic_save_plain",
+                    "model save in atomic(), unregistered (SQLite)",
+                    lambda: save_in_atomic(plain_item),
+                ),
+            ],
+            plan.saves,
+            "atomic_save_no_outbox",
+        )
+
     # -- tenant context --------------------------------------------------------
     var: contextvars.ContextVar[Any] = contextvars.ContextVar("bench", default=None)
     value = (TENANT, TENANT)

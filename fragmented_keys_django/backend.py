@@ -503,10 +503,11 @@ class FragmentedKeysCacheBackend(BaseCache):
         reads as a miss.
         """
         tenant, ek = self._keys(key, (), "", version, True)
-        if self._suspect(tenant):
-            return default
         try:
-            raw = _read(self._store_of(tenant), [ek.entry, *ek.version_keys])
+            store = self._store_of(tenant)  # first: a tenant arriving in a store is bumped there
+            if self._suspect(tenant):
+                return default
+            raw = _read(store, [ek.entry, *ek.version_keys])
         except metrics.store_errors() as exc:
             self._failed("get", tenant, exc)
             return default
@@ -516,10 +517,11 @@ class FragmentedKeysCacheBackend(BaseCache):
     async def aget(self, key: Any, default: Any = None, version: int | None = None) -> Any:
         """Async twin of :meth:`get`."""
         tenant, ek = self._keys(key, (), "", version, True)
-        if self._suspect(tenant):
-            return default
         try:
-            raw = await _aread(self._store_of(tenant), [ek.entry, *ek.version_keys])
+            store = self._store_of(tenant)
+            if self._suspect(tenant):
+                return default
+            raw = await _aread(store, [ek.entry, *ek.version_keys])
         except metrics.store_errors() as exc:
             self._failed("get", tenant, exc)
             return default
@@ -740,10 +742,13 @@ class FragmentedKeysCacheBackend(BaseCache):
     def get_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
         """Return ``{key: value}`` for the keys with live entries, in one round trip."""
         tenant, entries, ns = self._many_keys(keys, version)
-        if not entries or self._suspect(tenant):
+        if not entries:
             return {}
         try:
-            raw = _read(self._store_of(tenant), [*entries, ns])
+            store = self._store_of(tenant)
+            if self._suspect(tenant):
+                return {}
+            raw = _read(store, [*entries, ns])
         except metrics.store_errors() as exc:
             self._failed("get_many", tenant, exc)
             return {}
@@ -752,10 +757,13 @@ class FragmentedKeysCacheBackend(BaseCache):
     async def aget_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
         """Async twin of :meth:`get_many`."""
         tenant, entries, ns = self._many_keys(keys, version)
-        if not entries or self._suspect(tenant):
+        if not entries:
             return {}
         try:
-            raw = await _aread(self._store_of(tenant), [*entries, ns])
+            store = self._store_of(tenant)
+            if self._suspect(tenant):
+                return {}
+            raw = await _aread(store, [*entries, ns])
         except metrics.store_errors() as exc:
             self._failed("get_many", tenant, exc)
             return {}
@@ -981,10 +989,11 @@ class FragmentedKeysCacheBackend(BaseCache):
         """
         specs = normalize_tags(tags)
         tenant, ek = self._keys(key, specs, group_id, version, False)
-        if self._bypass(tenant):
-            return default
         try:
-            raw = _read(self._store_of(tenant), [ek.entry, *ek.version_keys])
+            store = self._store_of(tenant)
+            if self._bypass(tenant):
+                return default
+            raw = _read(store, [ek.entry, *ek.version_keys])
         except metrics.store_errors() as exc:
             self._failed("get_with_tags", tenant, exc)
             return default
@@ -1003,10 +1012,11 @@ class FragmentedKeysCacheBackend(BaseCache):
         """Async twin of :meth:`get_with_tags`."""
         specs = normalize_tags(tags)
         tenant, ek = self._keys(key, specs, group_id, version, False)
-        if await self._abypass(tenant):
-            return default
         try:
-            raw = await _aread(self._store_of(tenant), [ek.entry, *ek.version_keys])
+            store = self._store_of(tenant)
+            if await self._abypass(tenant):
+                return default
+            raw = await _aread(store, [ek.entry, *ek.version_keys])
         except metrics.store_errors() as exc:
             self._failed("get_with_tags", tenant, exc)
             return default
@@ -1027,11 +1037,14 @@ class FragmentedKeysCacheBackend(BaseCache):
         all share *tags*.
         """
         tenant, plans = self._many_tagged(keys, tags, group_id, version)
-        if not plans or self._bypass(tenant):
+        if not plans:
             return {}
         wanted = dict.fromkeys(k for ek in plans.values() for k in (ek.entry, *ek.version_keys))
         try:
-            raw = _read(self._store_of(tenant), list(wanted))
+            store = self._store_of(tenant)
+            if self._bypass(tenant):
+                return {}
+            raw = _read(store, list(wanted))
         except metrics.store_errors() as exc:
             self._failed("get_many_with_tags", tenant, exc)
             return {}
@@ -1046,11 +1059,14 @@ class FragmentedKeysCacheBackend(BaseCache):
     ) -> dict[str, Any]:
         """Async twin of :meth:`get_many_with_tags`."""
         tenant, plans = self._many_tagged(keys, tags, group_id, version)
-        if not plans or await self._abypass(tenant):
+        if not plans:
             return {}
         wanted = dict.fromkeys(k for ek in plans.values() for k in (ek.entry, *ek.version_keys))
         try:
-            raw = await _aread(self._store_of(tenant), list(wanted))
+            store = self._store_of(tenant)
+            if await self._abypass(tenant):
+                return {}
+            raw = await _aread(store, list(wanted))
         except metrics.store_errors() as exc:
             self._failed("get_many_with_tags", tenant, exc)
             return {}
@@ -1112,9 +1128,9 @@ class FragmentedKeysCacheBackend(BaseCache):
         specs = normalize_tags(tags)
         tenant, ek = self._keys(key, specs, group_id, version, False)
         timeout = self._timeout(timeout, strict=True)
+        store = self._store_of(tenant)
         if self._bypass(tenant):
             return default() if callable(default) else default
-        store = self._store_of(tenant)
         try:
             raw = _read(store, [ek.entry, *ek.version_keys])
         except metrics.store_errors() as exc:

@@ -643,6 +643,23 @@ def _space(alias: str, tenant: str | None) -> tuple:
     return _backend(alias).version_space(tenant)
 
 
+def retry_flush(alias: str, tenant: str | None, keys: list[str], space: tuple) -> None:
+    """Queue a namespace bump that failed outside :func:`apply_bumps` for retry.
+
+    Used for a tenant's arrival bump when it moves to another store
+    (``tenancy/stores.py``), where *space* (the version space it bumps, see
+    ``FragmentedKeysCacheBackend.version_space``) is known and must not be
+    looked up (the tenant's store is being placed). Until it lands, *tenant*
+    is suspect there: this process serves none of its entries. Announced as
+    ``tenant_flushed`` when the retry lands, like any delayed flush. Kept in
+    the outbox too.
+    """
+    item = _Bump(alias, tenant, list(keys), (), True, space)
+    refs = outbox.record(None, [(alias, tenant, item.keys, (), True)])
+    item.outbox = tuple(r for r in refs if r is not None)
+    _retrier.add([item])
+
+
 def note_store_error(alias: str, tenant: str | None) -> None:
     """A store call of *alias* failed: bypass that store until it answers and is drained.
 

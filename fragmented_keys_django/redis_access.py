@@ -30,7 +30,7 @@ from typing import Any
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT
 
-__all__ = ["RedisAccess", "redis_access"]
+__all__ = ["RedisAccess", "forget_access", "redis_access"]
 
 HEADER = b"\x00fk1:"
 #: Entries that also carry (expiry, compute seconds) for early recomputation.
@@ -360,3 +360,12 @@ def redis_access(store: Any) -> RedisAccess | None:
         with _lock:
             acc = _access[store] = _build(store)
         return acc
+
+
+def forget_access(store: Any) -> None:
+    """Drop the :class:`RedisAccess` of a retired *store*.
+
+    It references the store, so the weak key alone would never let the entry go.
+    """
+    with _lock:
+        _access.pop(store, None)

@@ -8,6 +8,14 @@ it configures Django from ``tests.settings`` with ``CACHES`` taken from the
 ``FKD_CACHES`` environment variable (JSON), then every 50 ms prints
 ``<time.monotonic()> <store alias>`` for tenant ``FKD_TENANT``, for at most
 ``FKD_PROBE_SECONDS`` seconds.
+
+With ``FKD_PROBE_MODE=serve`` it is a reader process driven over stdin instead:
+for each line ``read <tenant>`` it runs ``get_or_set_with_tags("report",
+loader, [("Report", "")])`` in that tenant, the loader reading the "database"
+(the Redis key ``FKD_TRUTH`` in DB 6), and prints one JSON line: the value, whether
+it was computed, the store alias, when the read started and when this process
+last checked the tenant config version (``time.monotonic()``, one clock for
+every process of the machine).
 """
 
 from __future__ import annotations
@@ -45,6 +53,40 @@ def _tenants():
 redis_config.tenants = _tenants  # type: ignore[attr-defined]
 
 
+def serve() -> None:
+    """Answer ``read <tenant>`` lines on stdin with one JSON line each (see the module doc)."""
+    from django.core.cache import caches
+
+    from fragmented_keys_django import TenantContext
+
+    frag = caches["fragmented"]
+    computed: list[bool] = []
+
+    def loader():
+        computed.append(True)
+        raw = _redis().get(os.environ["FKD_TRUTH"])
+        return None if raw is None else raw.decode()
+
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        command, _, tenant = line.strip().partition(" ")
+        if command != "read":
+            break
+        computed.clear()
+        started = time.monotonic()
+        with TenantContext.use_tenant(tenant):
+            value = frag.get_or_set_with_tags("report", loader, [("Report", "")], timeout=60)
+        stores = frag.tenant_stores
+        out = {
+            "value": value,
+            "computed": bool(computed),
+            "alias": stores.store_alias(tenant),
+            "started": started,
+            "checked_at": getattr(stores, "checked_at", None),  # older versions lack it
+        }
+        print(json.dumps(out), flush=True)
+
+
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
     from django.conf import settings
@@ -53,6 +95,9 @@ def main() -> None:
     import django
 
     django.setup()
+    if os.environ.get("FKD_PROBE_MODE") == "serve":
+        serve()
+        return
     from django.core.cache import caches
 
     tenant = os.environ["FKD_TENANT"]

@@ -19,7 +19,6 @@ How each integration is exercised here:
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import types
 import uuid
@@ -33,6 +32,7 @@ from django.urls import clear_url_caches
 
 from fragmented_keys_django import TenantContext
 from tests import recipes
+from tests.subsuite import run_suite
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,31 +111,7 @@ def test_store_recipes(blocks, redis_env, name):
 
 @pytest.mark.postgres
 def test_django_tenants_recipe():
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings_tenants",
-        "PYTHONPATH": str(ROOT),
-    }
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "tests/tenants_suite",
-            "-p",
-            "no:cacheprovider",
-            "-q",
-            "-k",
-            "docs_recipe",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-6000:]
+    out = run_suite("tests.settings_tenants", "tests/tenants_suite", "-k", "docs_recipe")
     assert "1 passed" in out, out[-3000:]
 
 

@@ -23,7 +23,7 @@ from django.core.cache import caches
 from django.db import connection, models
 from django.test import override_settings
 
-from fragmented_keys_django import ModelTagManager, TenantContext
+from fragmented_keys_django import ModelTagManager, TenantContext, metrics
 from fragmented_keys_django.exceptions import ConfigurationError
 from fragmented_keys_django.tenancy import stores as stores_mod
 from fragmented_keys_django.tenancy.stores import (
@@ -98,7 +98,7 @@ def keys_in(db: int, prefix: str) -> set[bytes]:
 
 
 def drop_keys(prefix: str) -> None:
-    for db in (SHARED_DB, OWN_DB):
+    for db in (SHARED_DB, OWN_DB, 9):
         r = redis.Redis.from_url(f"{REDIS_URL}/{db}")
         found = list(r.scan_iter(f"{prefix}*"))
         if found:
@@ -227,14 +227,11 @@ def test_store_built_once_and_shared_by_threads(prefix, frag):
     assert CALLS.count("big") == 1
 
 
-def test_removed_tenant_store_is_closed_and_dropped(prefix, frag):
+def test_removed_tenant_store_is_dropped(prefix, frag):
     CONFIGS["big"] = own()
     old = frag.store_for("big")
-    closed = []
-    old.close = lambda **kw: closed.append(True)  # spy on this instance only
     del CONFIGS["big"]
     notify_tenant_config_changed("big")
-    assert closed == [True]
     assert frag.store_for("big") is frag.store  # back on the shared store
     with TenantContext.use_tenant("big"):
         frag.set("after", 1)
@@ -351,27 +348,31 @@ def test_model_source(config_table):
 # -- reactive configuration across two real processes -----------------------------------
 
 
-class Probe:
-    """Process 2: prints the store alias of a tenant every 50 ms."""
-
-    def __init__(self, caches_conf: dict, cfg_hash: str, tenant: str) -> None:
-        env = {
+def spawn_probe(caches_conf: dict, cfg_hash: str, **env: str) -> subprocess.Popen:
+    """Start tests/tenant_config_probe.py as another process, on *caches_conf* and *cfg_hash*."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.tenant_config_probe"],
+        cwd=ROOT,
+        env={
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "tests.settings",
             "FKD_CACHES": json.dumps(caches_conf),
             "FKD_CFG_HASH": cfg_hash,
-            "FKD_TENANT": tenant,
-            "FKD_PROBE_SECONDS": "20",
             "PYTHONPATH": str(ROOT),
-        }
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.tenant_config_probe"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+            **env,
+        },
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+class Probe:
+    """Process 2: prints the store alias of a tenant every 50 ms."""
+
+    def __init__(self, caches_conf: dict, cfg_hash: str, tenant: str) -> None:
+        self.proc = spawn_probe(caches_conf, cfg_hash, FKD_TENANT=tenant, FKD_PROBE_SECONDS="20")
         self.lines: queue.Queue = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -470,3 +471,329 @@ def test_notify_from_a_process_that_never_used_the_alias(prefix):
     stores_mod.reset_registry()
     notify_tenant_config_changed("big")
     assert caches["default"].get(CONFIG_VERSION_KEY) is not None
+
+
+# -- a tenant that moves: never its old entries, in this process or another ------------------
+
+OWN2_DB = 9  # a second tenant store, for moves between two tenant stores
+
+
+def own2(**extra) -> dict:
+    return {"LOCATION": f"{REDIS_URL}/{OWN2_DB}", **extra}
+
+
+ROUTES = {  # where the tenant lives before and after its time away, and while away
+    "shared>own>shared": (None, own),
+    "own>own2>own": (own, own2),
+}
+
+
+def _place(tenant: str, config) -> None:
+    if config is None:
+        CONFIGS.pop(tenant, None)
+    else:
+        CONFIGS[tenant] = config()
+    notify_tenant_config_changed(tenant)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("route", list(ROUTES))
+@pytest.mark.parametrize("away", ["save", "delete", "clear", "invalidate_tags"])
+def test_a_tenant_that_moves_back_never_gets_its_old_entries(prefix, frag, route, away):
+    home, elsewhere = ROUTES[route]
+    ModelTagManager.register_model(Hospital)
+    try:
+        _place("big", home)
+        with TenantContext.use_tenant("acme"):  # a neighbour on the shared store
+            frag.set("plain", "acme's")
+        with TenantContext.use_tenant("big"):
+            frag.set_with_tags("hospitals", "before the move", [("Hospital", "")])
+            frag.set("plain", "before the move")
+            assert frag.get_with_tags("hospitals", [("Hospital", "")]) == "before the move"
+        _place("big", elsewhere)
+        with TenantContext.use_tenant("big"):
+            if away == "save":  # a registered model: the bump lands in the store it moved to
+                Hospital.objects.create(name="St Away")
+            elif away == "delete":
+                frag.delete("plain")
+                frag.delete_with_tags("hospitals", [("Hospital", "")])
+            elif away == "clear":
+                frag.clear()
+            else:
+                frag.invalidate_tags([("Hospital", "")])
+        _place("big", home)
+        with TenantContext.use_tenant("big"):
+            assert frag.get_with_tags("hospitals", [("Hospital", "")]) is None
+            if away in ("delete", "clear"):
+                assert frag.get("plain") is None
+        with TenantContext.use_tenant("acme"):
+            assert frag.get("plain") == "acme's"  # other tenants keep their entries
+    finally:
+        ModelTagManager.unregister_model(Hospital)
+        drop_keys_in(OWN2_DB, prefix)
+
+
+def drop_keys_in(db: int, prefix: str) -> None:
+    r = redis.Redis.from_url(f"{REDIS_URL}/{db}")
+    found = list(r.scan_iter(f"{prefix}*"))
+    if found:
+        r.delete(*found)
+    r.close()
+
+
+def test_a_failed_arrival_bump_bypasses_the_tenant_until_it_lands(prefix, frag):
+    from fragmented_keys_django import invalidation
+
+    failures = metrics.snapshot().get(("fragmented", "tenant_move"), 0)
+    with TenantContext.use_tenant("big"):
+        frag.set("plain", "before the move")
+    frag.store_for("big")  # placed on the shared store, here
+    CONFIGS["big"] = own(LOCATION="redis://127.0.0.1:1/0", OPTIONS={"SOCKET_CONNECT_TIMEOUT": 0.2})
+    frag.tenant_stores.forget("big")  # as a notification from another process does
+    with TenantContext.use_tenant("big"):
+        assert frag.get("plain") is None  # the arrival bump failed: nothing is served
+    assert invalidation.is_suspect("fragmented", "big")
+    assert metrics.snapshot().get(("fragmented", "tenant_move"), 0) > failures
+    # the store comes back (here: the config is fixed): the retried bump lands
+    CONFIGS["big"] = own()
+    frag.tenant_stores.forget("big")
+    assert invalidation._retrier.flush()
+    assert not invalidation.is_suspect("fragmented", "big")
+
+
+class Reader:
+    """A second real process reading one tenant's report on request (tests/tenant_config_probe.py)."""
+
+    def __init__(self, caches_conf: dict, cfg_hash: str, truth: str) -> None:
+        self.proc = spawn_probe(caches_conf, cfg_hash, FKD_TRUTH=truth, FKD_PROBE_MODE="serve")
+        assert self._answer() == {"ready": True}
+
+    def _answer(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.kill()
+            raise AssertionError(f"the reader process died: {self.proc.stderr.read()[-3000:]}")
+        return json.loads(line)
+
+    def read(self, tenant: str) -> dict:
+        self.proc.stdin.write(f"read {tenant}\n")
+        self.proc.stdin.flush()
+        return self._answer()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+MODES = {
+    "pubsub": {"TENANT_CONFIG_URL": f"{REDIS_URL}/{CONFIG_DB}", "TENANT_CONFIG_RECHECK": 60},
+    "recheck": {"TENANT_CONFIG_RECHECK": 0.3},
+}
+
+
+@pytest.fixture
+def two_processes(request):
+    """Process 1 (this one) and a reader process, on one config hash and one "database" key.
+
+    Yields ``(mode, tenant, start_reader, move, write)``: ``start_reader()``
+    starts a reader process (subscribed, in pub/sub mode); ``move(config or
+    None)`` changes the tenant's config and notifies; ``write(value)`` changes
+    the data and bumps ``("Report", "")`` in the tenant, as a registered
+    model's save does after its commit.
+    """
+    mode = request.param
+    p = f"fkd-ts-{uuid.uuid4().hex[:8]}"
+    cfg_hash, truth = f"fkd-test:{p}:configs", f"fkd-test:{p}:truth"
+    tenant = f"x-{uuid.uuid4().hex[:6]}"
+    conf = caches_conf(p, "tests.tenant_config_probe.redis_config", **MODES[mode])
+    cfg = redis.Redis.from_url(f"{REDIS_URL}/{CONFIG_DB}")
+    readers: list[Reader] = []
+    old = os.environ.get("FKD_CFG_HASH")
+    os.environ["FKD_CFG_HASH"] = cfg_hash
+
+    def start_reader() -> Reader:
+        before = _subscribers(stores_mod.DEFAULT_CHANNEL)
+        reader = Reader(conf, cfg_hash, truth)
+        readers.append(reader)
+        reader.read(tenant)  # uses the alias: subscribes in pub/sub mode
+        deadline = time.monotonic() + 10
+        while mode == "pubsub" and _subscribers(stores_mod.DEFAULT_CHANNEL) <= before:
+            assert time.monotonic() < deadline, "the reader never subscribed"
+            time.sleep(0.02)
+        return reader
+
+    def move(config) -> None:
+        if config is None:
+            cfg.hdel(cfg_hash, tenant)
+        else:
+            cfg.hset(cfg_hash, tenant, json.dumps(config))
+        notify_tenant_config_changed(tenant)
+
+    def write(value: str) -> None:
+        cfg.set(truth, value)
+        with TenantContext.use_tenant(tenant):
+            caches["fragmented"].invalidate_tags([("Report", "")])
+
+    try:
+        with override_settings(CACHES=conf):
+            frag = caches["fragmented"]
+            if mode == "pubsub":
+                frag.store_for(tenant)
+                assert stores_mod._listener.ready[MODES[mode]["TENANT_CONFIG_URL"]].wait(5)
+            yield mode, tenant, start_reader, move, write
+            frag.tenant_stores.forget()
+    finally:
+        for reader in readers:
+            reader.stop()
+        if old is None:
+            os.environ.pop("FKD_CFG_HASH", None)
+        else:
+            os.environ["FKD_CFG_HASH"] = old
+        cfg.delete(cfg_hash, truth)
+        cfg.close()
+        drop_keys(p)
+
+
+@pytest.mark.parametrize("two_processes", ["pubsub", "recheck"], indirect=True)
+@pytest.mark.parametrize("route", list(ROUTES))
+def test_a_tenant_that_moves_back_is_fresh_in_other_processes(two_processes, route):
+    _mode, tenant, start_reader, move, write = two_processes
+    home, elsewhere = ROUTES[route]
+    move(home and home())
+    write("v1")
+    reader = start_reader()
+    assert reader.read(tenant)["value"] == "v1"
+    assert reader.read(tenant)["computed"] is False  # cached in its home store
+    move(elsewhere())
+    write("v2")  # the bump lands where the tenant is now
+    move(home and home())
+    # The reader process (whether or not it noticed the time away) and a process
+    # started now never serve the entry cached before the move.
+    assert reader.read(tenant)["value"] == "v2"
+    assert start_reader().read(tenant)["value"] == "v2"
+
+
+@pytest.mark.parametrize("two_processes", ["pubsub", "recheck"], indirect=True)
+def test_across_a_switch_another_process_is_stale_at_most_until_it_rechecks(two_processes):
+    """docs/guarantees.md T10: with pub/sub no read after the save is stale; without, the bound.
+
+    A save in the tenant that returned after the switch bumps the new store.
+    With pub/sub, ``notify_tenant_config_changed`` returned after the reader
+    confirmed the switch: its next read is fresh. On the recheck path, the
+    reader may serve the old store's entry, but only from a config-version
+    check made before the switch; its first check after the switch ends it.
+    """
+    mode, tenant, start_reader, move, write = two_processes
+    write("v1")
+    reader = start_reader()
+    assert reader.read(tenant)["value"] == "v1"
+    move(own())
+    switched = time.monotonic()  # the config version was bumped before this
+    write("v2")
+    reads = [reader.read(tenant)]
+    if mode == "pubsub":
+        assert reads[0]["value"] == "v2"
+        return
+    deadline = time.monotonic() + 30  # a hang guard, not a measurement
+    while reads[-1]["checked_at"] < switched:
+        assert time.monotonic() < deadline, f"the reader never rechecked: {reads[-3:]}"
+        time.sleep(0.02)
+        reads.append(reader.read(tenant))
+    reads += [reader.read(tenant) for _ in range(3)]
+    for read in reads:
+        if read["value"] != "v2":
+            assert read["checked_at"] < switched, read  # stale only before its recheck
+    assert all(r["value"] == "v2" for r in reads if r["checked_at"] >= switched)
+    assert reads[-1]["alias"] == tenant  # and it moved to the tenant's store
+
+
+# -- a dropped store is retired without breaking calls or tenants still using it -----------
+
+
+def test_switching_stores_never_breaks_calls_in_flight_or_tenants_sharing_a_pool(prefix, frag):
+    """300 switches of one tenant's store while 4 threads read; another tenant shares a pool.
+
+    django-redis keeps one connection pool per URL for the whole process:
+    "big"'s first store and "neighbour"'s store (same URL, only TIMEOUT
+    differs) share one. No read may raise or fail, the neighbour's entry stays
+    readable, and the bump made right after each switch lands.
+    """
+    from fragmented_keys_django.invalidation import pending_retries
+
+    url = f"{REDIS_URL}/{OWN_DB}"
+    first = own(LOCATION=f"{url}?client_name=fkd-switch-a", TIMEOUT=60)
+    second = own(LOCATION=f"{url}?client_name=fkd-switch-b")
+    CONFIGS["neighbour"] = own(LOCATION=f"{url}?client_name=fkd-switch-a", TIMEOUT=30)
+    CONFIGS["big"] = first
+    with TenantContext.use_tenant("neighbour"):
+        frag.set("k", "neighbour's")
+    errors_before = sum(n for (alias, _), n in metrics.snapshot().items() if alias == "fragmented")
+    stop = threading.Event()
+    raised: list[BaseException] = []
+    misses: list[object] = []
+
+    def reader(tenant: str) -> None:
+        with TenantContext.use_tenant(tenant):
+            while not stop.is_set():
+                try:
+                    got = frag.get("k")
+                except BaseException as exc:  # what the test counts: any error reaching the caller
+                    raised.append(exc)
+                    continue
+                if tenant == "neighbour" and got != "neighbour's":
+                    misses.append(got)
+
+    tenants = ("big", "big", "neighbour", "neighbour")
+    threads = [threading.Thread(target=reader, args=(t,)) for t in tenants]
+    for t in threads:
+        t.start()
+    try:
+        for i in range(300):
+            CONFIGS["big"] = second if i % 2 == 0 else first
+            notify_tenant_config_changed("big")
+            with TenantContext.use_tenant("big"):
+                frag.invalidate_tags([("Report", "")])  # right after the save that moved it
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    errors = sum(n for (alias, _), n in metrics.snapshot().items() if alias == "fragmented")
+    assert raised == []
+    assert misses == []
+    assert errors - errors_before == 0
+    assert pending_retries() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_config_notification_never_breaks_the_save_or_later_hooks(config_table):
+    """The pub/sub Redis is down: the tenant row's save commits, later hooks and bumps run."""
+    from django.db import transaction
+
+    from tests.race_support import free_port
+
+    p = f"fkd-ts-{uuid.uuid4().hex[:8]}"
+    spec = {"MODEL": "testapp.TenantCacheConfig", "ID_FIELD": "tenant_id"}
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    ModelTagManager.register_model(Hospital)
+    try:
+        with override_settings(CACHES=caches_conf(p, spec, TENANT_CONFIG_URL=dead)):
+            frag = caches["fragmented"]
+            metrics.reset()
+            hospital = Hospital.objects.create(name="h")
+            with TenantContext.use_tenant("n1"):
+                frag.set_with_tags("h", "old", [("Hospital", hospital.pk)])
+            ran = []
+            with TenantContext.use_tenant("n1"), transaction.atomic():
+                config_table.objects.create(tenant_id="n1", config={})  # notifies on commit
+                transaction.on_commit(lambda: ran.append("later"))  # not robust
+                hospital.name = "renamed"
+                hospital.save()
+            assert ran == ["later"]
+            assert config_table.objects.filter(tenant_id="n1").exists()
+            with TenantContext.use_tenant("n1"):
+                assert frag.get_with_tags("h", [("Hospital", hospital.pk)]) is None
+            assert metrics.snapshot().get(("-", "tenant_config_notify"), 0) >= 1
+            frag.tenant_stores.forget()
+    finally:
+        drop_keys(p)

@@ -2,11 +2,16 @@
 
 Three Celery signal receivers:
 
-* ``before_task_publish`` writes the current tenant id (``None`` for the
-  public namespace) into the message headers as ``fkd_tenant``, unless the
-  caller already set that header (``task.apply_async(headers={"fkd_tenant":
+* ``before_task_publish`` writes the current tenant id (``None`` when there
+  is none) into the message headers as ``fkd_tenant``, unless the caller
+  already set that header (``task.apply_async(headers={"fkd_tenant":
   "acme"})`` targets a tenant explicitly);
-* ``task_prerun`` enters ``TenantContext.use_tenant(...)`` with that id;
+* ``task_prerun`` enters ``TenantContext.use_tenant(...)`` with that id. A
+  ``None`` header names no tenant: inside the task the configured tenant
+  source decides (django-tenants' ``schema_context``, omnitenant's
+  ``use_tenant``), and without one the public namespace is current. So a task
+  enqueued outside any tenant that writes rows in a tenant schema bumps that
+  tenant's tags;
 * ``task_postrun`` (sent after success and failure alike) leaves it, so the
   worker's context is back to what it was before the task: nothing leaks into
   the next task run by the same worker thread.

@@ -34,8 +34,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _UNSET: Any = object()
 
-# (tenant as given, normalised tenant id); None = the public namespace, chosen
-# explicitly; _UNSET = no use_tenant() in effect: ask the configured source.
+# A tenant id (str), or (tenant as given, normalised tenant id); _UNSET = no
+# tenant set by use_tenant()/push_tenant(), or use_tenant(None): ask the
+# configured source (none configured: the public namespace).
 _current: ContextVar[Any] = ContextVar("fkd_tenant", default=_UNSET)
 
 # Zero-argument callables returning (tenant, tenant id) or None, consulted when
@@ -47,8 +48,9 @@ _source: Callable[[], Any] | None = None
 def set_tenant_source(source: Callable[[], Any] | None) -> None:
     """Install *source*, a zero-argument callable returning the current tenant or ``None``.
 
-    It is consulted only when no ``use_tenant()`` is in effect, so an explicit
-    ``use_tenant`` always wins. ``None`` removes it.
+    It is consulted when no ``use_tenant(tenant)`` names a tenant (outside any,
+    or inside ``use_tenant(None)``), so an explicit tenant always wins and
+    "no tenant" never hides the one the source reports. ``None`` removes it.
     """
     global _source
     _source = source
@@ -126,7 +128,7 @@ class _UseTenant:
         if type(tenant) is str and tenant and len(tenant) <= MAX_TENANT_ID_LENGTH:
             self._value = tenant  # fast path: a plain id is stored as itself
         elif tenant is None:
-            self._value = None
+            self._value = _UNSET  # no tenant of ours: the source (if any) decides
         else:
             self._value = (tenant, tenant_id_of(tenant))
         self._token: Token | None = None
@@ -136,7 +138,9 @@ class _UseTenant:
             raise RuntimeError("use_tenant() context is not re-entrant; create a new one")
         value = self._value
         self._token = _current.set(value)
-        return value if type(value) is not tuple else value[0]
+        if type(value) is tuple:
+            return value[0]
+        return None if value is _UNSET else value
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         _current.reset(self._token)
@@ -184,13 +188,16 @@ class TenantContext:
         @TenantContext.use_tenant(tenant)       # also a decorator, sync or async
         def job(): ...
 
-    ``use_tenant(None)`` switches to the public namespace explicitly.
+    ``use_tenant(None)`` leaves any tenant named by an outer ``use_tenant``:
+    the configured tenant source decides (django-tenants' schema, omnitenant's
+    tenant), and without one the public namespace is current.
     """
 
     #: ``use_tenant(tenant)``: a context manager / decorator making *tenant* current.
     #:
     #: *tenant* is a string id, an object with a ``tenant_id`` attribute, or
-    #: ``None`` (the public namespace). Nesting restores the outer tenant on
+    #: ``None`` (no tenant named: the tenant source decides, else the public
+    #: namespace). Nesting restores the outer tenant on
     #: exit. Raises ``InvalidTenant`` at once for a bad id. (The class itself,
     #: not a wrapper function: entering a tenant is on every request's path.)
     use_tenant = _UseTenant

@@ -22,7 +22,8 @@ Configured by ``settings.FRAGMENTED_KEYS_MIDDLEWARE``::
 For each request the middleware
 
 1. runs a whitelisted route (matched with ``django.urls.resolve`` on the path
-   as received) in the public namespace, explicitly: ``use_tenant(None)``;
+   as received) inside ``use_tenant(None)``: the public namespace (or the
+   tenant a configured tenant source reports);
 2. otherwise asks the resolver for a tenant id; no id, an invalid id, or an
    id ``TENANTS`` rejects gets a 404 (or ``UNKNOWN_TENANT_RESPONSE``) and the
    view never runs, so a request is never served from the public namespace by

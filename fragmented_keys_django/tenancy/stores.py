@@ -21,35 +21,58 @@ Where configs come from (``TENANT_STORES``):
 * a dotted path to a callable ``(tenant_id) -> cache_config | None`` (it may
   carry a ``tenants()`` attribute listing tenant ids, for operators);
 * ``{"MODEL": "app_label.Model", "ID_FIELD": "tenant_id", "CONFIG_FIELD":
-  "config", "KEY": "cache_config"}``: django-omnitenant style
-  ``tenant.config["cache_config"]``.
+  "config", "KEY": "cache_config", "DATABASE": "default"}``: django-omnitenant
+  style ``tenant.config["cache_config"]``, read with a database connection of
+  its own (committed rows, whatever schema or transaction the caller is in).
 
 Reactive configuration (seed 002): ``notify_tenant_config_changed(tenant_id)``
-drops the tenant's store in this process, publishes the tenant id on Redis
-pub/sub (``TENANT_CONFIG_URL``) so every process drops it within moments, and
-bumps a config version in the shared store that every process re-reads at
-most every ``TENANT_CONFIG_RECHECK`` seconds, in case a message was missed.
-With a model source, saving or deleting a tenant row notifies automatically.
+re-places the tenant in this process, bumps a config version in the shared
+store that every process re-reads at most every ``TENANT_CONFIG_RECHECK``
+seconds, and publishes the tenant id on Redis pub/sub (``TENANT_CONFIG_URL``),
+waiting for every subscribed process to confirm it dropped the tenant's store
+(:mod:`.channel`). With a model source, saving or deleting a tenant row notifies
+automatically.
+
+Moving a tenant. Entries a tenant left in a store must not be served when it
+comes back: bumps made while it was away landed elsewhere. So whenever a
+tenant arrives in a store (the notifying process re-placing it, a process that
+sees its placement change, and, for a model source, before the tenant row's
+transaction commits), its namespace version is bumped in the store it arrives
+in before any read is served from it. A bump that fails is retried by the bump
+retry queue, and the tenant is bypassed in this process until it lands. A
+dropped store is retired without closing connections other calls or tenants
+still use (:mod:`.retire`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from django.utils.module_loading import import_string
 
-from ..exceptions import ConfigurationError
+from .. import metrics
+from ..exceptions import BumpFailed, ConfigurationError
+from . import retire
+from .channel import DEFAULT_CHANNEL
+from .channel import listener as _listener
 
-__all__ = ["TenantStores", "notify_tenant_config_changed", "resolve_tenant_config"]
+__all__ = [
+    "DEFAULT_CHANNEL",
+    "TenantStores",
+    "notify_tenant_config_changed",
+    "placement_of",
+    "resolve_tenant_config",
+]
 
 logger = logging.getLogger("fragmented_keys_django")
 
 CONFIG_VERSION_KEY = "fk:tenant-config-version"
-DEFAULT_CHANNEL = "fragmented_keys_django:tenant-config"
 _MISSING = object()
 _FIELDS = (
     "BACKEND",
@@ -61,6 +84,9 @@ _FIELDS = (
     "VERSION",
     "KEY_FUNCTION",
 )
+# Settings that do not change where a store's data lives: a config differing
+# only in these is the same placement (no move, no arrival bump).
+_NOT_PLACEMENT = ("ALIAS", "TIMEOUT")
 
 
 def resolve_tenant_config(
@@ -118,13 +144,60 @@ class _CallableSource:
         return list(lister()) if lister else None
 
 
+def placement_of(config: Mapping[str, Any]) -> str:
+    """Return a digest of where a store built from the merged *config* keeps its data.
+
+    Two configs with the same digest address the same keys (``ALIAS`` and
+    ``TIMEOUT`` aside), so a tenant moving between them has not moved.
+    """
+
+    def canonical(value: Any) -> str:
+        if isinstance(value, Mapping):
+            items = sorted((str(k).upper(), canonical(v)) for k, v in value.items())
+            return "{" + ",".join(f"{k!r}:{v}" for k, v in items) + "}"
+        if isinstance(value, (list, tuple)):
+            return "[" + ",".join(canonical(v) for v in value) + "]"
+        return repr(value)
+
+    where = {k: v for k, v in config.items() if str(k).upper() not in _NOT_PLACEMENT}
+    return hashlib.sha256(canonical(where).encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def _sync(func: Callable[..., Any], *args: Any) -> Any:
+    """Call *func*; from inside a running event loop, in a worker thread (Django's DB is sync only)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return func(*args)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="fkd-tenant-config") as pool:
+        return pool.submit(func, *args).result()
+
+
 class _ModelSource:
+    """Tenant configs from a model's JSON field, read without the caller's schema or transaction.
+
+    The lookup runs on a database connection of its own to the ``DATABASE``
+    alias (default ``"default"``), in autocommit, with plain SQL on the model's
+    table: it reads committed rows only, never depends on the search_path a
+    schema-per-tenant package (django-omnitenant, django-tenants) set on the
+    caller's connection, never joins or aborts the caller's transaction, and
+    skips routers and custom managers. The connection follows the alias's
+    ``CONN_MAX_AGE`` (closed after each lookup with the default 0).
+    """
+
     def __init__(self, spec: Mapping[str, Any]) -> None:
+        from django.db import DEFAULT_DB_ALIAS
+
         self.model_label = spec["MODEL"]
         self.id_field = spec.get("ID_FIELD", "tenant_id")
         self.config_field = spec.get("CONFIG_FIELD", "config")
         self.key = spec.get("KEY", "cache_config")
+        self.database = spec.get("DATABASE", DEFAULT_DB_ALIAS)
         self._connected = False
+        self._conn: Any = None
+        self._conn_lock = threading.Lock()
 
     def _model(self) -> Any:
         from django.apps import apps
@@ -135,25 +208,87 @@ class _ModelSource:
             self._connected = True
         return model
 
+    def is_for(self, model: Any) -> bool:
+        """Return True if this source reads *model*'s rows."""
+        return model._meta.label_lower == self.model_label.lower()
+
+    def config_of(self, instance: Any) -> Mapping[str, Any] | None:
+        """Return the cache config a row (a model *instance*) names, or ``None``."""
+        config = getattr(instance, self.config_field) or {}
+        return config.get(self.key) or None
+
+    def _query(self, sql: str, params: list[Any]) -> list[tuple]:
+        """Run *sql* (``{t}`` = table, ``{c}`` = config column, ``{i}`` = id column) on our connection."""
+        from django.db import connections
+
+        meta = self._model()._meta
+        with self._conn_lock:
+            conn = self._conn
+            if conn is None:
+                conn = self._conn = connections.create_connection(self.database)
+                conn.inc_thread_sharing()  # used by any thread, one at a time (the lock)
+            conn.close_if_unusable_or_obsolete()
+            qn = conn.ops.quote_name
+            text = sql.format(
+                t=qn(meta.db_table),
+                c=qn(meta.get_field(self.config_field).column),
+                i=qn(meta.get_field(self.id_field).column),
+            )
+            try:
+                with conn.cursor() as cursor:
+                    cursor.execute(text, params)
+                    rows = cursor.fetchall()
+                    return [tuple(self._decode(conn, r)) for r in rows]
+            finally:
+                conn.close_if_unusable_or_obsolete()
+
+    def _decode(self, conn: Any, row: tuple) -> list[Any]:
+        meta = self._model()._meta
+        fields = (meta.get_field(self.config_field), meta.get_field(self.id_field))
+        out = []
+        for field, value in zip(fields, row, strict=False):
+            convert = getattr(field, "from_db_value", None)
+            out.append(value if convert is None or value is None else convert(value, None, conn))
+        return out
+
     def get(self, tenant_id: str) -> Mapping[str, Any] | None:
-        row = self._model()._default_manager.filter(**{self.id_field: tenant_id}).first()
-        if row is None:
+        """Return *tenant_id*'s committed cache config, or ``None`` (no row, no config)."""
+        from django.core.exceptions import ValidationError
+
+        field = self._model()._meta.get_field(self.id_field)
+        try:
+            value = field.to_python(tenant_id)
+        except ValidationError:
+            return None  # not a possible id of this table: no row
+        rows = _sync(self._query, "SELECT {c}, {i} FROM {t} WHERE {i} = %s", [value])
+        if not rows:
             return None
-        config = getattr(row, self.config_field) or {}
+        config = rows[0][0] or {}
         return config.get(self.key) or None
 
     def tenants(self) -> list[str]:
-        return [
-            str(t) for t in self._model()._default_manager.values_list(self.id_field, flat=True)
-        ]
+        """Return the tenant ids of every committed row."""
+        rows = _sync(self._query, "SELECT {c}, {i} FROM {t}", [])
+        return [str(r[1]) for r in rows]
+
+    def close(self) -> None:
+        """Close the lookup connection (``CACHES`` changed)."""
+        with self._conn_lock:
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+            conn.dec_thread_sharing()
 
 
 def connect_model_source(model: Any, id_field: str) -> None:
     """Notify every process when a row of the tenant *model* is saved or deleted.
 
-    The notification waits for the commit of the row's database (a
-    rolled-back change notifies nobody, and no process re-reads the config
-    before it is committed).
+    Before the row's transaction commits, the tenant's namespace is bumped in
+    the store the row now names (so a process that reads the committed row
+    before the notification runs finds nothing the tenant left there); the
+    notification waits for the commit of the row's database (a rolled-back
+    change notifies nobody, and no process re-reads the config before it is
+    committed).
     """
     from functools import partial
 
@@ -164,6 +299,7 @@ def connect_model_source(model: Any, id_field: str) -> None:
 
     def changed(sender: Any, instance: Any, using: str | None = None, **kwargs: Any) -> None:
         tenant_id = str(getattr(instance, id_field))
+        _arrive_before_commit(sender, instance, tenant_id, deleted="created" not in kwargs)
         hook = CommitHook(
             partial(notify_tenant_config_changed, tenant_id),
             "tenant_config_notify",
@@ -176,6 +312,14 @@ def connect_model_source(model: Any, id_field: str) -> None:
     post_delete.connect(
         changed, sender=model, weak=False, dispatch_uid=f"fkd:tenant-config-del:{label}"
     )
+
+
+def _arrive_before_commit(model: Any, instance: Any, tenant_id: str, deleted: bool) -> None:
+    """Bump *tenant_id*'s namespace in the store its saved (or deleted) row names, now."""
+    for ts in _registered():
+        if isinstance(ts.source, _ModelSource) and ts.source.is_for(model):
+            config = None if deleted else ts.source.config_of(instance)
+            ts.arrive(tenant_id, config)
 
 
 def connect_model_sources() -> None:
@@ -208,9 +352,18 @@ def make_source(spec: Any, where: str) -> Any:
 
         return _CallableSource(import_dotted(spec, where))
     if isinstance(spec, Mapping) and "MODEL" in spec:
-        unknown = set(spec) - {"MODEL", "ID_FIELD", "CONFIG_FIELD", "KEY"}
+        unknown = set(spec) - {"MODEL", "ID_FIELD", "CONFIG_FIELD", "KEY", "DATABASE"}
         if unknown:
             raise ConfigurationError(f"{where} has unknown keys {sorted(unknown)}")
+        database = spec.get("DATABASE")
+        if database is not None:
+            from django.conf import settings
+
+            if database not in settings.DATABASES:
+                raise ConfigurationError(
+                    f"{where}['DATABASE'] = {database!r} is not an alias in settings.DATABASES; "
+                    f"name the database holding the {spec['MODEL']} table, e.g. 'default'."
+                )
         return _ModelSource(spec)
     if isinstance(spec, Mapping):
         return _DictSource(spec)
@@ -222,7 +375,13 @@ def make_source(spec: Any, where: str) -> Any:
 
 
 class TenantStores:
-    """The per-tenant stores of one fragmented alias, shared by every thread of the process."""
+    """The per-tenant stores of one fragmented alias, shared by every thread of the process.
+
+    Besides the built stores it remembers, per tenant, the placement (see
+    :func:`placement_of`) this process last served it from, across drops: a
+    tenant rebuilt into another placement has moved, and its namespace is
+    bumped in the new store before any read is served from it.
+    """
 
     def __init__(
         self, alias: str, template_name: str, source: Any, recheck: float, channel_url: str | None
@@ -234,11 +393,18 @@ class TenantStores:
         self.channel_url = channel_url
         self._lock = threading.Lock()
         self._stores: dict[str, tuple[str | None, Any]] = {}
+        self._placed: dict[str, str] = {}  # tenant -> placement last served from, here
         self._next_check = 0.0
         self._config_version: Any = _MISSING
+        #: ``time.monotonic()`` when the last successful config-version check
+        #: started: this process's stores reflect every change notified before it.
+        self.checked_at = float("-inf")
 
     def store_for(self, tenant_id: str) -> Any:
-        """Return *tenant_id*'s own store, or ``None`` when it uses the shared store."""
+        """Return *tenant_id*'s own store, or ``None`` when it uses the shared store.
+
+        Raises ``ConfigurationError`` for a bad tenant config.
+        """
         now = time.monotonic()
         if now >= self._next_check:
             self._check_version(now)
@@ -248,37 +414,155 @@ class TenantStores:
         with self._lock:
             hit = self._stores.get(tenant_id)
             if hit is None:
-                hit = self._stores[tenant_id] = self._build(tenant_id)
+                hit = self._stores[tenant_id] = self._place(tenant_id, moved=False)
         return hit[1]
 
     def store_alias(self, tenant_id: str) -> str:
         """Return the name of *tenant_id*'s store (its ``ALIAS``, or the shared store alias)."""
-        self.store_for(tenant_id)
-        return self._stores[tenant_id][0] or self.template_name
+        while True:
+            self.store_for(tenant_id)
+            hit = self._stores.get(tenant_id)
+            if hit is not None:  # None: dropped again meanwhile (a notification)
+                return hit[0] or self.template_name
 
-    def _build(self, tenant_id: str) -> tuple[str | None, Any]:
-        config = self.source.get(tenant_id)
-        if not config:
-            return (None, None)
+    def _build(self, tenant_id: str) -> tuple[str | None, Any, str]:
+        """Return ``(store name or None, store or None for the shared one, placement)``."""
         from django.conf import settings
 
-        name, merged = resolve_tenant_config(tenant_id, config, settings.CACHES[self.template_name])
+        template = settings.CACHES[self.template_name]
+        config = self.source.get(tenant_id)
+        if not config:
+            return (None, None, placement_of(template))
+        name, merged = resolve_tenant_config(tenant_id, config, template)
         params = {k: v for k, v in merged.items() if k not in ("BACKEND", "LOCATION")}
         store = import_string(merged["BACKEND"])(merged.get("LOCATION", ""), params)
         logger.info("built tenant store %s for tenant %s (alias=%s)", name, tenant_id, self.alias)
+        return (name, store, placement_of(merged))
+
+    def _place(self, tenant_id: str, *, moved: bool) -> tuple[str | None, Any]:
+        """Build *tenant_id*'s store; bump its namespace there if it moved (lock held).
+
+        *moved* forces the bump (the notifying process); otherwise the tenant
+        moved if this process last served it from another placement.
+        """
+        name, store, placement = self._build(tenant_id)
+        if moved or self._placed.get(tenant_id, placement) != placement:
+            self._bump_arrival(tenant_id, store, name)
+        self._placed[tenant_id] = placement
         return (name, store)
 
-    def forget(self, tenant_id: str | None = None) -> None:
-        """Drop (and close) one tenant's store, or every one; they are rebuilt on next use."""
-        with self._lock:
-            if tenant_id is None:
-                dropped = list(self._stores.values())
-                self._stores.clear()
-            else:
-                dropped = [self._stores.pop(tenant_id, (None, None))]
-        for _, store in dropped:
+    def _bump_arrival(self, tenant_id: str, store: Any, name: str | None) -> None:
+        """Bump *tenant_id*'s namespace in *store* (``None``: the shared store); retry on failure.
+
+        *name* is the store's ``ALIAS``. Called with ``self._lock`` held: the
+        retry is queued with its version space given, never looked up here.
+        """
+        from .. import invalidation
+        from ..conf import get_cache
+        from ..keys import namespace_key
+        from ..versions import bump
+
+        backend = get_cache(self.alias)
+        target = store if store is not None else get_cache(self.template_name)
+        keys = [namespace_key(backend.options.prefix, tenant_id)]
+        try:
+            bump(target, keys, backend.options.version_timeout, backend.verify_bumps_on(target))
+        except (*metrics.store_errors(), BumpFailed) as exc:
+            metrics.record_store_error(
+                self.alias, tenant_id, "tenant_move", exc, level=logging.ERROR
+            )
+            space = (
+                f"tenant-store:{name}" if store is not None else self.template_name,
+                backend.options.prefix,
+            )
+            # Bypassed here until it lands.
+            invalidation.retry_flush(self.alias, tenant_id, keys, space)
+
+    def arrive(self, tenant_id: str, config: Mapping[str, Any] | None) -> None:
+        """Bump *tenant_id*'s namespace in the store *config* names (``None``: the shared store).
+
+        For a tenant row about to commit a new config (a model source): the
+        store is built for the bump only, then retired. Errors are logged.
+        """
+        from django.conf import settings
+
+        store = name = None
+        try:
+            if config:
+                name, merged = resolve_tenant_config(
+                    tenant_id, config, settings.CACHES[self.template_name]
+                )
+                params = {k: v for k, v in merged.items() if k not in ("BACKEND", "LOCATION")}
+                store = import_string(merged["BACKEND"])(merged.get("LOCATION", ""), params)
+            self._bump_arrival(tenant_id, store, name)
+        except ConfigurationError as exc:  # the bad config raises where the store is used
+            logger.error(
+                "tenant %s has a bad cache config (alias=%s): %s",
+                tenant_id,
+                self.alias,
+                exc,
+                extra={"alias": self.alias, "tenant": tenant_id, "operation": "tenant_move"},
+            )
+        finally:
             if store is not None:
-                _close(store)
+                retire.retire(store, _live_stores())
+
+    def relocate(self, tenant_id: str | None = None) -> None:
+        """Re-place *tenant_id* (``None``: every tenant) now, bumping it in the store it lands in.
+
+        Called by :func:`notify_tenant_config_changed` before other processes
+        are told. Every tenant, for ``None``: those this process placed and
+        those the source lists. A tenant whose config cannot be read or built
+        is logged and left unplaced (its next use builds it, or raises).
+        """
+        if tenant_id is not None:
+            tenants = [tenant_id]
+        else:
+            listed = self.tenants()
+            tenants = sorted({*self._placed, *(listed or ())})
+            if listed is None:
+                logger.warning(
+                    "notified of a change of every tenant's cache config, but the TENANT_STORES "
+                    "source cannot list tenants (alias=%s): tenants this process never used get "
+                    "no arrival bump here",
+                    self.alias,
+                    extra={"alias": self.alias, "operation": "tenant_move"},
+                )
+        with self._lock:
+            dropped = self._drop(tenant_id)
+            for tenant in tenants:
+                try:
+                    self._stores[tenant] = self._place(tenant, moved=True)
+                except Exception as exc:  # a bad config, or the config source is down
+                    metrics.record_store_error(
+                        self.alias, tenant, "tenant_move", exc, level=logging.ERROR
+                    )
+        self._retire(dropped)
+
+    def _drop(self, tenant_id: str | None) -> list[Any]:
+        """Remove one tenant's store, or every one, from the map; return the stores (lock held)."""
+        if tenant_id is None:
+            dropped = [s for _, s in self._stores.values()]
+            self._stores.clear()
+        else:
+            dropped = [self._stores.pop(tenant_id, (None, None))[1]]
+        return [s for s in dropped if s is not None]
+
+    def _retire(self, stores: list[Any]) -> None:
+        if stores:
+            live = _live_stores()
+            for store in stores:
+                retire.retire(store, live)
+
+    def forget(self, tenant_id: str | None = None) -> None:
+        """Drop one tenant's store, or every one; it is rebuilt (and re-placed) on next use.
+
+        The dropped store is retired: connections other calls or tenants use
+        stay open (:mod:`.retire`).
+        """
+        with self._lock:
+            dropped = self._drop(tenant_id)
+        self._retire(dropped)
 
     def tenants(self) -> list[str] | None:
         """Return the tenant ids the source knows of, or ``None`` if it cannot list them."""
@@ -290,8 +574,8 @@ class TenantStores:
 
         try:
             version = get_cache(self.template_name).get(CONFIG_VERSION_KEY)
-        except Exception as exc:  # the store may be down: keep current stores, log
-            logger.warning("tenant config version check failed (alias=%s): %s", self.alias, exc)
+        except metrics.store_errors() as exc:  # the store may be down: keep current stores
+            metrics.record_store_error(self.alias, None, "tenant_config_check", exc)
             return
         if self._config_version is not _MISSING and version != self._config_version:
             logger.info(
@@ -299,31 +583,33 @@ class TenantStores:
             )
             self.forget()
         self._config_version = version
+        self.checked_at = now
         if self.channel_url:
-            _listener.ensure(self.channel_url)
+            _listener.ensure(self.channel_url, _on_message)
+        if retire.pending():
+            retire.sweep(_live_stores())
 
 
-def _close(store: Any) -> None:
-    """Close a dropped tenant store and its connections.
+def _live_stores() -> list[Any]:
+    """Every store this process uses: built tenant stores and the plain ``CACHES`` aliases."""
+    from django.conf import settings
 
-    ``close()`` alone is a no-op for django-redis (without CLOSE_CONNECTION),
-    whose pools live in a process-wide dict keyed by URL: disconnect the
-    pools the store's clients use. A pool shared with another store on the
-    same URL just reconnects on its next use.
-    """
-    try:
-        store.close()
-        client = getattr(store, "client", None)  # django-redis
-        for redis_client in getattr(client, "_clients", None) or ():
-            if redis_client is not None:
-                redis_client.connection_pool.disconnect()
-        cache_client = store.__dict__.get("_cache")  # Django's RedisCache, if built
-        for pool in (
-            getattr(cache_client, "_pools", {}).values() if cache_client is not None else ()
-        ):
-            pool.disconnect()
-    except Exception as exc:  # closing a dead connection must not break the caller
-        logger.warning("closing a tenant store failed: %s", exc)
+    from ..conf import BACKEND_PATHS, get_cache
+
+    live = [s for ts in list(_registry.values()) for _, s in list(ts._stores.values()) if s]
+    for alias, conf in list(settings.CACHES.items()):
+        if conf.get("BACKEND") in BACKEND_PATHS:
+            continue
+        try:
+            live.append(get_cache(alias))
+        except Exception as exc:  # a broken alias uses no pool: nothing to spare
+            logger.warning(
+                "cache alias %r cannot be built (%s); retiring tenant stores without it",
+                alias,
+                exc,
+                extra={"alias": alias, "operation": "store_retire"},
+            )
+    return live
 
 
 _registry_lock = threading.Lock()
@@ -352,39 +638,56 @@ def stores_for_alias(alias: str, options: Any) -> TenantStores | None:
     return ts
 
 
+def _registered() -> Iterable[TenantStores]:
+    """Every alias with tenant stores, used in this process yet or not (registered now)."""
+    from ..conf import fragmented_aliases, get_cache
+
+    for alias in fragmented_aliases():
+        backend = get_cache(alias)
+        if backend.options.tenant_stores is not None:
+            _ = backend.tenant_stores  # registers it
+    return list(_registry.values())
+
+
 def reset_registry() -> None:
     """Drop every tenant store of every alias (on ``CACHES`` change, and in tests)."""
     with _registry_lock:
-        for ts in _registry.values():
-            ts.forget()
+        dropped = [s for ts in _registry.values() for s in ts._drop(None)]
+        sources = [ts.source for ts in _registry.values()]
         _registry.clear()
+    # CACHES is changing: the plain aliases cannot be built now, and the old
+    # stores' pools are only closed when idle anyway.
+    for store in dropped:
+        retire.retire(store, ())
+    retire.reset(())
+    for source in sources:
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
 
 
 def notify_tenant_config_changed(tenant_id: str | None = None) -> None:
     """Tell every process that *tenant_id*'s cache config changed (``None``: all tenants).
 
-    Drops the tenant's store here at once, bumps the config version in each
-    shared store (other processes notice within ``TENANT_CONFIG_RECHECK``
-    seconds) and publishes on Redis pub/sub when ``TENANT_CONFIG_URL`` is set
-    (other processes drop it as soon as the message arrives).
+    In this process, re-places the tenant at once, bumping its namespace in
+    the store it now uses (so nothing it left there before is served again).
+    Then bumps the config version in each shared store (other processes
+    notice within ``TENANT_CONFIG_RECHECK`` seconds) and, when
+    ``TENANT_CONFIG_URL`` is set, publishes on Redis pub/sub and waits (up to
+    ``channel.ACK_TIMEOUT`` seconds) until every subscribed process confirmed
+    it dropped the tenant's store. Store errors of the version bump are logged
+    and counted; a publish that fails raises.
     """
-    from ..conf import fragmented_aliases, get_cache
+    from ..conf import get_cache
     from ..versions import fresh_token
+    from .channel import publish
 
-    # Every alias with tenant stores, used in this process yet or not (a
-    # management command or an admin save must still reach other processes).
-    for alias in fragmented_aliases():
-        backend = get_cache(alias)
-        if backend.options.tenant_stores is not None:
-            _ = backend.tenant_stores  # registers it
-    urls = set()
-    for ts in list(_registry.values()):
-        ts.forget(tenant_id)
+    urls: dict[str, None] = {}
+    for ts in _registered():
+        ts.relocate(tenant_id)
         try:
             get_cache(ts.template_name).set(CONFIG_VERSION_KEY, fresh_token(), timeout=None)
-        except Exception as exc:
-            from .. import metrics
-
+        except Exception as exc:  # never raised: other processes still recheck in time
             metrics.record_error(
                 ts.alias,
                 tenant_id,
@@ -393,15 +696,10 @@ def notify_tenant_config_changed(tenant_id: str | None = None) -> None:
                 what="tenant config notification failed",
             )
         if ts.channel_url:
-            urls.add(ts.channel_url)
+            urls[ts.channel_url] = None
     for url in urls:
-        import redis
-
-        from .. import metrics
-
-        client = redis.Redis.from_url(url)
         try:
-            client.publish(DEFAULT_CHANNEL, tenant_id or "*")
+            publish(url, tenant_id)
         except Exception as exc:  # other processes still see the config version change
             metrics.record_error(
                 "-",
@@ -410,54 +708,19 @@ def notify_tenant_config_changed(tenant_id: str | None = None) -> None:
                 exc,
                 what="tenant config notification failed",
             )
-        finally:
-            client.close()
 
 
-class _Listener:
-    """One daemon thread per Redis URL, dropping tenant stores named on the channel."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._threads: dict[str, threading.Thread] = {}
-        self.ready: dict[str, threading.Event] = {}
-
-    def ensure(self, url: str) -> None:
-        thread = self._threads.get(url)
-        if thread is not None and thread.is_alive():
-            return
-        with self._lock:
-            thread = self._threads.get(url)
-            if thread is None or not thread.is_alive():
-                self.ready[url] = threading.Event()
-                thread = threading.Thread(
-                    target=self._run, args=(url,), name="fkd-config-listener", daemon=True
-                )
-                self._threads[url] = thread
-                thread.start()
-
-    def _run(self, url: str) -> None:
-        import redis
-
-        delay = 0.5
-        while True:
+def _on_message(url: str, tenant_id: str | None) -> None:
+    """Listener handler: drop *tenant_id*'s store (``None``: all) of every alias listening on *url*."""
+    for ts in list(_registry.values()):
+        if ts.channel_url == url:
             try:
-                pubsub = redis.Redis.from_url(url).pubsub(ignore_subscribe_messages=True)
-                pubsub.subscribe(DEFAULT_CHANNEL)
-                self.ready[url].set()
-                delay = 0.5
-                for message in pubsub.listen():
-                    if message.get("type") != "message":
-                        continue
-                    data = message["data"]
-                    tenant = data.decode() if isinstance(data, bytes) else str(data)
-                    for ts in list(_registry.values()):
-                        if ts.channel_url == url:
-                            ts.forget(None if tenant == "*" else tenant)
-            except Exception as exc:  # reconnect with backoff; logged every time
-                logger.warning("tenant config listener lost %s: %s; reconnecting", url, exc)
-                time.sleep(delay)
-                delay = min(delay * 2, 10.0)
-
-
-_listener = _Listener()
+                ts.forget(tenant_id)
+            except Exception as exc:  # never lose the listener (nor the ack) over one alias
+                logger.error(
+                    "dropping tenant %s's store failed (alias=%s): %s",
+                    tenant_id,
+                    ts.alias,
+                    exc,
+                    extra={"alias": ts.alias, "tenant": tenant_id, "operation": "tenant_forget"},
+                )

@@ -401,7 +401,7 @@ class Command(BaseCommand):
         self.live_config_change()
 
         # Totals from the signals must agree with what the responses said.
-        expected_bumps = {"acme": 2}
+        expected_bumps = {"acme": 2, OWN_STORE: 1}
         expected_flushes = {"globex": 1}
         for tenant in SEED:
             s = self.stats[tenant]
@@ -470,6 +470,26 @@ class Command(BaseCommand):
         for tenant in SEED:
             if tenant != OWN_STORE:
                 self.reads(tenant, dict.fromkeys(READS, "HIT"), "(still warm)")
+        self.move_back(old)
+
+    def move_back(self, old: Any) -> None:
+        """initech edits a patient on its new store, then moves back: nothing stale comes back."""
+        edited = "Peter Gibbons (moved)"
+        self.say(f"   initech edits patient 1 there, then its Tenant row names {where(old)} again")
+        self.request(OWN_STORE, "POST", PATIENT_1, {"name": edited, "notes": "stress"})
+        tenant = Tenant.objects.get(tenant_id=OWN_STORE)
+        tenant.config["cache_config"] = own_store(1)
+        tenant.save()  # the edit's bump went to the new store only
+        back = self.show_store(OWN_STORE)
+        self.expect(where(back) == where(old), f"initech did not move back to {where(old)}")
+        got = self.reads(
+            OWN_STORE,
+            dict.fromkeys(READS, "MISS"),
+            "(its entries from before the move are never served again: recomputed)",
+        )
+        page = got[PATIENT_1].content.decode()
+        self.expect(edited in page, "initech's page after moving back lacks the edit made away")
+        self.reads(OWN_STORE, dict.fromkeys(READS, "HIT"), "(warm again)")
 
     # -- report ----------------------------------------------------------------
 
