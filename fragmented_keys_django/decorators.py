@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import enum
 import functools
 import inspect
+import pathlib
 import string
 import uuid
 from collections.abc import Callable, Sequence
@@ -148,42 +150,97 @@ class _Template:
 
 
 _SCALARS = frozenset({str, int, float, bool, bytes, type(None)})
+#: Standard value types whose ``repr`` is their value (no memory address).
+_VALUE_TYPES = (
+    decimal.Decimal,
+    uuid.UUID,
+    datetime.date,
+    datetime.time,
+    datetime.timedelta,
+    pathlib.PurePath,
+)
 
 
-def _vary_part(value: Any) -> Any:
-    """Return a stable, comparable stand-in for an argument value."""
+# Subclasses of builtin scalars (not enums) count as their builtin value; the
+# base class's own conversion ignores an overriding __str__/__int__.
+_BUILTIN_VALUE: dict[type, Callable[[Any], Any]] = {
+    str: str.__str__,
+    int: int.__int__,
+    float: float.__float__,
+    bytes: bytes.__bytes__,
+}
+
+
+def _qualname(kind: type) -> str:
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _identity(value: Any, where: str) -> Any:
+    """Return *value*'s stable identity: a nested tuple of builtin scalars.
+
+    Two arguments share a cache entry exactly when their identities are equal:
+
+    * ``str``, ``int``, ``float``, ``bool``, ``bytes``, ``None``: by type and value
+      (``1``, ``1.0``, ``True`` and ``"1"`` differ);
+    * ``Decimal``, ``UUID``, dates, times, ``timedelta``, paths: by type and value;
+    * enum members: by enum class and member name;
+    * model instances: by model label and primary key (an unsaved instance has none);
+    * lists, tuples (named tuples by class), sets, frozensets, dicts: by type and
+      the identities of their items (sets and dicts in a canonical order);
+    * classes: by module and qualified name;
+    * any object with a ``__cache_key__()`` method: by class and the identity of
+      what the method returns.
+
+    Anything else (whose ``repr`` may hold a memory address, which Python
+    reuses) raises ``TypeError`` naming *where* and the fixes.
+    """
     kind = type(value)
     if kind in _SCALARS:
         return (kind.__name__, value)
-    if value is None or isinstance(
-        value,
-        (
-            str,
-            int,
-            float,
-            bool,
-            bytes,
-            decimal.Decimal,
-            uuid.UUID,
-            datetime.date,
-            datetime.time,
-            datetime.timedelta,
-        ),
-    ):
-        return (type(value).__name__, value)
+    if value is _MISSING:  # not passed and no default: the call itself will fail
+        return ("missing",)
+    hook = getattr(kind, "__cache_key__", None)
+    if hook is not None and not isinstance(value, type):
+        return ("key", _qualname(kind), _identity(hook(value), f"{where}.__cache_key__()"))
+    if isinstance(value, enum.Enum):
+        return ("enum", _qualname(kind), value.name)
     if isinstance(value, models.Model):
-        return ("model", value._meta.label, value.pk)
+        if value.pk is None:
+            raise TypeError(
+                f"@tagged_cache: argument {where} is an unsaved {value._meta.label} (no primary "
+                f"key), which has no stable identity. Save it first, or leave it out of the key "
+                f"with vary_on=[...]."
+            )
+        return ("model", value._meta.label, _identity(value.pk, f"{where}.pk"))
+    for base, plain in _BUILTIN_VALUE.items():  # subclasses: their builtin value
+        if isinstance(value, base):
+            return (_qualname(kind), plain(value))
+    if isinstance(value, _VALUE_TYPES):
+        return (_qualname(kind), repr(value))
     if isinstance(value, (list, tuple)):
-        return (type(value).__name__, tuple(_vary_part(v) for v in value))
+        name = kind.__name__ if kind in (list, tuple) else _qualname(kind)
+        return (name, tuple(_identity(v, f"{where}[{i}]") for i, v in enumerate(value)))
     if isinstance(value, (set, frozenset)):
-        return ("set", tuple(sorted(repr(_vary_part(v)) for v in value)))
+        items = sorted((_identity(v, f"{where} (an item)") for v in value), key=repr)
+        return ("set", tuple(items))
     if isinstance(value, dict):
-        return (
-            "dict",
-            tuple(sorted((repr(_vary_part(k)), _vary_part(v)) for k, v in value.items())),
+        pairs = sorted(
+            (
+                (_identity(k, f"{where} (a key)"), _identity(v, f"{where}[{k!r:.40}]"))
+                for k, v in value.items()
+            ),
+            key=repr,
         )
-    # Fall back to repr: objects whose repr includes their id never share an entry.
-    return ("repr", type(value).__qualname__, repr(value))
+        return ("dict", tuple(pairs))
+    if isinstance(value, type) and "<locals>" not in value.__qualname__:
+        return ("class", _qualname(value))
+    raise TypeError(
+        f"@tagged_cache: argument {where} is a {_qualname(kind)}, which has no stable "
+        f"identity: its repr may hold a memory address, which Python reuses, so two different "
+        f"objects could share a cached result. Give {kind.__qualname__} a __cache_key__(self) "
+        f"method returning what identifies it (e.g. return (self.pk,)), or leave it out of the "
+        f"key with vary_on=[...] (attribute paths work: vary_on=['{where.split('.')[0]}.id'])."
+    )
 
 
 def tagged_cache(
@@ -203,9 +260,15 @@ def tagged_cache(
     * *tags*: templates such as ``"User:{user_id}"``, ``"Org:{user.org_id}"``
       or ``"Dashboard"`` (a tag with instance ``""``), resolved from the
       call's arguments, defaults included. A model instance resolves to its pk.
-    * *vary_on*: the parameters whose values select an entry. When omitted,
-      **every** argument does (the seed shared one entry across arguments not
-      listed; we do not). ``vary_on=[]`` shares one entry.
+    * *vary_on*: the parameters (or attribute paths, ``"self.region"``) whose
+      values select an entry. When omitted, **every** argument does (the seed
+      shared one entry across arguments not listed; we do not).
+      ``vary_on=[]`` shares one entry. Values count by their stable identity
+      (see :func:`_identity`: scalars and containers by value, model
+      instances by label and pk, enum members, classes, and objects with a
+      ``__cache_key__()`` method); any other value raises ``TypeError`` at
+      call time, naming the parameter, so two calls with different
+      arguments never share an entry.
     * *version*: part of the key; change it to drop old entries on deploy.
     * *key_name*: key base name (default ``module.qualname``).
     * *cache_name*: a fragmented alias, or the store alias one wraps; default
@@ -264,7 +327,7 @@ def tagged_cache(
             tag_list = [(t.name, t.instance(argmap, args, kwargs)) for t in templates]
             if all_plain:  # fast path: named parameters only
                 value_of = argmap.value
-                parts = [(name, _vary_part(value_of(name, args, kwargs))) for name in vary]
+                parts = [(name, _identity(value_of(name, args, kwargs), name)) for name in vary]
                 return (f"{base}|{parts!r}" if parts else base), tag_list
             parts = []
             for name in vary:
@@ -280,7 +343,7 @@ def tagged_cache(
                         value = None  # not passed and no default: the call itself will fail
                     if root != name:
                         value, _ = _formatter.get_field(name, (), {root: value})
-                parts.append((name, _vary_part(value)))
+                parts.append((name, _identity(value, name)))
             key = base if not parts else f"{base}|{parts!r}"
             return key, tag_list
 
