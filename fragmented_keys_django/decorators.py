@@ -22,6 +22,7 @@ from django.db import models
 
 from .conf import get_cache, resolve_alias
 from .exceptions import InvalidTagTemplate
+from .tags import split_tag_text
 
 __all__ = ["tagged_cache"]
 
@@ -81,20 +82,32 @@ class _Template:
         if not isinstance(template, str) or not template:
             raise InvalidTagTemplate(f"A tag template must be a non-empty string, got {template!r}")
         try:
-            list(_formatter.parse(template))  # validates the braces
+            chunks = list(_formatter.parse(template))  # validates the braces
         except ValueError as exc:
             raise InvalidTagTemplate(f"Tag template {template!r} is malformed: {exc}") from exc
-        brace = template.find("{")
         self.template = template
-        self.name = (template if brace < 0 else template[:brace]).rstrip(":").strip()
+        # The tag name is read as parse_tag() reads any tag: up to the first
+        # unescaped colon of the literal text before the first placeholder.
+        first = next((i for i, c in enumerate(chunks) if c[1] is not None), len(chunks))
+        head = "".join(c[0] for c in chunks[: first + 1])
+        self.name, rest = split_tag_text(head)
         if not self.name:
             raise InvalidTagTemplate(
                 f"Tag template {template!r} has no tag name before its first placeholder; "
                 f"write it as 'Name:{{param}}'."
             )
+        if rest is None and first < len(chunks):
+            raise InvalidTagTemplate(
+                f"Tag template {template!r} has a placeholder in its tag name: the name ends "
+                f"at the first colon, so write it as {self.name + ':{...}'!r}."
+            )
         self.parts = []
-        rest = template[brace:] if brace >= 0 else ""
-        for literal, field, spec, conv in _formatter.parse(rest):
+        if first < len(chunks):
+            _, field, spec, conv = chunks[first]
+            tail = [(rest or "", field, spec, conv), *chunks[first + 1 :]]
+        else:
+            tail = [(rest, None, None, None)] if rest else []
+        for literal, field, spec, conv in tail:
             if field is not None:
                 if not field:
                     raise InvalidTagTemplate(

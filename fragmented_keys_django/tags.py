@@ -27,9 +27,12 @@ __all__ = [
     "aggregate_tag",
     "constant_tag",
     "custom_tag",
+    "format_tag",
     "list_tag",
     "model_tag",
     "normalize_tags",
+    "parse_tag",
+    "split_tag_text",
 ]
 
 #: Longest tag name or instance accepted, in characters.
@@ -186,6 +189,62 @@ def normalize_tags(tags: Iterable[Any] | None) -> tuple[TagSpec, ...]:
             f"[('User', '42')]."
         )
     return tuple(sorted({normalize_tag(t) for t in tags}))
+
+
+# -- tags written as text ------------------------------------------------------
+
+
+def split_tag_text(text: str) -> tuple[str, str | None]:
+    """Split *text* into its tag name and the text after the name's colon (``None``: no colon).
+
+    The name ends at the first colon that no backslash escapes; in the name,
+    ``\\:`` is a colon and ``\\\\`` a backslash (any other backslash is
+    kept as written). The rest is returned unchanged. Used by
+    :func:`parse_tag` and by ``@tagged_cache`` templates, so both read a
+    tag's text the same way.
+    """
+    name = []
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "\\" and i + 1 < n and text[i + 1] in ":\\":
+            name.append(text[i + 1])
+            i += 2
+            continue
+        if ch == ":":
+            return "".join(name), text[i + 1 :]
+        name.append(ch)
+        i += 1
+    return "".join(name), None
+
+
+def parse_tag(text: str) -> tuple[str, str]:
+    """Return the ``(name, instance)`` tag written as *text*: the one text form of a tag.
+
+    ``"User:42"`` is ``("User", "42")``; ``"Review:org:42"`` is ``("Review",
+    "org:42")`` (the name ends at the first colon, the instance keeps the
+    others); ``"User"`` is the model-wide tag ``("User", "")``; a colon or
+    backslash inside a *name* is escaped with a backslash:
+    ``"Review\\:org:42"`` is ``("Review:org", "42")``. :func:`format_tag` writes
+    any tag in this form. Management commands (``--tag``) and ``@tagged_cache``
+    templates read tags with this rule. Raises ``InvalidTag`` for an empty
+    name or a non-string.
+    """
+    if not isinstance(text, str):
+        raise InvalidTag(f"A tag written as text must be a string, got {text!r:.200}")
+    name, instance = split_tag_text(text)
+    spec = normalize_tag((name, instance or ""))
+    return spec.name, spec.instance
+
+
+def format_tag(name: str, instance: str = "") -> str:
+    """Return the text form of tag ``(name, instance)``, which :func:`parse_tag` reads back.
+
+    A colon or backslash in *name* is escaped; ``instance == ""`` writes the
+    name alone.
+    """
+    escaped = name.replace("\\", "\\\\").replace(":", "\\:")
+    return f"{escaped}:{instance}" if instance else escaped
 
 
 class VersionedTag(StandardTag):

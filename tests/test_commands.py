@@ -311,3 +311,78 @@ def test_alias_option(kind):
             assert caches["other"].get_with_tags("k", [("User", "1")]) is None
             assert caches["fragmented"].get_with_tags("k", [("User", "1")]) == 1
         caches["fragmented"].tenant_stores.forget()
+
+
+# -- issue 10: an unknown --tenant is an error; sources that cannot list say why --------------
+
+
+def test_an_unknown_tenant_is_an_error_and_nothing_is_bumped(kind):
+    seed()
+    for command in (
+        ("fk_invalidate", "--tag", "User:42"),
+        ("fk_flush_tenant",),
+        ("fk_versions", "--tag", "User:42"),
+    ):
+        with pytest.raises(
+            CommandError, match=r"Unknown tenant\(s\) 'acmee'.*Known tenants: acme, big, globex"
+        ):
+            run(*command, "--tenant", "acme", "--tenant", "acmee")
+    for t in ("acme", "globex", "big"):
+        assert value(t) == f"v-{t}"
+        assert value(t, "plain") == f"p-{t}"
+
+
+def tenant_exists(tenant_id):
+    return tenant_id in {"acme", "globex"}
+
+
+def _unlisted_conf() -> dict:
+    conf = caches_conf("locmem", "fkd-cmd-callable")
+    conf["fragmented"]["OPTIONS"] = {}
+    return conf
+
+
+def test_a_callable_tenants_check_without_tenants_method_is_named():
+    check = {**LISTED, "TENANTS": "tests.test_commands.tenant_exists"}
+    with override_settings(CACHES=_unlisted_conf(), FRAGMENTED_KEYS_MIDDLEWARE=check):
+        for command in (("fk_tenants",), ("fk_invalidate", "--all-tenants", "--tag", "User")):
+            with pytest.raises(CommandError) as err:
+                run(*command)
+            message = str(err.value)
+            assert (
+                "settings.FRAGMENTED_KEYS_MIDDLEWARE['TENANTS'] is the callable "
+                "tests.test_commands.tenant_exists, which has no tenants() method"
+            ) in message
+            assert "needs a tenants() method" in message
+        # Checking one tenant needs no listing: the callable answers.
+        assert "in tenant acme" in run("fk_invalidate", "--tenant", "acme", "--tag", "User")
+        with pytest.raises(CommandError, match="Unknown tenant"):
+            run("fk_invalidate", "--tenant", "initech", "--tag", "User")
+        tenant_exists.tenants = lambda: ["acme", "globex"]
+        try:
+            assert "2 tenant(s)" in run("fk_tenants")
+            out = run("fk_invalidate", "--all-tenants", "--tag", "User")
+            assert "in tenant acme" in out and "in tenant globex" in out
+        finally:
+            del tenant_exists.tenants
+
+
+def test_a_tenant_store_callable_without_tenants_method_is_named():
+    conf = _unlisted_conf()
+    conf["fragmented"]["OPTIONS"] = {"TENANT_STORES": tenant_exists}
+    with override_settings(CACHES=conf, FRAGMENTED_KEYS_MIDDLEWARE=None):
+        with pytest.raises(CommandError) as err:
+            run("fk_tenants")
+        assert (
+            "CACHES['fragmented']['OPTIONS']['TENANT_STORES'] is the callable "
+            "tests.test_commands.tenant_exists, which has no tenants() method"
+        ) in str(err.value)
+
+
+def test_without_any_tenant_source_a_tenant_cannot_be_checked_and_the_command_says_so():
+    with override_settings(CACHES=_unlisted_conf(), FRAGMENTED_KEYS_MIDDLEWARE=None):
+        out, err = io.StringIO(), io.StringIO()
+        call_command("fk_invalidate", "--tenant", "acme", "--tag", "User", stdout=out, stderr=err)
+        assert "in tenant acme" in out.getvalue()
+        assert "cannot check that tenant(s) 'acme' exist" in err.getvalue()
+        assert "no tenant source is configured" in err.getvalue()

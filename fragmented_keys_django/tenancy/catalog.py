@@ -12,7 +12,9 @@ Tenants are listed from every place that can list them:
   callable with a ``tenants()`` attribute.
 
 :func:`known_tenants` raises :class:`CannotListTenants` when none of these can
-list tenants (e.g. a callable config source without ``tenants()``).
+list tenants (e.g. a callable config source without ``tenants()``), naming
+each configured source that cannot. :func:`tenant_is_known` checks one id
+(the commands' ``--tenant``).
 """
 
 from __future__ import annotations
@@ -24,43 +26,69 @@ from typing import Any
 
 from ..exceptions import ConfigurationError
 
-__all__ = ["CannotListTenants", "StoreInfo", "known_tenants", "mask_location", "store_info"]
+__all__ = [
+    "CannotListTenants",
+    "StoreInfo",
+    "known_tenants",
+    "mask_location",
+    "store_info",
+    "tenant_is_known",
+]
 
 
 class CannotListTenants(ConfigurationError):
     """No configured source can list the tenants."""
 
 
-def _config_source_tenants(source: Any) -> list[str] | None:
+def _name_of(func: Any) -> str:
+    """How a configured callable is named in messages: its dotted path, or its repr."""
+    module, qualname = getattr(func, "__module__", None), getattr(func, "__qualname__", None)
+    if module and qualname:
+        return f"{module}.{qualname}"
+    return repr(func)
+
+
+def _no_lister(where: str, func: Any) -> str:
+    return f"{where} is the callable {_name_of(func)}, which has no tenants() method"
+
+
+def _config_source_tenants(alias: str, source: Any) -> tuple[list[str] | None, str | None]:
     listed = source.tenants()  # None: this source cannot list its tenants
-    return None if listed is None else [str(t) for t in listed]
+    if listed is None:
+        func = getattr(source, "func", source)
+        return None, _no_lister(f"CACHES[{alias!r}]['OPTIONS']['TENANT_STORES']", func)
+    return [str(t) for t in listed], None
 
 
-def _context_source_tenants() -> list[str] | None:
+def _context_source_tenants() -> tuple[list[str] | None, str | None]:
     from django.utils.module_loading import import_string
 
     from ..conf import project_settings
 
     source = project_settings()["TENANT_SOURCE"]
     if source == "fragmented_keys_django" or source is None:
-        return None
+        return None, None
     if source == "django_tenants":
         from django_tenants.utils import get_public_schema_name, get_tenant_model, schema_context
 
         public = get_public_schema_name()
         with schema_context(public):
             names = get_tenant_model().objects.values_list("schema_name", flat=True)
-            return [str(n) for n in names if n != public]
+            return [str(n) for n in names if n != public], None
     if source == "omnitenant":
         from django_omnitenant.utils import get_tenant_model as omni_tenant_model
 
-        return [str(t) for t in omni_tenant_model().objects.values_list("tenant_id", flat=True)]
+        ids = omni_tenant_model().objects.values_list("tenant_id", flat=True)
+        return [str(t) for t in ids], None
     func = import_string(source) if isinstance(source, str) else source
     lister = getattr(func, "tenants", None)
-    return None if lister is None else [str(t) for t in lister()]
+    if lister is None:
+        return None, _no_lister("settings.FRAGMENTED_KEYS['TENANT_SOURCE']", func)
+    return [str(t) for t in lister()], None
 
 
-def _middleware_tenants() -> list[str] | None:
+def _middleware_check() -> Any:
+    """``FRAGMENTED_KEYS_MIDDLEWARE['TENANTS']`` parsed: ``None``, a frozenset or a callable."""
     from django.conf import settings
 
     raw = getattr(settings, "FRAGMENTED_KEYS_MIDDLEWARE", None)
@@ -68,40 +96,79 @@ def _middleware_tenants() -> list[str] | None:
         return None
     from .middleware import _load_tenants
 
-    tenants = _load_tenants(raw["TENANTS"])
+    return _load_tenants(raw["TENANTS"])
+
+
+def _middleware_tenants() -> tuple[list[str] | None, str | None]:
+    tenants = _middleware_check()
+    if tenants is None:
+        return None, None
     if isinstance(tenants, frozenset):
-        return [str(t) for t in tenants]
+        return [str(t) for t in tenants], None
     lister = getattr(tenants, "tenants", None)
-    return None if lister is None else [str(t) for t in lister()]
+    if lister is None:
+        return None, _no_lister("settings.FRAGMENTED_KEYS_MIDDLEWARE['TENANTS']", tenants)
+    return [str(t) for t in lister()], None
 
 
 def known_tenants(aliases: Iterable[str] | None = None) -> list[str]:
-    """Return the sorted tenant ids every listing source knows; raise ``CannotListTenants`` if none can."""
+    """Return the sorted tenant ids every listing source knows.
+
+    Raises ``CannotListTenants`` (a ``ConfigurationError``) when no configured
+    source can list them; its message names each configured source that
+    cannot (the setting, and the callable lacking a ``tenants()`` method).
+    """
     from ..conf import fragmented_aliases, get_cache
 
     found: set[str] = set()
     listable = False
+    unlisted: list[str] = []
+    results = []
     for alias in aliases if aliases is not None else fragmented_aliases():
         ts = get_cache(alias).tenant_stores
-        if ts is None:
-            continue
-        ids = _config_source_tenants(ts.source)
+        if ts is not None:
+            results.append(_config_source_tenants(alias, ts.source))
+    results += [_context_source_tenants(), _middleware_tenants()]
+    for ids, reason in results:
         if ids is not None:
             listable = True
             found.update(ids)
-    for lister in (_context_source_tenants, _middleware_tenants):
-        ids = lister()
-        if ids is not None:
-            listable = True
-            found.update(ids)
+        elif reason is not None:
+            unlisted.append(reason)
     if not listable:
+        if unlisted:
+            raise CannotListTenants(
+                f"Cannot list tenants: {'; '.join(unlisted)}. Listing tenants (fk_tenants, "
+                f"--all-tenants, fk_check, the --tenant check) needs a tenants() method on that "
+                f"callable, returning the tenant ids, e.g. `def tenants(): return [...]` then "
+                f"`<callable>.tenants = tenants`; or a set of ids instead of the callable."
+            )
         raise CannotListTenants(
-            "Cannot list tenants: no source can enumerate them. Give the TENANT_STORES callable a "
-            "`tenants()` attribute, use a dict or MODEL source, set FRAGMENTED_KEYS['TENANT_SOURCE'] "
-            "to 'django_tenants' or 'omnitenant' (or a callable with `tenants()`), or set "
-            "FRAGMENTED_KEYS_MIDDLEWARE['TENANTS'] to a set of ids."
+            "Cannot list tenants: no tenant source is configured. Set "
+            "FRAGMENTED_KEYS_MIDDLEWARE['TENANTS'] to a set of ids (or a callable with a "
+            "`tenants()` method), give CACHES[...]['OPTIONS']['TENANT_STORES'] a dict, a MODEL "
+            "spec or a callable with `tenants()`, or set FRAGMENTED_KEYS['TENANT_SOURCE'] to "
+            "'django_tenants' or 'omnitenant' (or a callable with `tenants()`)."
         )
     return sorted(found)
+
+
+def tenant_is_known(tenant: str, aliases: Iterable[str] | None = None) -> bool | None:
+    """Return whether the tenant sources know *tenant*; ``None`` if none can tell.
+
+    Sources that list tenants are asked first (:func:`known_tenants`); when
+    none can list, ``FRAGMENTED_KEYS_MIDDLEWARE['TENANTS']`` as a callable
+    ``(tenant_id) -> bool`` (sync or async) answers.
+    """
+    try:
+        return tenant in known_tenants(aliases)
+    except CannotListTenants:
+        check = _middleware_check()
+        if check is None or isinstance(check, frozenset):
+            return None
+        from asgiref.sync import async_to_sync, iscoroutinefunction
+
+        return bool(async_to_sync(check)(tenant) if iscoroutinefunction(check) else check(tenant))
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from ...conf import BACKEND_PATHS, resolve_alias
 from ...exceptions import ConfigurationError, InvalidTag, InvalidTenant
 from ...invalidation import is_suspect
-from ...tags import normalize_tags
-from ...tenancy.catalog import CannotListTenants, known_tenants
+from ...tags import format_tag, parse_tag
+from ...tenancy.catalog import CannotListTenants, known_tenants, tenant_is_known
 from ...tenancy.context import tenant_id_of
 
 PUBLIC = "(public)"
@@ -70,6 +70,7 @@ class FragmentedCommand(BaseCommand):
                 out.append(tenant_id_of(t))
             except InvalidTenant as exc:
                 raise CommandError(str(exc)) from exc
+        self.check_known([t for t in out if t is not None], backend)
         if options.get("all_tenants"):
             try:
                 out.extend(known_tenants([backend.alias]))
@@ -82,6 +83,32 @@ class FragmentedCommand(BaseCommand):
                 "Say which tenants: --tenant T (repeatable), --all-tenants, or --public."
             )
         return list(dict.fromkeys(out))
+
+    def check_known(self, tenants: list[str], backend: Any) -> None:
+        """Raise ``CommandError`` for a ``--tenant`` no tenant source knows (a typo bumps nothing).
+
+        When no source can list or check tenants, say so on stderr and go on.
+        """
+        if not tenants:
+            return
+        try:
+            known = set(known_tenants([backend.alias]))
+            unknown = [t for t in tenants if t not in known]
+        except CannotListTenants as exc:
+            verdicts = {t: tenant_is_known(t, [backend.alias]) for t in tenants}
+            unknown = [t for t, ok in verdicts.items() if ok is False]
+            unsure = [t for t, ok in verdicts.items() if ok is None]
+            if unsure:
+                self.stderr.write(
+                    f"warning: cannot check that tenant(s) {', '.join(map(repr, unsure))} exist: {exc}"
+                )
+            known = set()
+        if unknown:
+            shown = f" Known tenants: {', '.join(sorted(known))}." if known else ""
+            raise CommandError(
+                f"Unknown tenant(s) {', '.join(map(repr, unknown))}: no tenant source knows "
+                f"them, so nothing was done.{shown}"
+            )
 
     def bump_each(
         self,
@@ -114,24 +141,20 @@ class FragmentedCommand(BaseCommand):
 
 
 def parse_tags(values: list[str]) -> list[tuple[str, str]]:
-    """Parse ``Name:instance`` (or ``Name`` for the model-wide tag) into tag pairs."""
+    """Parse ``--tag`` values with :func:`~fragmented_keys_django.tags.parse_tag` (docs: concepts)."""
     if not values:
         raise CommandError(
             "Give at least one --tag Name:instance (e.g. --tag User:42, or --tag User)."
         )
-    tags = []
-    for value in values:
-        name, _, instance = value.partition(":")
-        tags.append((name, instance))
     try:
-        normalize_tags(tags)
+        return [parse_tag(value) for value in values]
     except InvalidTag as exc:
         raise CommandError(str(exc)) from exc
-    return tags
 
 
 def tag_label(tag: tuple[str, str]) -> str:
-    return f"{tag[0]}:{tag[1]}" if tag[1] else tag[0]
+    """Return *tag* in the text form ``--tag`` reads (:func:`~fragmented_keys_django.tags.format_tag`)."""
+    return format_tag(*tag)
 
 
 def add_tag_argument(parser: Any, verb: str) -> None:
@@ -141,5 +164,9 @@ def add_tag_argument(parser: Any, verb: str) -> None:
         action="append",
         default=[],
         metavar="Name:instance",
-        help=f"Tag to {verb}; 'Name' alone is the model-wide tag (repeatable).",
+        help=(
+            f"Tag to {verb} (repeatable): the name ends at the first colon, the rest is the "
+            f"instance ('Review:org:42' is ('Review', 'org:42')); 'Name' alone is the model-wide "
+            f"tag; write a colon inside a name as \\: ('Review\\:org:42')."
+        ),
     )
