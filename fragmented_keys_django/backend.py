@@ -24,7 +24,6 @@ import asyncio
 import inspect
 import logging
 import math
-import numbers
 import pickle
 import random
 import time
@@ -46,6 +45,8 @@ from .conf import (
     BACKEND_PATHS,
     BackendOptions,
     alias_of,
+    check_beta,
+    check_seconds,
     get_cache,
     get_cache_epoch,
     store_is_reliable,
@@ -194,8 +195,10 @@ class FragmentedKeysCacheBackend(BaseCache):
         except ConfigurationError as exc:
             # Django's own cache checks build every alias; let them (and ours,
             # which report fragmented_keys_django.E001) run, and raise the
-            # error on first use instead.
+            # error on first use instead. BaseCache would choke on the bad
+            # TIMEOUT itself (int(inf) raises OverflowError): it gets none.
             self.options = _Broken(exc)  # type: ignore[assignment]
+            params = {k: v for k, v in params.items() if k not in ("TIMEOUT", "timeout")}
         super().__init__(params)
         self.alias = alias
         self._explicit_timeout = "TIMEOUT" in params or "timeout" in params
@@ -296,15 +299,8 @@ class FragmentedKeysCacheBackend(BaseCache):
             return self.default_timeout if self._explicit_timeout else DEFAULT_TIMEOUT
         if timeout is None:
             return None
-        if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
-            raise InvalidTimeout(
-                f"timeout must be a number of seconds or None (never expire), got {timeout!r}"
-            )
-        if strict and timeout < 0:
-            raise InvalidTimeout(
-                f"timeout must not be negative, got {timeout!r}; use 0 to skip caching"
-            )
-        return timeout
+        # Finite and within MAX_TIMEOUT, the same on every store (conf.check_seconds).
+        return check_seconds(timeout, "timeout", allow_negative=not strict, error=InvalidTimeout)
 
     def _keys(
         self,
@@ -1128,6 +1124,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         specs = normalize_tags(tags)
         tenant, ek = self._keys(key, specs, group_id, version, False)
         timeout = self._timeout(timeout, strict=True)
+        beta = self._beta(early_recompute)
         store = self._store_of(tenant)
         if self._bypass(tenant):
             return default() if callable(default) else default
@@ -1138,7 +1135,6 @@ class FragmentedKeysCacheBackend(BaseCache):
             return default() if callable(default) else default
         hit, value = _decode(ek, raw)
         self._signal(hit, tenant, key)
-        beta = self.options.early_recompute if early_recompute is None else early_recompute
         if hit:
             if not (beta and callable(default) and _recompute_early(raw[ek.entry], beta)):
                 return value
@@ -1255,6 +1251,12 @@ class FragmentedKeysCacheBackend(BaseCache):
         except metrics.store_errors() as exc:
             self._failed("stampede_unlock", tenant, exc)
 
+    def _beta(self, early_recompute: Any) -> float | None:
+        """The XFetch beta of a call: *early_recompute* (checked), else the alias's option."""
+        if early_recompute is None:
+            return self.options.early_recompute
+        return check_beta(early_recompute, "early_recompute", error=InvalidTimeout)
+
     def _timeout_seconds(self, timeout: Any) -> float | None:
         """Seconds an entry written with *timeout* lives (``None``: forever or unknown)."""
         if timeout is DEFAULT_TIMEOUT:
@@ -1315,6 +1317,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         specs = normalize_tags(tags)
         tenant, ek = self._keys(key, specs, group_id, version, False)
         timeout = self._timeout(timeout, strict=True)
+        beta = self._beta(early_recompute)
         store = self._store_of(tenant)
 
         async def compute() -> Any:
@@ -1341,7 +1344,6 @@ class FragmentedKeysCacheBackend(BaseCache):
             return await self._acompute_in_transaction(
                 store, key, ek, raw, compute, timeout, tenant, mode, using
             )
-        beta = self.options.early_recompute if early_recompute is None else early_recompute
         locked = False
         lkey = lock_key(ek.entry)
         tokens: tuple[int, ...] | None

@@ -9,13 +9,22 @@ raise ``ConfigurationError`` (a typo must not be silently ignored).
 from __future__ import annotations
 
 import difflib
+import math
 import numbers
 from dataclasses import dataclass
 from typing import Any
 
 from .exceptions import ConfigurationError
 
-__all__ = ["BACKEND_PATHS", "BackendOptions", "get_cache_epoch", "set_cache_epoch"]
+__all__ = [
+    "BACKEND_PATHS",
+    "MAX_TIMEOUT",
+    "BackendOptions",
+    "check_beta",
+    "check_seconds",
+    "get_cache_epoch",
+    "set_cache_epoch",
+]
 
 #: Import paths under which the backend may appear in ``CACHES[...]["BACKEND"]``.
 BACKEND_PATHS = frozenset(
@@ -109,15 +118,83 @@ def _unknown(kind: str, alias: str, name: str, known: frozenset[str] | dict) -> 
     )
 
 
-def _seconds(value: Any, where: str, *, allow_none: bool = True) -> float | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value < 0:
-        raise ConfigurationError(
-            f"{where} must be a non-negative number of seconds"
-            f"{' or None' if allow_none else ''}, got {value!r}"
+#: The longest timeout accepted anywhere (entries, versions, locks, polls), in
+#: seconds: 10 years. Every supported store keeps it: memcached's absolute
+#: 32-bit expiry (until 2106), the database cache's ``datetime`` (year 9999),
+#: Redis's 64-bit milliseconds. Longer ones are refused with a ``ValueError``;
+#: ``None`` means "never expire".
+MAX_TIMEOUT = 10 * 365 * 24 * 3600
+
+
+def check_seconds(
+    value: Any,
+    where: str,
+    *,
+    allow_none: bool = True,
+    allow_negative: bool = False,
+    error: type[Exception] = ConfigurationError,
+) -> Any:
+    """Return *value* if it is a usable number of seconds; raise *error* naming *where* if not.
+
+    The one check of every timeout and duration of the package (call
+    arguments, ``CACHES`` entries, ``OPTIONS``, ``@tagged_cache``), the same
+    whatever the store: a real number (not ``bool``), finite, at most
+    :data:`MAX_TIMEOUT` seconds away from zero, not negative unless
+    *allow_negative* (Django's "expire at once"), or ``None`` (never expire)
+    when *allow_none*. *error* is ``ConfigurationError`` for settings and
+    ``InvalidTimeout`` (a ``ValueError``) for arguments.
+    """
+    never = " or None (never expire)" if allow_none else ""
+    if value is None:
+        if allow_none:
+            return None
+        raise error(f"{where} must be a number of seconds, got None")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        if allow_negative:
+            raise error(f"{where} must be a number of seconds{never}, got {value!r}")
+        raise error(f"{where} must be a non-negative number of seconds{never}, got {value!r}")
+    if not math.isfinite(value):
+        raise error(
+            f"{where} must be a finite number of seconds{never}, got {value!r}"
+            + ("; use None to never expire" if allow_none and value > 0 else "")
+        )
+    if value < 0 and not allow_negative:
+        raise error(
+            f"{where} must be a non-negative number of seconds{never}, got {value!r}"
+            "; use 0 not to keep the value"
+        )
+    if abs(value) > MAX_TIMEOUT:
+        raise error(
+            f"{where} = {value!r} is beyond the longest timeout every store can keep "
+            f"({MAX_TIMEOUT} seconds, 10 years)"
+            + ("; use None to never expire" if allow_none else "")
         )
     return value
+
+
+def check_beta(value: Any, where: str, *, error: type[Exception] = ConfigurationError) -> Any:
+    """Return the XFetch *beta* (``EARLY_RECOMPUTE``, ``early_recompute=``) as a float, or ``None``.
+
+    A positive finite number (not ``bool``) or ``None`` (off); anything else
+    raises *error* naming *where* and the value.
+    """
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise error(
+            f"{where} must be a positive finite number (XFetch beta, e.g. 1.0) or None (off), "
+            f"got {value!r}"
+        )
+    return float(value)
+
+
+def _seconds(value: Any, where: str, *, allow_none: bool = True) -> float | None:
+    return check_seconds(value, where, allow_none=allow_none)
 
 
 def _positive(value: Any, where: str) -> float | None:
@@ -131,13 +208,7 @@ def _positive(value: Any, where: str) -> float | None:
 
 
 def _beta(value: Any, where: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value <= 0:
-        raise ConfigurationError(
-            f"{where} must be a positive number (XFetch beta, e.g. 1.0) or None, got {value!r}"
-        )
-    return float(value)
+    return check_beta(value, where)
 
 
 def _url(value: Any, where: str) -> str | None:

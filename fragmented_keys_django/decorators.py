@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 
 from django.db import models
 
-from .conf import get_cache, resolve_alias
-from .exceptions import InvalidTagTemplate
+from .conf import check_beta, check_seconds, get_cache, resolve_alias
+from .exceptions import InvalidTagTemplate, InvalidTimeout
 from .tags import split_tag_text
 
 __all__ = ["tagged_cache"]
@@ -296,14 +296,8 @@ def tagged_cache(
     those arguments), ``.key(*args, **kwargs)`` (its store key) and
     ``.tags(*args, **kwargs)`` (the resolved tags).
     """
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0
-    ):
-        from .exceptions import InvalidTimeout
-
-        raise InvalidTimeout(
-            f"@tagged_cache(timeout=...) must be seconds >= 0 or None, got {timeout!r}"
-        )
+    check_seconds(timeout, "@tagged_cache(timeout=...)", error=InvalidTimeout)
+    check_beta(early_recompute, "@tagged_cache(early_recompute=...)", error=InvalidTimeout)
     if isinstance(tags, str):
         raise InvalidTagTemplate(
             f"tags must be a list of templates, got the string {tags!r}; wrap it in a list"
