@@ -16,7 +16,7 @@ endif
 
 help:
 	@echo "make demo   - run the example project's demo (SQLite + database cache; REDIS_URL=... for Redis)"
-	@echo "make test   - run the test suite (starts Redis/PostgreSQL if needed)"
+	@echo "make test   - run the test suite (its own throwaway Redis; starts PostgreSQL if needed)"
 	@echo "make lint   - ruff check + ruff format --check"
 	@echo "make docs   - build the docs into site/ (mkdocs --strict)"
 	@echo "make bench  - run benchmarks/run.py"

@@ -1,22 +1,30 @@
 #!/usr/bin/env bash
-# Make sure the services the test suite needs are reachable.
+# Make sure the services the test suite needs are available.
 #
 #   scripts/services.sh ensure
 #
-# Redis is required: if it is not answering, a throwaway server is started
-# (installing redis-server with apt-get first if needed and we are root).
+# Redis: by default the suite starts its own throwaway redis-server on a free
+# port (tests/redis_dbs.py) and never touches the machine's Redis, so this
+# only makes sure the redis-server program is installed (with apt-get when
+# run as root). With FKD_TEST_REDIS_DBS set (the databases the suite may use
+# on an existing server), it checks that the server at FKD_TEST_REDIS_URL
+# (default redis://127.0.0.1:6379) answers, and starts nothing.
 # PostgreSQL is optional: a stopped local cluster is started, but PostgreSQL is
 # never installed automatically; if it is missing, a message says which tests
 # will fail and the script still exits 0.
 #
 # Overrides (for testing this script without touching the real services):
-#   FKD_REDIS_HOST (127.0.0.1)  FKD_REDIS_PORT (6379)
-#   FKD_PG_HOST    (127.0.0.1)  FKD_PG_PORT    (5432)
-#   PGUSER (postgres)  PGDATABASE (test)
+#   FKD_PG_HOST (127.0.0.1)  FKD_PG_PORT (5432)  PGUSER (postgres)  PGDATABASE (test)
 set -euo pipefail
 
-REDIS_HOST=${FKD_REDIS_HOST:-127.0.0.1}
-REDIS_PORT=${FKD_REDIS_PORT:-6379}
+# host and port of FKD_TEST_REDIS_URL (redis://[user:pass@]host:port[/db])
+REDIS_URL=${FKD_TEST_REDIS_URL:-redis://127.0.0.1:6379}
+_hostport=${REDIS_URL#*://}
+_hostport=${_hostport##*@}
+_hostport=${_hostport%%/*}
+REDIS_HOST=${_hostport%%:*}
+REDIS_PORT=${_hostport##*:}
+[[ $REDIS_PORT == "$REDIS_HOST" ]] && REDIS_PORT=6379
 PG_HOST=${FKD_PG_HOST:-127.0.0.1}
 PG_PORT=${FKD_PG_PORT:-5432}
 PG_USER=${PGUSER:-postgres}
@@ -65,34 +73,21 @@ install_redis() {
     apt-get install -y -qq redis-server >/dev/null
 }
 
-start_redis() {
-    if ! is_local "$REDIS_HOST"; then
-        log "redis at $REDIS_HOST:$REDIS_PORT is not reachable and is not local; not starting one"
+ensure_redis() {
+    if [[ -n ${FKD_TEST_REDIS_DBS:-} ]]; then
+        # An existing server, named by the developer: check it, start nothing.
+        if redis_ping; then
+            echo "redis: ok ($REDIS_HOST:$REDIS_PORT, databases $FKD_TEST_REDIS_DBS)"
+            return 0
+        fi
+        echo "redis: FAILED ($REDIS_HOST:$REDIS_PORT from FKD_TEST_REDIS_URL is not reachable)"
         return 1
     fi
-    if ! have redis-server; then
-        install_redis || return 1
-        # The package's post-install may already have started a server.
-        redis_ping && return 0
-    fi
-    log "starting a throwaway redis-server on $REDIS_HOST:$REDIS_PORT (log: /tmp/fkd-redis.log)"
-    redis-server --daemonize yes --bind "$REDIS_HOST" --port "$REDIS_PORT" \
-        --save "" --appendonly no --dir /tmp --logfile /tmp/fkd-redis.log \
-        --pidfile "/tmp/fkd-redis-$REDIS_PORT.pid" >/dev/null || return 1
-    for _ in $(seq 50); do
-        redis_ping && return 0
-        sleep 0.1
-    done
-    log "redis-server did not answer; see /tmp/fkd-redis.log"
-    return 1
-}
-
-ensure_redis() {
-    if redis_ping || start_redis; then
-        echo "redis: ok ($REDIS_HOST:$REDIS_PORT)"
+    if have redis-server || install_redis; then
+        echo "redis: ok (the suite starts its own throwaway redis-server on a free port)"
         return 0
     fi
-    echo "redis: FAILED ($REDIS_HOST:$REDIS_PORT is not reachable and could not be started)"
+    echo "redis: FAILED (redis-server is not installed: apt-get install -y redis-server)"
     return 1
 }
 

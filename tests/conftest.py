@@ -6,7 +6,6 @@ through django-redis); ``frag`` is the fragmented alias over that store.
 
 from __future__ import annotations
 
-import os
 import uuid
 
 import pytest
@@ -17,8 +16,7 @@ from fragmented_keys_django import TenantContext
 from fragmented_keys_django.config import reset_configuration
 from fragmented_keys_django.model_tags import ModelTagManager
 
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")
-REDIS_DB = 13
+from .redis_dbs import redis_url
 
 
 def store_settings(kind: str, **wrapper: object) -> dict:
@@ -36,7 +34,7 @@ def store_settings(kind: str, **wrapper: object) -> dict:
     elif kind == "redis":
         store = {
             "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": f"{REDIS_URL}/{REDIS_DB}",
+            "LOCATION": redis_url("store"),
             "KEY_PREFIX": uuid.uuid4().hex[:8],
             "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 2, "SOCKET_TIMEOUT": 2},
         }
@@ -50,7 +48,7 @@ def store_settings(kind: str, **wrapper: object) -> dict:
     elif kind == "django-redis-builtin":
         store = {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": f"{REDIS_URL}/{REDIS_DB}",
+            "LOCATION": redis_url("store"),
             "KEY_PREFIX": uuid.uuid4().hex[:8],
         }
     else:  # pragma: no cover

@@ -1,6 +1,7 @@
 """Settings for the test suite.
 
-Servers: Redis at ``REDIS_URL`` (default ``redis://127.0.0.1:6379``), PostgreSQL
+Servers: Redis from ``tests/redis_dbs.py`` (a throwaway server of the suite's
+own, unless ``FKD_TEST_REDIS_DBS`` names databases of an existing one), PostgreSQL
 at ``PGHOST``/``PGPORT`` (default 127.0.0.1:5432, user postgres, trust auth).
 Tests that need them fail (never skip) when they are missing.
 """
@@ -49,8 +50,6 @@ DATABASES = {
         "TEST": {"MIRROR": "pg"},
     },
 }
-
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")
 
 CACHES = {
     "default": {

@@ -9,6 +9,8 @@ tenant source. It cannot share a process with tests.settings.
 
 import os
 
+from tests.redis_dbs import base_url, redis_url
+
 SECRET_KEY = "tests-only"
 USE_TZ = True
 DEBUG = False
@@ -41,12 +43,12 @@ DATABASES = {
     }
 }
 
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")
+REDIS_URL = base_url()
 KEY_PREFIX = f"fkd-omni-{os.getpid()}"
 CACHES = {
     "default": {
         "BACKEND": "django_redis.cache.RedisCache",
-        "LOCATION": f"{REDIS_URL}/4",
+        "LOCATION": redis_url("subsuite"),
         "KEY_PREFIX": KEY_PREFIX,
     },
     "fragmented": {

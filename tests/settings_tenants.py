@@ -6,6 +6,8 @@ share a process with tests.settings.
 
 import os
 
+from tests.redis_dbs import redis_url
+
 SECRET_KEY = "tests-only"
 USE_TZ = True
 DEBUG = False
@@ -38,11 +40,10 @@ DATABASE_ROUTERS = ("django_tenants.routers.TenantSyncRouter",)
 MIDDLEWARE = ["django_tenants.middleware.main.TenantMainMiddleware"]
 ROOT_URLCONF = "tests.tenants_suite.urls"
 
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")
 CACHES = {
     "default": {
         "BACKEND": "django_redis.cache.RedisCache",
-        "LOCATION": f"{REDIS_URL}/4",
+        "LOCATION": redis_url("subsuite"),
         "KEY_PREFIX": f"fkd-tenants-{os.getpid()}",
     },
     "fragmented": {

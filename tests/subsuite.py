@@ -12,11 +12,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.redis_dbs import base_url
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_suite(settings_module: str, path: str, *args: str) -> str:
     """Run pytest on *path* under *settings_module*; return its output (assert it passed)."""
+    base_url()  # the suite's Redis, shared with the subprocess through the environment
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": settings_module, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", path, "-p", "no:cacheprovider", "-q", "-rs", *args],

@@ -1,7 +1,7 @@
 """Helper for tests/test_tenant_stores.py: a tenant config source in Redis, and a probe process.
 
-``redis_config(tenant_id)`` reads tenant cache configs from a Redis hash (DB 6,
-name in ``FKD_CFG_HASH``), so two processes see the same configs.
+``redis_config(tenant_id)`` reads tenant cache configs from a Redis hash (the
+``config`` database of tests/redis_dbs.py, name in ``FKD_CFG_HASH``), so two processes see the same configs.
 
 Run as a script (``python -m tests.tenant_config_probe``) it is "process 2":
 it configures Django from ``tests.settings`` with ``CACHES`` taken from the
@@ -12,7 +12,7 @@ it configures Django from ``tests.settings`` with ``CACHES`` taken from the
 With ``FKD_PROBE_MODE=serve`` it is a reader process driven over stdin instead:
 for each line ``read <tenant>`` it runs ``get_or_set_with_tags("report",
 loader, [("Report", "")])`` in that tenant, the loader reading the "database"
-(the Redis key ``FKD_TRUTH`` in DB 6), and prints one JSON line: the value, whether
+(the Redis key ``FKD_TRUTH`` in that database), and prints one JSON line: the value, whether
 it was computed, the store alias, when the read started and when this process
 last checked the tenant config version (``time.monotonic()``, one clock for
 every process of the machine).
@@ -25,8 +25,9 @@ import os
 import sys
 import time
 
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")
-CONFIG_DB_URL = f"{REDIS_URL}/6"
+from tests.redis_dbs import redis_url
+
+CONFIG_DB_URL = redis_url("config")  # the parent's server: FKD_TEST_REDIS_* are inherited
 
 _client = None
 

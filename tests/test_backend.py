@@ -7,7 +7,6 @@ or Redis's own command statistics.
 
 from __future__ import annotations
 
-import os
 import uuid
 
 import pytest
@@ -23,6 +22,8 @@ from fragmented_keys_django import (
     model_tag,
     set_cache_epoch,
 )
+
+from .redis_dbs import redis_db, redis_url
 
 use_tenant = TenantContext.use_tenant
 MISS = object()
@@ -657,12 +658,8 @@ def test_other_operations_round_trips():
             assert dict(store.calls) == {"set_many": 1}
 
 
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
-COUNT_DB = 12  # dedicated to this test
-
-
 def _redis_commands(monitor, store_client, action) -> list[str]:
-    """Return the commands Redis executed in ``COUNT_DB`` while *action* ran.
+    """Return the commands Redis executed in the ``count`` database while *action* ran.
 
     Redis itself reports them (MONITOR). ``INFO commandstats`` would be simpler
     but is server-wide: other test processes sharing the server add commands to
@@ -671,6 +668,7 @@ def _redis_commands(monitor, store_client, action) -> list[str]:
     connection delimit the window. Commands a Lua script runs are left out:
     they are part of the script's one round trip.
     """
+    count_db = redis_db("count")
     marker = uuid.uuid4().hex
     store_client.echo(f"start-{marker}")
     action()
@@ -679,7 +677,7 @@ def _redis_commands(monitor, store_client, action) -> list[str]:
     started = False
     for _ in range(1_000_000):
         rec = monitor.next_command()
-        if rec["db"] != COUNT_DB or rec.get("client_type") == "lua":
+        if rec["db"] != count_db or rec.get("client_type") == "lua":
             continue
         cmd = rec["command"]
         if cmd == f"ECHO start-{marker}":
@@ -695,7 +693,7 @@ def _count_db_caches() -> dict:
     return {
         "default": {
             "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": f"{REDIS_URL}/{COUNT_DB}",
+            "LOCATION": redis_url("count"),
             "KEY_PREFIX": uuid.uuid4().hex[:8],
         },
         "fragmented": {
@@ -711,7 +709,7 @@ def test_plain_get_and_set_in_a_tenant_are_one_redis_command_each():
     """The implicit tenant tag costs no round trip: get is one MGET, set (and set_many) one EVALSHA."""
     import redis
 
-    watcher = redis.Redis.from_url(f"{REDIS_URL}/{COUNT_DB}", socket_timeout=10)
+    watcher = redis.Redis.from_url(redis_url("count"), socket_timeout=10)
     with override_settings(CACHES=_count_db_caches()):
         frag = caches["fragmented"]
         store_client = caches["default"].client.get_client(write=True)
@@ -750,7 +748,7 @@ def test_warm_get_with_tags_is_one_redis_command(ntags):
 
     caches_conf = _count_db_caches()
     tags = [(f"Tag{i}", str(i)) for i in range(ntags)]
-    watcher = redis.Redis.from_url(f"{REDIS_URL}/{COUNT_DB}", socket_timeout=10)
+    watcher = redis.Redis.from_url(redis_url("count"), socket_timeout=10)
     with override_settings(CACHES=caches_conf):
         frag = caches["fragmented"]
         store_client = caches["default"].client.get_client(write=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import uuid
 
@@ -15,14 +14,14 @@ from django.test import override_settings
 from fragmented_keys_django import TenantContext
 from fragmented_keys_django.tenancy import celery as fk_celery
 from fragmented_keys_django.tenancy.context import _UNSET, _current, current_tenant_id
+from tests.redis_dbs import redis_url
 
 pytestmark = [
     pytest.mark.redis,
     pytest.mark.filterwarnings("ignore:Call to deprecated setex:DeprecationWarning"),
 ]
 
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")
-BROKER = f"{REDIS_URL}/7"
+BROKER = redis_url("celery")
 RUN = uuid.uuid4().hex[:8]
 
 app = Celery(f"fkd-test-{RUN}", broker=BROKER, backend=BROKER, set_as_current=False)
@@ -70,7 +69,7 @@ def worker():
             CACHES={
                 "default": {
                     "BACKEND": "django_redis.cache.RedisCache",
-                    "LOCATION": f"{REDIS_URL}/7",
+                    "LOCATION": BROKER,
                     "KEY_PREFIX": f"fkd-celery-{RUN}",
                 },
                 "fragmented": {

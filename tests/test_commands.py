@@ -1,9 +1,8 @@
-"""The fk_* management commands, over Redis (shared DB 3, a tenant's own DB 8) and locmem."""
+"""The fk_* management commands, over Redis (a shared store and a tenant's own database) and locmem."""
 
 from __future__ import annotations
 
 import io
-import os
 import uuid
 
 import pytest
@@ -15,8 +14,10 @@ from django.test import override_settings
 
 from fragmented_keys_django import TenantContext
 
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")
-SHARED_DB, OWN_DB = 3, 8
+from .redis_dbs import base_url, redis_db
+
+REDIS_URL = base_url()
+SHARED_DB, OWN_DB = redis_db("commands"), redis_db("tenant")
 DEAD = "redis://127.0.0.1:1/0"  # nothing listens on port 1: connection refused at once
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")

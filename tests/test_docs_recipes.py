@@ -18,7 +18,6 @@ How each integration is exercised here:
 
 from __future__ import annotations
 
-import os
 import sys
 import types
 import uuid
@@ -32,9 +31,10 @@ from django.urls import clear_url_caches
 
 from fragmented_keys_django import TenantContext
 from tests import recipes
+from tests.redis_dbs import base_url, redis_db, redis_url
 from tests.subsuite import run_suite
 
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")
+REDIS_URL = base_url()
 ROOT = Path(__file__).resolve().parent.parent
 TESTED = {
     "shared-store",
@@ -56,7 +56,8 @@ def blocks():
 def redis_env():
     """A rewriter for the recipe's Redis URLs and cleanup of the keys it made."""
     prefix = f"fkd-doc-{uuid.uuid4().hex[:8]}"
-    rw = recipes.RedisRewriter(REDIS_URL, [5, 8, 4, 3])
+    roles = ("tenants_shared", "tenant", "subsuite", "commands")
+    rw = recipes.RedisRewriter(REDIS_URL, [redis_db(role) for role in roles])
     yield prefix, rw
     for db in rw.used():
         r = redis.Redis.from_url(f"{REDIS_URL}/{db}")
@@ -159,7 +160,10 @@ def test_celery_recipe(blocks):
 
     run = uuid.uuid4().hex[:8]
     app = Celery(
-        f"fkd-doc-{run}", broker=f"{REDIS_URL}/7", backend=f"{REDIS_URL}/7", set_as_current=False
+        f"fkd-doc-{run}",
+        broker=redis_url("celery"),
+        backend=redis_url("celery"),
+        set_as_current=False,
     )
     app.conf.update(
         task_default_queue=f"fkd-doc-{run}", result_expires=60, worker_hijack_root_logger=False
@@ -180,7 +184,7 @@ def test_celery_recipe(blocks):
                 recipes.run(blocks["celery"], ns, "celery")
     finally:
         fk_celery.uninstall()
-        r = redis.Redis.from_url(f"{REDIS_URL}/7")
+        r = redis.Redis.from_url(redis_url("celery"))
         for k in r.scan_iter(f"*fkd-doc-{run}*"):
             r.delete(k)
         r.close()

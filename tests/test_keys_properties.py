@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import uuid
 from contextlib import contextmanager
@@ -40,9 +39,10 @@ from fragmented_keys_django.keys import (
 )
 from fragmented_keys_django.tags import normalize_tags
 
+from .redis_dbs import redis_url
+
 use_tenant = TenantContext.use_tenant
 MISS = object()
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
 
 # Small alphabets full of separators make naive-encoding collisions likely.
 SEP_ALPHABET = "ab_:;{}s1n|*?\x00 "
@@ -272,7 +272,7 @@ def _redis_caches() -> dict:
     return {
         "default": {
             "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": f"{REDIS_URL}/13",
+            "LOCATION": redis_url("store"),
             "KEY_PREFIX": f"prop{uuid.uuid4().hex[:10]}",
             "TIMEOUT": 120,
         },

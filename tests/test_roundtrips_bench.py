@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.redis_dbs import base_url, redis_db
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -20,8 +22,16 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.timeout(90)
 def test_benchmark_quick_run_prints_the_table():
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    env["REDIS_URL"] = base_url()
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--no-write"],
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "run.py"),
+            "--quick",
+            "--no-write",
+            "--db",
+            str(redis_db("bench")),
+        ],
         cwd=ROOT,
         env=env,
         capture_output=True,

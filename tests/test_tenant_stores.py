@@ -30,12 +30,13 @@ from fragmented_keys_django.tenancy.stores import (
     notify_tenant_config_changed,
     resolve_tenant_config,
 )
+from tests.redis_dbs import base_url, redis_db
 from tests.testapp.models import Hospital
 
 pytestmark = pytest.mark.redis
 
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")
-SHARED_DB, OWN_DB, CONFIG_DB = 5, 8, 6
+REDIS_URL = base_url()
+SHARED_DB, OWN_DB, CONFIG_DB = (redis_db(r) for r in ("tenants_shared", "tenant", "config"))
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -98,7 +99,7 @@ def keys_in(db: int, prefix: str) -> set[bytes]:
 
 
 def drop_keys(prefix: str) -> None:
-    for db in (SHARED_DB, OWN_DB, 9):
+    for db in (SHARED_DB, OWN_DB, OWN2_DB):
         r = redis.Redis.from_url(f"{REDIS_URL}/{db}")
         found = list(r.scan_iter(f"{prefix}*"))
         if found:
@@ -475,7 +476,7 @@ def test_notify_from_a_process_that_never_used_the_alias(prefix):
 
 # -- a tenant that moves: never its old entries, in this process or another ------------------
 
-OWN2_DB = 9  # a second tenant store, for moves between two tenant stores
+OWN2_DB = redis_db("tenant2")  # a second tenant store, for moves between two tenant stores
 
 
 def own2(**extra) -> dict:

@@ -11,8 +11,8 @@ Cases that cannot apply to a wrapper are listed in ``NOT_APPLICABLE`` and
 skipped with that reason; cases rewritten to reach the inner store are in
 ``ADAPTED``. Nothing else is skipped: a failure here is a contract breach.
 
-Redis-backed classes need Redis at ``REDIS_URL`` (default
-redis://127.0.0.1:6379; dbs 14 and 15) and error if it is unreachable.
+Redis-backed classes use the suite's Redis (tests/redis_dbs.py: its own
+throwaway server unless ``FKD_TEST_REDIS_DBS`` names databases of another).
 """
 
 import copy
@@ -24,6 +24,7 @@ import redis
 from django.core.cache import caches
 from django.test import TestCase, override_settings
 
+from ..redis_dbs import redis_url
 from . import django_cache_tests as dj
 
 # FKD_CONTRACT_WRAPPER=tests.contract.passthrough_backend.PassthroughCache
@@ -42,9 +43,8 @@ WRAPPER_KEYS = ("KEY_PREFIX", "VERSION", "KEY_FUNCTION", "TIMEOUT")
 ISOLATED_ALIASES = ("cull", "zero_cull")
 STORE_KEY_PREFIX = "fkd-contract"
 
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
-DJANGO_REDIS_URL = f"{REDIS_URL}/14"
-DJANGO_REDIS_PKG_URL = f"{REDIS_URL}/15"
+DJANGO_REDIS_URL = redis_url("contract")
+DJANGO_REDIS_PKG_URL = redis_url("contract_pkg")
 
 NOT_APPLICABLE = {
     # name: reason -- only cases that cannot apply to *any* wrapper.

@@ -17,10 +17,11 @@ from fragmented_keys_django import ModelTagManager
 from fragmented_keys_django.conf import get_cache
 from fragmented_keys_django.tenancy.context import current_tenant_id
 from tests.omnitenant_app.models import Item, Tenant
+from tests.redis_dbs import redis_db
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.django_db(transaction=True)]
 
-OWN_DB = 8
+OWN_DB = redis_db("tenant")
 
 
 def own_keys() -> list[bytes]:
@@ -33,7 +34,7 @@ def own_keys() -> list[bytes]:
 
 @pytest.fixture
 def acme():
-    """Tenant acme: its own schema (with the Item table) and its own cache store (DB 8)."""
+    """Tenant acme: its own schema (with the Item table) and its own cache store (database ``tenant``)."""
     tenant = Tenant.objects.create(
         tenant_id="acme",
         name="Acme",

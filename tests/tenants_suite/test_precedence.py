@@ -9,7 +9,6 @@ The Celery worker is real (a worker thread, Redis broker DB 7), its tasks use
 their own database connection, as in production.
 """
 
-import os
 import uuid
 
 import pytest
@@ -25,14 +24,17 @@ from fragmented_keys_django import ModelTagManager, TenantContext
 from fragmented_keys_django.exceptions import TenantRequired
 from fragmented_keys_django.tenancy import celery as fk_celery
 from fragmented_keys_django.tenancy.context import current_tenant_id
+from tests.redis_dbs import redis_url
 from tests.tenants_app.models import Item
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.django_db]
 
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")
 RUN = uuid.uuid4().hex[:8]
 app = Celery(
-    f"fkd-dt-{RUN}", broker=f"{REDIS_URL}/7", backend=f"{REDIS_URL}/7", set_as_current=False
+    f"fkd-dt-{RUN}",
+    broker=redis_url("celery"),
+    backend=redis_url("celery"),
+    set_as_current=False,
 )
 app.conf.update(
     task_default_queue=f"fkd-dt-{RUN}",
@@ -74,7 +76,7 @@ def worker():
         fk_celery.uninstall()
         import redis
 
-        r = redis.Redis.from_url(f"{REDIS_URL}/7")
+        r = redis.Redis.from_url(redis_url("celery"))
         for key in r.scan_iter(f"*fkd-dt-{RUN}*"):
             r.delete(key)
         r.close()
