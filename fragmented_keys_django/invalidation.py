@@ -25,6 +25,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 
+from . import keys as keys_mod
 from . import metrics, outbox
 from .conf import fragmented_aliases
 from .exceptions import BumpFailed, TenantRequired
@@ -35,7 +36,14 @@ from .tenancy.context import current_tenant_id, tenant_id_of
 from .transactions import CommitHook, note_pending_bump, on_commit, open_transactions
 from .versions import abump, bump
 
-__all__ = ["PendingBump", "bump_tags", "is_suspect", "pending_retries"]
+__all__ = [
+    "PendingBump",
+    "bump_refusals",
+    "bump_tags",
+    "check_bump",
+    "is_suspect",
+    "pending_retries",
+]
 
 logger = logging.getLogger("fragmented_keys_django")
 
@@ -333,22 +341,7 @@ def bump_tags(
     # PREFIX; identical keys on one store are written once (apply_bumps).
     backends = [_backend(a) for a in (aliases if aliases is not None else fragmented_aliases())]
     # Check every alias before bumping any: a refusal must not leave half the bumps queued.
-    for backend in backends:
-        alias = backend.alias
-        if backend.options.tenant_stores is not None:
-            backend._no_global_tags(specs)
-        if (
-            tid is None
-            and not backend.options.shared
-            and backend.options.tenant_required
-            and not all(is_global_tag(n) for n, _ in pairs)
-        ):
-            raise TenantRequired(
-                f"Bumping {pairs[:3]} on alias {alias!r}, which requires a tenant, but none is "
-                f"current: the right tenant's entries would stay stale. Save inside "
-                f"TenantContext.use_tenant(...), or register the model with "
-                f"ModelTagManager.register_model(Model, tenant_field='tenant_id')."
-            )
+    _check(backends, specs, tid)
     by_strictness: dict[bool, list[_Bump]] = {}
     for backend in backends:
         # A SHARED (reserved) alias has one namespace for every tenant.
@@ -360,6 +353,59 @@ def bump_tags(
     for strict, items in by_strictness.items():
         _dispatch(items, strict, using)
     return len(specs)
+
+
+def _check(backends: list[Any], specs: list[Any], tid: str | None) -> None:
+    """Raise what bumping *specs* in tenant *tid* on *backends* would refuse.
+
+    ``TenantRequired`` for tenant-scoped tags with no tenant on an alias that
+    requires one; ``ConfigurationError`` for global tags on an alias with
+    ``TENANT_STORES``.
+    """
+    pairs = [(s.name, s.instance) for s in specs]
+    for backend in backends:
+        if backend.options.tenant_stores is not None:
+            backend._no_global_tags(specs)
+        if (
+            tid is None
+            and not backend.options.shared
+            and backend.options.tenant_required
+            and not all(is_global_tag(n) for n, _ in pairs)
+        ):
+            raise TenantRequired(
+                f"Bumping {pairs[:3]} on alias {backend.alias!r}, which requires a tenant, but "
+                f"none is current: the right tenant's entries would stay stale. Run it inside "
+                f"TenantContext.use_tenant(...); for a model, register it with "
+                f"ModelTagManager.register_model(Model, tenant_field='tenant_id') if each row "
+                f"names its tenant, or tenant_scoped=False if it is shared by every tenant "
+                f"(users, the tenant table)."
+            )
+
+
+def bump_refusals() -> tuple[bool, bool]:
+    """Return what :func:`bump_tags` may refuse now: ``(no tenant, global tags)``.
+
+    The first is True when an alias requires a tenant (``TENANT_REQUIRED``,
+    not ``SHARED``); the second when an alias has ``TENANT_STORES`` and
+    global tags are registered. Both False: :func:`check_bump` cannot raise.
+    """
+    backends = [_backend(a) for a in fragmented_aliases()]
+    return (
+        any(b.options.tenant_required and not b.options.shared for b in backends),
+        bool(keys_mod._global_tags) and any(b.options.tenant_stores is not None for b in backends),
+    )
+
+
+def check_bump(tags: Iterable[Any], tenant: str | None) -> None:
+    """Raise now what :func:`bump_tags` would refuse for *tags* in *tenant* (a tenant id).
+
+    Lets a model write be refused before it reaches the database (see
+    :mod:`.model_tags`) rather than fail after its commit: ``TenantRequired``
+    or ``ConfigurationError``, with the messages :func:`bump_tags` gives.
+    """
+    specs = [s for s in normalize_tags(tags) if not s.constant]
+    if specs:
+        _check([_backend(a) for a in fragmented_aliases()], specs, tenant)
 
 
 # -- retrying failed bumps ---------------------------------------------------

@@ -52,9 +52,10 @@ from django.db.models.signals import (
     pre_save,
 )
 
-from .invalidation import bump_tags
+from .invalidation import bump_refusals, bump_tags, check_bump
 from .keys import register_global_tag
 from .tags import normalize_tags
+from .tenancy.context import current_tenant_id
 
 __all__ = ["CacheAwareManager", "CacheAwareQuerySet", "ModelTagManager"]
 
@@ -328,8 +329,9 @@ class ModelTagManager:
                 continue
             wanted.add(("save", writer))
             wanted.add(("delete", writer))
-            if any(t.reg.reads_row() for t in targets):
-                wanted.add(("pre_save", writer))
+            # Reads the row before an update, and refuses a write whose bump
+            # would be refused after it (refuse_unbumpable).
+            wanted.add(("pre_save", writer))
             # Foreign keys on this model's own table that a delete of the
             # referenced row rewrites without a signal.
             for field in writer._meta.local_fields:
@@ -584,12 +586,63 @@ def _old_row(writer: type[models.Model], instance: Any, using: str | None) -> An
 
 
 def _on_pre_save(
-    sender: type[models.Model], instance: Any, using: str | None = None, **kwargs: Any
+    sender: type[models.Model],
+    instance: Any,
+    using: str | None = None,
+    update_fields: Any = None,
+    **kwargs: Any,
 ) -> None:
-    if instance._state.adding or instance.pk is None:
+    targets = ModelTagManager.targets(sender)
+    adding = instance._state.adding or instance.pk is None
+    old = None
+    if not adding and _reads_rows(targets):
+        old = _old_row(sender, instance, using)
+        _old_rows.put(instance, old)
+    event = "create" if adding else "update"
+    refuse_unbumpable(targets, [(instance, old)], event, update_fields, using)
+
+
+def refuse_unbumpable(
+    targets: Iterable[_Target],
+    rows: list[tuple[Any, Any]],
+    event: str,
+    update_fields: Any,
+    using: str | None = None,
+) -> None:
+    """Raise, before a write, what bumping its rows would raise after it.
+
+    A save is committed before ``post_save`` runs (in autocommit), so a bump
+    refused there (``TenantRequired``: a tenant-scoped model written outside
+    any tenant on a ``TENANT_REQUIRED`` alias; ``ConfigurationError``: a
+    global tag on an alias with ``TENANT_STORES``) would leave the row written
+    and its tenant's entries stale. Checked here with the same rules
+    (:func:`.invalidation.check_bump`), so the write never happens instead.
+    *rows* are ``(new, old)`` pairs as for the bump; costs nothing when no
+    alias can refuse a bump.
+    """
+    no_tenant, global_tags = bump_refusals()
+    if not (no_tenant or global_tags):
         return
-    if _reads_rows(ModelTagManager.targets(sender)):
-        _old_rows.put(instance, _old_row(sender, instance, using))
+    for target in targets:
+        if target.relation == "child" and event == "create":
+            continue  # a new parent row has no child row yet
+        reg = target.reg
+        for new, old in rows:
+            for row in (new, old):
+                if row is None:
+                    continue
+                tenant = _tenant(reg, row)
+                tid = current_tenant_id() if tenant is ... else tenant
+                if tid is not None and not global_tags:
+                    continue
+                shown = _as_registered(target, row, using)
+                if shown is None:
+                    continue
+                try:
+                    tags = _tags(reg, shown, event, update_fields, _pk_for(target, row) or "")
+                except Exception:  # the bump falls back to the default tags: check those
+                    tags = [(reg.tag_name, "")]
+                check_bump(tags, tid)
 
 
 def _on_save(
@@ -832,8 +885,11 @@ class CacheAwareQuerySet(models.QuerySet):
         may have updated an existing one: its ``on_update`` tags are bumped
         too.
         """
-        created = super().bulk_create(objs, *args, **kwargs)
         targets = ModelTagManager.targets(self.model, signals=False)
+        if targets:
+            objs = list(objs)
+            refuse_unbumpable(targets, [(obj, None) for obj in objs], "create", None, self.db)
+        created = super().bulk_create(objs, *args, **kwargs)
         if not targets:
             return created
         upsert = bool(kwargs.get("update_conflicts"))

@@ -65,7 +65,7 @@ class HealthView(View):
         return JsonResponse({"tenant": current_tenant_id(), "request_tenant": request.tenant_id})
 
 
-def status(request):
+def status(request, **kwargs):
     return JsonResponse({"tenant": current_tenant_id()})
 
 
@@ -78,6 +78,13 @@ async def anot_found_view(request):
 
 
 ops_patterns = ([path("health/", HealthView.as_view(), name="health")], "ops")
+backoffice_patterns = (
+    [
+        path("", status, name="index"),
+        path("auth/user/<int:pk>/change/", status, name="user_change"),
+    ],
+    "backoffice",
+)
 
 urlpatterns = [
     path("whoami/", whoami, name="whoami"),
@@ -86,6 +93,7 @@ urlpatterns = [
     path("ops/", include(ops_patterns)),
     path("public/status/", status, name="status"),
     path("orders/", whoami, name="orders"),
+    path("backoffice/", include(backoffice_patterns)),
 ]
 
 # -- helpers -----------------------------------------------------------------------
@@ -425,7 +433,7 @@ def _ids(**overrides):
 
 
 def test_checks():
-    ok = {"RESOLVER": "fragmented_keys_django.tenancy.resolvers.HeaderResolver"}
+    ok = {"RESOLVER": "fragmented_keys_django.tenancy.resolvers.PathResolver"}
     assert _ids(MIDDLEWARE=[MIDDLEWARE_PATH], FRAGMENTED_KEYS_MIDDLEWARE=ok) == []
     assert _ids(MIDDLEWARE=[]) == []
     assert _ids(MIDDLEWARE=[MIDDLEWARE_PATH], FRAGMENTED_KEYS_MIDDLEWARE=["x"]) == [
@@ -484,3 +492,104 @@ def test_checks_are_registered():
     ):
         ids = {m.id for m in checks.run_checks()}
     assert "fragmented_keys_django.E012" in ids
+
+
+# -- issue 10: whitelist prefixes (item 5), the access check (item 8) -----------------------
+
+
+@pytest.mark.parametrize("entry", ["backoffice/*", "backoffice:*", "/backoffice/*"])
+def test_whitelist_prefixes_cover_every_route_under_them(entry):
+    with mw_settings(HeaderResolver(), WHITELIST_ROUTES={entry}):
+        c = Client()
+        for url in ("/backoffice/", "/backoffice/auth/user/7/change/"):
+            r = c.get(url)  # no tenant: an admin behind a header resolver
+            assert r.status_code == 200, (entry, url, r.content)
+            assert body(r)["tenant"] is None
+        assert c.get("/whoami/").status_code == 404  # other routes still need a tenant
+        assert aget(AsyncClient(), "/backoffice/auth/user/7/change/").status_code == 200
+
+
+def test_a_path_prefix_whitelists_paths_no_route_serves():
+    with mw_settings(HeaderResolver(), WHITELIST_ROUTES={"/static/*"}):
+        r = Client().get("/static/app.css")
+        assert r.status_code == 404 and "X-Tenant-Error" not in r  # Django's 404, not ours
+
+
+def test_misplaced_stars_are_refused():
+    for bad in ({"*"}, {"/*"}, {"back*office/"}):
+        assert _ids(
+            MIDDLEWARE=[MIDDLEWARE_PATH],
+            FRAGMENTED_KEYS_MIDDLEWARE={"RESOLVER": PathResolver(), "WHITELIST_ROUTES": bad},
+        ) == ["fragmented_keys_django.E013"], bad
+
+
+checked: list[tuple[str, str]] = []
+
+
+def member_of(request, tenant_id):
+    """A stand-in for "is the logged-in user a member of that tenant?"."""
+    checked.append((tenant_id, current_tenant_id()))
+    return request.headers.get("X-Member-Of") == tenant_id
+
+
+async def amember_of(request, tenant_id):
+    return request.headers.get("X-Member-Of") == tenant_id
+
+
+@pytest.mark.parametrize("check", [member_of, f"{__name__}.member_of", amember_of])
+def test_the_access_check_runs_before_the_view_and_any_cached_page(check):
+    checked.clear()
+    middleware = [MIDDLEWARE_PATH, "django.middleware.cache.FetchFromCacheMiddleware"]
+    with (
+        mw_settings(HeaderResolver(), TENANT_ACCESS=check),
+        override_settings(MIDDLEWARE=middleware, CACHE_MIDDLEWARE_ALIAS="fragmented"),
+    ):
+        c = Client()
+        page = c.get("/page/", HTTP_X_TENANT="acme", HTTP_X_MEMBER_OF="acme")
+        assert page.status_code == 200 and page.content.endswith(b"for acme")
+        assert c.get("/page/", HTTP_X_TENANT="acme", HTTP_X_MEMBER_OF="acme").content == (
+            page.content
+        )
+        calls.clear()
+        # A client that picks acme without being allowed gets neither the view nor the cache.
+        for r in (
+            c.get("/page/", HTTP_X_TENANT="acme"),
+            c.get("/page/", HTTP_X_TENANT="acme", HTTP_X_MEMBER_OF="globex"),
+            aget(AsyncClient(), "/page/", headers={"X-Tenant": "acme"}),
+            c.get("/whoami/", HTTP_X_TENANT="acme"),
+        ):
+            assert r.status_code == 403, r.content
+            assert r["X-Tenant-Error"] == "forbidden-tenant"
+            assert page.content not in r.content
+        assert calls == []
+        assert body(c.get("/whoami/", HTTP_X_TENANT="acme", HTTP_X_MEMBER_OF="acme")) == {
+            "tenant": "acme",
+            "request_tenant": "acme",
+            "path_info": "/whoami/",
+        }
+    if check is member_of:
+        assert ("acme", None) in checked  # asked before the tenant is entered
+
+
+def test_a_custom_response_sees_the_forbidden_reason():
+    with mw_settings(
+        HeaderResolver(), TENANT_ACCESS=member_of, UNKNOWN_TENANT_RESPONSE=not_found_view
+    ):
+        r = Client().get("/whoami/", HTTP_X_TENANT="acme")
+        assert r.content == b"custom: forbidden-tenant"
+
+
+def test_a_header_resolver_without_access_check_is_warned_about():
+    header = {"RESOLVER": "fragmented_keys_django.tenancy.resolvers.HeaderResolver"}
+    assert _ids(MIDDLEWARE=[MIDDLEWARE_PATH], FRAGMENTED_KEYS_MIDDLEWARE=header) == [
+        "fragmented_keys_django.W011"
+    ]
+    with override_settings(MIDDLEWARE=[MIDDLEWARE_PATH], FRAGMENTED_KEYS_MIDDLEWARE=header):
+        (warning,) = check_tenant_middleware()
+        assert warning.level == 30 and "X-Tenant" in warning.msg and "TENANT_ACCESS" in warning.hint
+        get_middleware_settings()  # a warning does not stop the middleware
+    with_check = {**header, "TENANT_ACCESS": f"{__name__}.member_of"}
+    assert _ids(MIDDLEWARE=[MIDDLEWARE_PATH], FRAGMENTED_KEYS_MIDDLEWARE=with_check) == []
+    assert _ids(
+        MIDDLEWARE=[MIDDLEWARE_PATH], FRAGMENTED_KEYS_MIDDLEWARE={**header, "TENANT_ACCESS": 3}
+    ) == ["fragmented_keys_django.E017"]

@@ -5,12 +5,16 @@
 ``fragmented_keys_django.E011``     no resolver (or both RESOLVER and TENANT_ID_RESOLVER),
                                     or the middleware is installed without the setting
 ``fragmented_keys_django.E012``     RESOLVER cannot be imported / built, or is not callable
-``fragmented_keys_django.E013``     WHITELIST_ROUTES is not a set of non-empty strings
+``fragmented_keys_django.E013``     WHITELIST_ROUTES is not a set of non-empty strings, or
+                                    misplaces ``*`` (a prefix mark, last only)
 ``fragmented_keys_django.E014``     TENANTS is not None, a callable, a dotted path or a set of ids
 ``fragmented_keys_django.E015``     UNKNOWN_TENANT_RESPONSE is not a view or a dotted path to one
 ``fragmented_keys_django.E016``     a Django cache middleware runs before TenantMiddleware
                                     (it would cache pages outside the tenant)
+``fragmented_keys_django.E017``     TENANT_ACCESS is not a callable or a dotted path to one
 ``fragmented_keys_django.W010``     the setting is set but TenantMiddleware is not in MIDDLEWARE
+``fragmented_keys_django.W011``     a HeaderResolver without a TENANT_ACCESS check: any client
+                                    picks its tenant
 ==================================  ==================================================
 """
 
@@ -42,7 +46,8 @@ def check_tenant_middleware(app_configs: Any = None, **kwargs: Any) -> list[chec
     messages: list[checks.CheckMessage] = []
     problems, _ = middleware_problems(raw, installed=installed)
     for check_id, message, hint in problems:
-        messages.append(checks.Error(message, hint=hint or None, id=check_id, obj=SETTING))
+        level = checks.Warning if ".W" in check_id else checks.Error
+        messages.append(level(message, hint=hint or None, id=check_id, obj=SETTING))
     if raw is not None and not installed:
         messages.append(
             checks.Warning(

@@ -22,7 +22,8 @@ Configured by ``settings.FRAGMENTED_KEYS_MIDDLEWARE``::
 For each request the middleware
 
 1. runs a whitelisted route (matched with ``django.urls.resolve`` on the path
-   as received) inside ``use_tenant(None)``: the public namespace (or the
+   as received, or by path; a trailing ``*`` makes an entry a prefix, as in
+   ``"admin/*"``) inside ``use_tenant(None)``: the public namespace (or the
    tenant a configured tenant source reports);
 2. otherwise asks the resolver for a tenant id; no id, an invalid id, or an
    id ``TENANTS`` rejects gets a 404 (or ``UNKNOWN_TENANT_RESPONSE``) and the
@@ -48,16 +49,17 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from asgiref.sync import async_to_sync, iscoroutinefunction, markcoroutinefunction, sync_to_async
-from django.http import HttpRequest, HttpResponse, HttpResponseNotFound
+from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, HttpResponseNotFound
 from django.urls import Resolver404, resolve
 
 from ..conf import import_dotted
 from ..exceptions import ConfigurationError, InvalidTenant
 from .context import TenantContext, tenant_id_of
-from .resolvers import load_resolver
+from .resolvers import HeaderResolver, load_resolver
 
 __all__ = [
     "MIDDLEWARE_PATH",
@@ -74,11 +76,13 @@ KNOWN_KEYS = (
     "TENANT_ID_RESOLVER",
     "WHITELIST_ROUTES",
     "TENANTS",
+    "TENANT_ACCESS",
     "UNKNOWN_TENANT_RESPONSE",
 )
 
 NO_TENANT = "no-tenant"
 UNKNOWN_TENANT = "unknown-tenant"
+FORBIDDEN_TENANT = "forbidden-tenant"
 
 
 @dataclass(frozen=True)
@@ -89,17 +93,43 @@ class MiddlewareSettings:
     whitelist: frozenset[str]
     tenants: Any  # None, a callable (tid) -> bool (maybe async), or a collection of ids
     unknown_response: Callable[..., Any] | None
+    #: ``TENANT_ACCESS``: may this request act as this tenant? (request, tid) -> bool, or None.
+    access: Callable[..., Any] | None = None
 
     def is_whitelisted(self, request: HttpRequest) -> bool:
-        """True if the request's route is in ``WHITELIST_ROUTES`` (view path, route or url name)."""
+        """True if the request matches ``WHITELIST_ROUTES``.
+
+        An entry names a dotted view path, a route pattern or a url name
+        (matched with ``django.urls.resolve`` on the path as received), or,
+        starting with ``/``, the path itself. A trailing ``*`` makes it a
+        prefix: ``"admin/*"`` (every route under ``admin/``), ``"admin:*"``
+        (every url name of the ``admin`` namespace), ``"/static/*"``.
+        """
         if not self.whitelist:
             return False
+        path = request.path_info
+        if path in self.whitelist or path.startswith(self.path_prefixes):
+            return True
         try:
-            match = resolve(request.path_info, getattr(request, "urlconf", None))
+            match = resolve(path, getattr(request, "urlconf", None))
         except Resolver404:
             return False
         wl = self.whitelist
-        return match._func_path in wl or match.route in wl or match.view_name in wl
+        names = (match._func_path, match.route, match.view_name)
+        if any(name in wl for name in names):
+            return True
+        prefixes = self.prefixes
+        return bool(prefixes) and any(name.startswith(prefixes) for name in names)
+
+    @cached_property
+    def prefixes(self) -> tuple[str, ...]:
+        """The prefixes of ``WHITELIST_ROUTES`` entries ending in ``*`` (views, routes, names)."""
+        return tuple(e[:-1] for e in self.whitelist if e.endswith("*") and not e.startswith("/"))
+
+    @cached_property
+    def path_prefixes(self) -> tuple[str, ...]:
+        """The prefixes of ``WHITELIST_ROUTES`` path entries ending in ``*``."""
+        return tuple(e[:-1] for e in self.whitelist if e.endswith("*") and e.startswith("/"))
 
     def resolve_tenant(self, request: HttpRequest) -> str | None:
         """Return the resolver's tenant id, or ``None`` when it gives none or an invalid one."""
@@ -121,6 +151,24 @@ class MiddlewareSettings:
                 return bool(async_to_sync(tenants)(tenant_id))
             return bool(tenants(tenant_id))
         return tenant_id in tenants
+
+    def allowed(self, request: HttpRequest, tenant_id: str) -> bool:
+        """Return ``TENANT_ACCESS(request, tenant_id)`` (True when no check is configured)."""
+        check = self.access
+        if check is None:
+            return True
+        if iscoroutinefunction(check):
+            return bool(async_to_sync(check)(request, tenant_id))
+        return bool(check(request, tenant_id))
+
+    async def aallowed(self, request: HttpRequest, tenant_id: str) -> bool:
+        """Async twin of :meth:`allowed`; a sync check runs in a thread (it may query the database)."""
+        check = self.access
+        if check is None:
+            return True
+        if iscoroutinefunction(check):
+            return bool(await check(request, tenant_id))
+        return bool(await sync_to_async(check, thread_sensitive=True)(request, tenant_id))
 
     async def aexists(self, tenant_id: str) -> bool:
         tenants = self.tenants
@@ -216,8 +264,18 @@ def middleware_problems(
             (
                 "fragmented_keys_django.E013",
                 f"settings.{SETTING}['WHITELIST_ROUTES'] must be a set of non-empty strings "
-                f"(dotted view paths, route patterns or url names), got {wl!r}.",
+                f"(dotted view paths, route patterns, url names or /paths), got {wl!r}.",
                 "A bare string is not a set: write {'health'}, not 'health'.",
+            )
+        )
+    elif bad := sorted(e for e in wl if "*" in e[:-1] or e in ("*", "/*")):
+        problems.append(
+            (
+                "fragmented_keys_django.E013",
+                f"settings.{SETTING}['WHITELIST_ROUTES'] has {bad}: '*' may only end an entry, "
+                f"as a prefix ('admin/*', 'admin:*', '/static/*'), and cannot stand alone "
+                f"(every route would run without a tenant).",
+                "Write the prefix before the '*'.",
             )
         )
     else:
@@ -228,6 +286,24 @@ def middleware_problems(
         parts["tenants"] = _load_tenants(tenants)
     except ConfigurationError as exc:
         problems.append(("fragmented_keys_django.E014", str(exc), ""))
+    # access check
+    try:
+        parts["access"] = _load_access(raw.get("TENANT_ACCESS"))
+    except ConfigurationError as exc:
+        problems.append(("fragmented_keys_django.E017", str(exc), ""))
+    resolver = parts.get("resolver")
+    if isinstance(resolver, HeaderResolver) and parts.get("access", 1) is None:
+        problems.append(
+            (
+                "fragmented_keys_django.W011",
+                f"settings.{SETTING}['RESOLVER'] is {resolver!r} and no TENANT_ACCESS check is "
+                f"set: any client can pick any tenant by sending the {resolver.header} header, "
+                f"and every query, cached fragment and cached page then trusts that tenant.",
+                "Set TENANT_ACCESS to a callable (request, tenant_id) -> bool (e.g. is the user a "
+                "member of that tenant?). If only a trusted proxy sets the header (it strips the "
+                "client's), say so by silencing fragmented_keys_django.W011.",
+            )
+        )
     # unknown tenant response
     view = raw.get("UNKNOWN_TENANT_RESPONSE")
     try:
@@ -251,6 +327,20 @@ def _load_tenants(spec: Any) -> Any:
         f"{where} must be None, a callable (tenant_id) -> bool, a dotted path to one, or a set of "
         f"tenant ids; got {spec!r}."
     )
+
+
+def _load_access(spec: Any) -> Callable[..., Any] | None:
+    where = f"settings.{SETTING}['TENANT_ACCESS']"
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        spec = import_dotted(spec, where)
+    if not callable(spec):
+        raise ConfigurationError(
+            f"{where} must be a callable (request, tenant_id) -> bool (sync or async) or a dotted "
+            f"path to one, got {spec!r}."
+        )
+    return spec
 
 
 def _load_view(spec: Any) -> Callable[..., Any] | None:
@@ -279,20 +369,29 @@ def get_middleware_settings() -> MiddlewareSettings:
     if cached is not None and cached[0] is raw:
         return cached[1]
     problems, parts = middleware_problems(raw, installed=True)
-    if problems:
-        check_id, message, hint = problems[0]
+    errors = [p for p in problems if ".E" in p[0]]  # warnings (W011) do not stop the middleware
+    if errors:
+        check_id, message, hint = errors[0]
         raise ConfigurationError(f"{message} {hint} ({check_id})".replace("  ", " "))
     parsed = MiddlewareSettings(
         resolver=parts["resolver"],
         whitelist=parts["whitelist"],
         tenants=parts["tenants"],
         unknown_response=parts["unknown_response"],
+        access=parts["access"],
     )
     _cache = (raw, parsed)
     return parsed
 
 
 def _default_unknown(request: HttpRequest, reason: str) -> HttpResponse:
+    if reason == FORBIDDEN_TENANT:
+        response: HttpResponse = HttpResponseForbidden(
+            "Forbidden: this request may not act as this tenant.",
+            content_type="text/plain; charset=utf-8",
+        )
+        response["X-Tenant-Error"] = reason
+        return response
     if reason == NO_TENANT:
         text = "Not Found: no tenant could be resolved for this request."
     else:
@@ -333,6 +432,8 @@ class TenantMiddleware:
             return self._unknown(conf, request, NO_TENANT, None)
         if not conf.exists(tenant):
             return self._unknown(conf, request, UNKNOWN_TENANT, tenant)
+        if not conf.allowed(request, tenant):  # before the view, so before any cached page
+            return self._unknown(conf, request, FORBIDDEN_TENANT, tenant)
         request.tenant_id = tenant  # type: ignore[attr-defined]
         with TenantContext.use_tenant(tenant):
             return self.get_response(request)
@@ -348,6 +449,8 @@ class TenantMiddleware:
             return await self._aunknown(conf, request, NO_TENANT, None)
         if not await conf.aexists(tenant):
             return await self._aunknown(conf, request, UNKNOWN_TENANT, tenant)
+        if not await conf.aallowed(request, tenant):
+            return await self._aunknown(conf, request, FORBIDDEN_TENANT, tenant)
         request.tenant_id = tenant  # type: ignore[attr-defined]
         with TenantContext.use_tenant(tenant):
             return await self.get_response(request)
