@@ -13,6 +13,7 @@ from django.core.cache import caches
 from django.test import override_settings
 
 from fragmented_keys_django import TenantContext
+from fragmented_keys_django import keys as keys_mod
 from fragmented_keys_django.config import reset_configuration
 from fragmented_keys_django.model_tags import ModelTagManager
 
@@ -93,10 +94,18 @@ def frag(store):
 
 @pytest.fixture(autouse=True)
 def _clean_state():
-    """Each test starts outside any tenant, with default configuration and no registrations."""
+    """Each test starts outside any tenant, with default configuration and no registrations.
+
+    Global tags a test registered (``register_model(..., tenant_scoped=False)``
+    registers one) are forgotten too.
+    """
     TenantContext.clear_all()
     reset_configuration()
+    global_tags = keys_mod._global_tags
     yield
     TenantContext.clear_all()
     reset_configuration()
     ModelTagManager.clear_all()
+    if keys_mod._global_tags != global_tags:
+        keys_mod._global_tags = global_tags
+        keys_mod.clear_memos()
