@@ -32,6 +32,7 @@ from .exceptions import (
     InvalidTagTemplate,
     InvalidTenant,
     InvalidTimeout,
+    StoreUnavailable,
     TenantRequired,
     UnpicklableValue,
 )
@@ -72,6 +73,7 @@ __all__ = [
     "InvalidTenant",
     "InvalidTimeout",
     "ModelTagManager",
+    "StoreUnavailable",
     "TenantContext",
     "TenantRequired",
     "UnpicklableValue",

@@ -51,7 +51,13 @@ from .conf import (
     get_cache_epoch,
     store_is_reliable,
 )
-from .exceptions import ConfigurationError, InvalidTimeout, TenantRequired, UnpicklableValue
+from .exceptions import (
+    ConfigurationError,
+    InvalidTimeout,
+    StoreUnavailable,
+    TenantRequired,
+    UnpicklableValue,
+)
 from .keys import EntryKeys, TagSpec, entry_keys, lock_key, namespace_key, tag_version_key
 from .redis_access import redis_access
 from .signals import cache_hit, cache_missed
@@ -74,6 +80,18 @@ logger = logging.getLogger("fragmented_keys_django")
 
 _MISSING = object()
 _NOW = (WriteMode.NOW, None)
+# Operations whose failure leaves an older value (or a deleted one) in the store.
+_LOST_WRITES = frozenset(
+    {
+        "set",
+        "set_many",
+        "delete",
+        "delete_many",
+        "set_with_tags",
+        "delete_with_tags",
+        "set_on_commit",
+    }
+)
 
 # Made keys already checked by Django's validate_key and found portable: the
 # check (a length test and a regex) is skipped for them on later calls.
@@ -269,6 +287,23 @@ class FragmentedKeysCacheBackend(BaseCache):
         store = self._store
         return store if store is not None else self.store
 
+    def _live_store(self, tenant: str | None) -> Any:
+        """:meth:`_store_of`, unless that store's circuit breaker is open (``StoreUnavailable``).
+
+        After a store error, this process sends no call to that store until
+        its retry thread has probed it back (see ``invalidation._Retrier``):
+        the call fails fast instead of waiting for a socket timeout.
+        """
+        store = self._store_of(tenant)
+        retrier = invalidation._retrier
+        if retrier._suspect and retrier.is_open(space := self.version_space(tenant)):
+            raise StoreUnavailable(
+                f"cache alias {self.alias!r}: store {space[0]!r} failed recently and its circuit "
+                f"breaker is open; the call was not sent (it is probed every "
+                f"{self.options.circuit_breaker:g}s: OPTIONS['CIRCUIT_BREAKER'])"
+            )
+        return store
+
     def store_for(self, tenant: Any = _MISSING) -> Any:
         """Return the store used for *tenant* (default: the current tenant)."""
         tid = (
@@ -378,9 +413,20 @@ class FragmentedKeysCacheBackend(BaseCache):
             )
 
     def _failed(self, operation: str, tenant: str | None, exc: BaseException) -> None:
-        """Log and count a store error we survive; bypass the store until it is back and drained."""
-        metrics.record_store_error(self.alias, tenant, operation, exc)
-        invalidation.note_store_error(self.alias, tenant)
+        """Log and count a store error we survive; open the store's breaker until it is back.
+
+        A call the breaker skipped (``StoreUnavailable``) is counted, not
+        logged: the breaker logged once when it opened. A lost write (a
+        ``set`` or ``delete`` that did not reach the store) would leave the old
+        value to be served once the store is back: the tenant is flushed then.
+        """
+        if isinstance(exc, StoreUnavailable):
+            metrics.count(self.alias, f"{operation} (breaker open)")
+        else:
+            metrics.record_store_error(self.alias, tenant, operation, exc)
+            invalidation.note_store_error(self.alias, tenant)
+        if operation in _LOST_WRITES:
+            invalidation.keep_flush(self.alias, tenant)
 
     def _signal(self, hit: bool, tenant: str | None, key: Any) -> None:
         sig = cache_hit if hit else cache_missed
@@ -500,7 +546,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         """
         tenant, ek = self._keys(key, (), "", version, True)
         try:
-            store = self._store_of(tenant)  # first: a tenant arriving in a store is bumped there
+            store = self._live_store(tenant)  # first: a tenant arriving in a store is bumped there
             if self._suspect(tenant):
                 return default
             raw = _read(store, [ek.entry, *ek.version_keys])
@@ -514,7 +560,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         """Async twin of :meth:`get`."""
         tenant, ek = self._keys(key, (), "", version, True)
         try:
-            store = self._store_of(tenant)
+            store = self._live_store(tenant)
             if self._suspect(tenant):
                 return default
             raw = await _aread(store, [ek.entry, *ek.version_keys])
@@ -535,8 +581,8 @@ class FragmentedKeysCacheBackend(BaseCache):
         """
         tenant, ek = self._keys(key, (), "", version, True)
         timeout = self._timeout(timeout)
-        store = self._store_of(tenant)
         try:
+            store = self._live_store(tenant)
             if self._stamp(store, key, ek, value, timeout) is not None:
                 return
             tokens = self._write_tokens(store, ek, None)
@@ -551,8 +597,8 @@ class FragmentedKeysCacheBackend(BaseCache):
         """Async twin of :meth:`set`."""
         tenant, ek = self._keys(key, (), "", version, True)
         timeout = self._timeout(timeout)
-        store = self._store_of(tenant)
         try:
+            store = self._live_store(tenant)
             if await self._astamp(store, key, ek, value, timeout) is not None:
                 return
             tokens = await self._awrite_tokens(store, ek, None)
@@ -572,8 +618,8 @@ class FragmentedKeysCacheBackend(BaseCache):
         """
         tenant, ek = self._keys(key, (), "", version, True)
         timeout = self._timeout(timeout)
-        store = self._store_of(tenant)
         try:
+            store = self._live_store(tenant)
             stamped = self._stamp(store, key, ek, value, timeout, add=True)
             if stamped is not None:
                 return stamped
@@ -596,8 +642,8 @@ class FragmentedKeysCacheBackend(BaseCache):
         """Async twin of :meth:`add`."""
         tenant, ek = self._keys(key, (), "", version, True)
         timeout = self._timeout(timeout)
-        store = self._store_of(tenant)
         try:
+            store = self._live_store(tenant)
             stamped = await self._astamp(store, key, ek, value, timeout, add=True)
             if stamped is not None:
                 return stamped
@@ -618,8 +664,8 @@ class FragmentedKeysCacheBackend(BaseCache):
         """Set a new expiry on a live entry; return False if *key* has none."""
         tenant, ek = self._keys(key, (), "", version, True)
         timeout = self._timeout(timeout)
-        store = self._store_of(tenant)
         try:
+            store = self._live_store(tenant)
             raw = _read(store, [ek.entry, *ek.version_keys])
             if not _decode(ek, raw)[0]:
                 return False
@@ -634,8 +680,8 @@ class FragmentedKeysCacheBackend(BaseCache):
         """Async twin of :meth:`touch`."""
         tenant, ek = self._keys(key, (), "", version, True)
         timeout = self._timeout(timeout)
-        store = self._store_of(tenant)
         try:
+            store = self._live_store(tenant)
             raw = await _aread(store, [ek.entry, *ek.version_keys])
             if not _decode(ek, raw)[0]:
                 return False
@@ -647,8 +693,8 @@ class FragmentedKeysCacheBackend(BaseCache):
     def delete(self, key: Any, version: int | None = None) -> bool:
         """Delete *key*'s entry; return True only if a live entry was deleted."""
         tenant, ek = self._keys(key, (), "", version, True)
-        store = self._store_of(tenant)
         try:
+            store = self._live_store(tenant)
             raw = _read(store, [ek.entry, *ek.version_keys])
             live = _decode(ek, raw)[0]
             if ek.entry in raw:
@@ -662,8 +708,8 @@ class FragmentedKeysCacheBackend(BaseCache):
     async def adelete(self, key: Any, version: int | None = None) -> bool:
         """Async twin of :meth:`delete`."""
         tenant, ek = self._keys(key, (), "", version, True)
-        store = self._store_of(tenant)
         try:
+            store = self._live_store(tenant)
             raw = await _aread(store, [ek.entry, *ek.version_keys])
             live = _decode(ek, raw)[0]
             if ek.entry in raw:
@@ -689,7 +735,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         atomic, and the entry gets the alias's default timeout again.
         """
         tenant, ek = self._keys(key, (), "", version, True)
-        store = self._store_of(tenant)
+        store = self._live_store(tenant)
         raw = _read(store, [ek.entry, *ek.version_keys])
         hit, value = _decode(ek, raw)
         if not hit:
@@ -703,7 +749,7 @@ class FragmentedKeysCacheBackend(BaseCache):
     async def aincr(self, key: Any, delta: int = 1, version: int | None = None) -> Any:
         """Async twin of :meth:`incr`."""
         tenant, ek = self._keys(key, (), "", version, True)
-        store = self._store_of(tenant)
+        store = self._live_store(tenant)
         raw = await _aread(store, [ek.entry, *ek.version_keys])
         hit, value = _decode(ek, raw)
         if not hit:
@@ -741,7 +787,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         if not entries:
             return {}
         try:
-            store = self._store_of(tenant)
+            store = self._live_store(tenant)
             if self._suspect(tenant):
                 return {}
             raw = _read(store, [*entries, ns])
@@ -756,7 +802,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         if not entries:
             return {}
         try:
-            store = self._store_of(tenant)
+            store = self._live_store(tenant)
             if self._suspect(tenant):
                 return {}
             raw = await _aread(store, [*entries, ns])
@@ -782,8 +828,8 @@ class FragmentedKeysCacheBackend(BaseCache):
         timeout = self._timeout(timeout)
         if not entries:
             return []
-        store = self._store_of(tenant)
         try:
+            store = self._live_store(tenant)
             acc = redis_access(store)
             if acc is not None:
                 self._stamp_many(acc, entries, ns, data, timeout)
@@ -820,8 +866,8 @@ class FragmentedKeysCacheBackend(BaseCache):
         timeout = self._timeout(timeout)
         if not entries:
             return []
-        store = self._store_of(tenant)
         try:
+            store = self._live_store(tenant)
             acc = redis_access(store)
             if acc is not None:
                 await sync_to_async(self._stamp_many, thread_sensitive=True)(
@@ -844,7 +890,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         tenant, entries, _ = self._many_keys(keys, version)
         if entries:
             try:
-                self._store_of(tenant).delete_many(list(entries))
+                self._live_store(tenant).delete_many(list(entries))
             except metrics.store_errors() as exc:
                 self._failed("delete_many", tenant, exc)
 
@@ -853,7 +899,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         tenant, entries, _ = self._many_keys(keys, version)
         if entries:
             try:
-                await self._store_of(tenant).adelete_many(list(entries))
+                await self._live_store(tenant).adelete_many(list(entries))
             except metrics.store_errors() as exc:
                 self._failed("delete_many", tenant, exc)
 
@@ -900,8 +946,8 @@ class FragmentedKeysCacheBackend(BaseCache):
         mode, using = write_mode()
         if mode is WriteMode.SKIP or mode is WriteMode.BYPASS:
             return False  # see transactions.py: not safe to store from here
-        store = self._store_of(tenant)
         try:
+            store = self._live_store(tenant)
             if mode is WriteMode.NOW:
                 stamped = self._stamp(store, key, ek, value, timeout)
                 if stamped is not None:
@@ -926,7 +972,7 @@ class FragmentedKeysCacheBackend(BaseCache):
 
         def put() -> None:
             try:
-                self._put(self._store_of(tenant), key, ek.entry, env, timeout)
+                self._put(self._live_store(tenant), key, ek.entry, env, timeout)
             except metrics.store_errors() as exc:
                 self._failed("set_on_commit", tenant, exc)
 
@@ -953,8 +999,8 @@ class FragmentedKeysCacheBackend(BaseCache):
         specs = normalize_tags(tags)
         tenant, ek = self._keys(key, specs, group_id, version, False)
         timeout = self._timeout(timeout, strict=True)
-        store = self._store_of(tenant)
         try:
+            store = self._live_store(tenant)
             stamped = await self._astamp(store, key, ek, value, timeout)
             if stamped is not None:
                 return stamped
@@ -986,7 +1032,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         specs = normalize_tags(tags)
         tenant, ek = self._keys(key, specs, group_id, version, False)
         try:
-            store = self._store_of(tenant)
+            store = self._live_store(tenant)
             if self._bypass(tenant):
                 return default
             raw = _read(store, [ek.entry, *ek.version_keys])
@@ -1009,7 +1055,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         specs = normalize_tags(tags)
         tenant, ek = self._keys(key, specs, group_id, version, False)
         try:
-            store = self._store_of(tenant)
+            store = self._live_store(tenant)
             if await self._abypass(tenant):
                 return default
             raw = await _aread(store, [ek.entry, *ek.version_keys])
@@ -1037,7 +1083,7 @@ class FragmentedKeysCacheBackend(BaseCache):
             return {}
         wanted = dict.fromkeys(k for ek in plans.values() for k in (ek.entry, *ek.version_keys))
         try:
-            store = self._store_of(tenant)
+            store = self._live_store(tenant)
             if self._bypass(tenant):
                 return {}
             raw = _read(store, list(wanted))
@@ -1059,7 +1105,7 @@ class FragmentedKeysCacheBackend(BaseCache):
             return {}
         wanted = dict.fromkeys(k for ek in plans.values() for k in (ek.entry, *ek.version_keys))
         try:
-            store = self._store_of(tenant)
+            store = self._live_store(tenant)
             if await self._abypass(tenant):
                 return {}
             raw = await _aread(store, list(wanted))
@@ -1444,7 +1490,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         specs = normalize_tags(tags)
         tenant, ek = self._keys(key, specs, group_id, version, False)
         try:
-            return bool(self._store_of(tenant).delete(ek.entry))
+            return bool(self._live_store(tenant).delete(ek.entry))
         except metrics.store_errors() as exc:
             self._failed("delete_with_tags", tenant, exc)
             return False
@@ -1456,7 +1502,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         specs = normalize_tags(tags)
         tenant, ek = self._keys(key, specs, group_id, version, False)
         try:
-            return bool(await self._store_of(tenant).adelete(ek.entry))
+            return bool(await self._live_store(tenant).adelete(ek.entry))
         except metrics.store_errors() as exc:
             self._failed("delete_with_tags", tenant, exc)
             return False
@@ -1539,7 +1585,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         repeats; compare for equality only.
         """
         key = self.tag_version_key(tag_name, instance)
-        value = self._store_of(self._tenant()).get(key)
+        value = self._live_store(self._tenant()).get(key)
         return 0 if value is None else int(value)
 
     def current_tag_version(self, tag_name: str, instance: str | int = "") -> int:
@@ -1550,7 +1596,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         the version key was evicted.
         """
         key = self.tag_version_key(tag_name, instance)
-        store = self._store_of(self._tenant())
+        store = self._live_store(self._tenant())
         got = ensure(store, [key], _read(store, [key]), self.options.version_timeout)
         if got is None:
             raise metrics.store_errors()[0](
@@ -1561,5 +1607,5 @@ class FragmentedKeysCacheBackend(BaseCache):
     async def aget_tag_version(self, tag_name: str, instance: str | int = "") -> int:
         """Async twin of :meth:`get_tag_version`."""
         key = self.tag_version_key(tag_name, instance)
-        value = await self._store_of(self._tenant()).aget(key)
+        value = await self._live_store(self._tenant()).aget(key)
         return 0 if value is None else int(value)

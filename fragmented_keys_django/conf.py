@@ -70,6 +70,9 @@ _OPTION_DEFAULTS: dict[str, Any] = {
     "TENANT_CONFIG_RECHECK": 1.0,
     "SHARED": False,
     "EARLY_RECOMPUTE": None,
+    # Seconds a store that failed is skipped (every call fails fast) before the
+    # retry thread probes it again; see invalidation._Retrier.
+    "CIRCUIT_BREAKER": 1.0,
 }
 
 # Stores whose set/set_many either lands or raises; others get read-back checks.
@@ -240,6 +243,7 @@ class BackendOptions:
     tenant_config_recheck: float
     shared: bool
     early_recompute: float | None
+    circuit_breaker: float
 
     @classmethod
     def from_params(cls, alias: str, location: str, params: dict[str, Any]) -> BackendOptions:
@@ -319,6 +323,9 @@ class BackendOptions:
             early_recompute=_beta(o["EARLY_RECOMPUTE"], f"{where}['EARLY_RECOMPUTE']"),
             tenant_config_recheck=_seconds(
                 o["TENANT_CONFIG_RECHECK"], f"{where}['TENANT_CONFIG_RECHECK']", allow_none=False
+            ),
+            circuit_breaker=_seconds(
+                o["CIRCUIT_BREAKER"], f"{where}['CIRCUIT_BREAKER']", allow_none=False
             ),
         )
 

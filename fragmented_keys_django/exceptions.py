@@ -58,6 +58,15 @@ class BumpFailed(FragmentedKeysError, RuntimeError):
     """A tag version bump could not be written to the store (strict mode)."""
 
 
+class StoreUnavailable(FragmentedKeysError, ConnectionError):
+    """A store failed recently and its circuit breaker is open: the call was not sent.
+
+    A ``ConnectionError`` (so an ``OSError``, one of the store errors callers
+    already survive). Raised by the calls that propagate store errors
+    (``incr``, ``get_tag_version``...) while the breaker of their store is open.
+    """
+
+
 __all__ = [
     "BumpFailed",
     "ConfigurationError",
@@ -66,6 +75,7 @@ __all__ = [
     "InvalidTagTemplate",
     "InvalidTenant",
     "InvalidTimeout",
+    "StoreUnavailable",
     "TenantRequired",
     "UnpicklableValue",
 ]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -28,7 +29,7 @@ from asgiref.sync import sync_to_async
 from . import keys as keys_mod
 from . import metrics, outbox
 from .conf import fragmented_aliases
-from .exceptions import BumpFailed, TenantRequired
+from .exceptions import BumpFailed, StoreUnavailable, TenantRequired
 from .keys import is_global_tag, namespace_key, tag_version_key
 from .signals import tags_bumped, tenant_flushed
 from .tags import normalize_tags
@@ -62,6 +63,9 @@ class _Bump:
     space: tuple = ()
     #: The outbox rows that keep this bump until it lands (see outbox.py).
     outbox: tuple = ()
+    #: True until the retry thread has kept it in the outbox (queued from a
+    #: request, which must not wait for the database: see keep_flush).
+    unsaved: bool = False
 
 
 class PendingBump(CommitHook):
@@ -138,6 +142,7 @@ def apply_bumps(
     for backend, store, group in _by_store(items):
         keys = [k for item in group for k in item.keys]
         try:
+            _breaker_check(group)
             bump(store, keys, backend.options.version_timeout, backend.verify_bumps_on(store))
         except Exception as exc:  # an invalidation is never dropped: kept until it lands
             _failed(group, exc, using, markers)
@@ -158,6 +163,7 @@ async def aapply_bumps(items: list[_Bump]) -> None:
     for backend, store, group in _by_store(items):
         keys = [k for item in group for k in item.keys]
         try:
+            _breaker_check(group)
             await abump(
                 store, keys, backend.options.version_timeout, backend.verify_bumps_on(store)
             )
@@ -175,9 +181,16 @@ def _failed(
     using: str | None,
     markers: dict[tuple[str, str | None], outbox.Ref],
 ) -> None:
-    """Log and count a failed bump, keep it in the outbox, and queue it for the retry thread."""
+    """Log and count a failed bump, keep it in the outbox, and queue it for the retry thread.
+
+    A bump the circuit breaker skipped (``StoreUnavailable``) is counted, not
+    logged again: the breaker logged once when it opened.
+    """
     for item in group:
-        metrics.record_store_error(item.alias, item.tenant, "bump", exc, level=logging.ERROR)
+        if isinstance(exc, StoreUnavailable):
+            metrics.count(item.alias, "bump (breaker open)")
+        else:
+            metrics.record_store_error(item.alias, item.tenant, "bump", exc, level=logging.ERROR)
     by_pair: dict[tuple[str, str | None], list[_Bump]] = {}
     for item in group:
         by_pair.setdefault((item.alias, item.tenant), []).append(item)
@@ -227,6 +240,33 @@ def bump_now(
         ok.update((id(item), True) for item in group)
         _announce(group)
     return [ok.get(id(item), False) for item in items]
+
+
+def _breaker_check(group: list[_Bump]) -> None:
+    """Raise ``StoreUnavailable`` if the circuit breaker of a store *group* bumps is open."""
+    if not _retrier._suspect:
+        return
+    for item in group:
+        space = item.space or _space(item.alias, item.tenant)
+        if _retrier.is_open(space):
+            raise StoreUnavailable(
+                f"store {space[0]!r} is failing: the circuit breaker is open (the bump is kept "
+                f"and retried once the store answers)"
+            )
+
+
+def keep_flush(alias: str, tenant: str | None) -> None:
+    """A write to *tenant*'s store was lost (failed, or skipped by the breaker): flush it later.
+
+    A lost ``set`` leaves the old value in the store and a lost ``delete``
+    leaves the entry: either would be served once the store is back. So the
+    tenant's namespace is bumped once the store answers (one pending flush per
+    alias and tenant, however many writes were lost), and meanwhile the
+    tenant's entries are not served here. No database or store call is made
+    on the caller's path: the retry thread keeps the flush in the outbox.
+    """
+    key = namespace_key(_backend(alias).options.prefix, tenant)
+    _retrier.add_flush(_Bump(alias, tenant, [key], (), True, unsaved=True))
 
 
 def _announce(group: list[_Bump]) -> None:
@@ -425,6 +465,16 @@ class _Retrier:
     this process has applied the bumps other processes left in the outbox
     (they may have failed while it was down). The thread is restarted in a
     forked child that inherits pending bumps.
+
+    That recovery is also the store's **circuit breaker** (``is_open``): from
+    a store's first error until it is back, every call of this process on it
+    fails fast instead of waiting for a socket timeout (reads miss, writes
+    are skipped and their tenant flushed once the store is back, bumps are
+    kept and retried), per store, so a hung tenant store does not trip the
+    shared one. Opening is logged once (ERROR) and counted; skipped calls are
+    counted. The thread probes the store once the alias's ``CIRCUIT_BREAKER``
+    seconds have passed since it opened (or since the last failed probe),
+    and retries no bump on it before a probe succeeds.
     """
 
     def __init__(self) -> None:
@@ -439,6 +489,8 @@ class _Retrier:
         self._inflight: dict[int, _Bump] = {}
         # space -> (alias, tenant) to probe it with, while it recovers from an error.
         self._recovering: dict[tuple, tuple[str, str | None]] = {}
+        # space -> time.monotonic() when it may be probed (the breaker's open time).
+        self._next_probe: dict[tuple, float] = {}
         # Bumped by reset(): items taken before it name a configuration that is gone.
         self._generation = 0
         self._thread: threading.Thread | None = None
@@ -465,14 +517,38 @@ class _Retrier:
             self._compact()
             self._ensure_thread()
 
+    def add_flush(self, item: _Bump) -> None:
+        """Queue *item*, a namespace flush, unless one for its alias and tenant is pending."""
+        with self._lock:
+            for other in [*self._pending, *self._inflight.values()]:
+                if other.flush and (other.alias, other.tenant) == (item.alias, item.tenant):
+                    return
+        self.add([item])
+
     def recover(self, alias: str, tenant: str | None) -> None:
-        """A store error on *alias* for *tenant*: bypass that store until it is back and drained."""
+        """A store error on *alias* for *tenant*: open the store's breaker until it is back and drained."""
         space = _space(alias, tenant)
         with self._lock:
-            if space not in self._recovering:
+            opened = space not in self._recovering
+            if opened:
                 self._recovering[space] = (alias, tenant)
                 self._suspect[(space, _ALL)] = 1
+                self._next_probe[space] = time.monotonic() + _breaker_seconds(alias)
             self._ensure_thread()
+        if opened:
+            metrics.count(alias, "breaker_open")
+            logger.error(
+                "store %s (alias=%s) failed: circuit breaker open, calls skip it until it answers "
+                "a probe (in %ss) and the outbox is drained; failed bumps are kept",
+                space[0],
+                alias,
+                _breaker_seconds(alias),
+                extra={"alias": alias, "tenant": tenant, "operation": "breaker_open"},
+            )
+
+    def is_open(self, space: tuple) -> bool:
+        """Return True while the breaker of *space* (a store and PREFIX) is open."""
+        return (space, _ALL) in self._suspect
 
     def _ensure_thread(self) -> None:
         """Start the retry thread if none runs (lock held)."""
@@ -506,6 +582,7 @@ class _Retrier:
             space = dropped[0].space if dropped else _space(alias, tenant)
             refs = tuple(dict.fromkeys(r for i in dropped for r in i.outbox))
             flush = _Bump(alias, tenant, [namespace_key(prefix, tenant)], (), True, space, refs)
+            flush.unsaved = any(i.unsaved for i in dropped)
             kept.append(flush)
             self._pending = kept
             # Derived again: the flush, the other pending bumps, the bumps a
@@ -537,6 +614,7 @@ class _Retrier:
             self._suspect.clear()
             self._inflight.clear()
             self._recovering.clear()
+            self._next_probe.clear()
             self._generation += 1
         self._wake.set()
 
@@ -555,22 +633,26 @@ class _Retrier:
             return len(self._recovering)
 
     def flush(self) -> bool:
-        """Try every pending bump once now, then recover stores; return True if nothing is left.
+        """Probe the stores whose breaker is due, then try every pending bump once.
 
-        Items that fail go back to the queue; no error of one item stops the
-        others. Items taken before a :meth:`reset` are dropped when they come
-        back: their configuration is gone, and counting them against the new
-        one would clear a tenant's suspicion while its own bump is pending.
-        Outbox rows of bumps that landed are deleted.
+        Returns True if nothing is left. Bumps on a store whose breaker is
+        still open are not tried (each would wait for a socket timeout): the
+        probe decides. Items that fail go back to the queue; no error of one
+        item stops the others. Items taken before a :meth:`reset` are dropped
+        when they come back: their configuration is gone, and counting them
+        against the new one would clear a tenant's suspicion while its own
+        bump is pending. Outbox rows of bumps that landed are deleted.
         """
+        self._recover_stores()
         with self._lock:
             items, self._pending = self._pending, []
             generation = self._generation
             self._inflight.update((id(item), item) for item in items)
+        self._save(items)
         left: list[_Bump] = []
         landed: list[outbox.Ref] = []
         for item in items:
-            if not self._try(item):
+            if self.is_open(item.space) or not self._try(item):
                 left.append(item)  # still counted in flight until it is queued again
                 continue
             landed += item.outbox
@@ -593,20 +675,38 @@ class _Retrier:
                 self._pending[:0] = left
             kept = {r for i in [*self._pending, *self._inflight.values()] for r in i.outbox}
         outbox.forget(r for r in dict.fromkeys(landed) if r not in kept)
-        self._recover_stores()
         with self._lock:
             return not self._pending and not self._recovering
 
+    @staticmethod
+    def _save(items: list[_Bump]) -> None:
+        """Keep in the outbox the flushes queued without it (:func:`keep_flush`)."""
+        unsaved = [i for i in items if i.unsaved]
+        if not unsaved:
+            return
+        refs = outbox.record(None, [(i.alias, i.tenant, i.keys, i.tags, i.flush) for i in unsaved])
+        for item, ref in zip(unsaved, refs, strict=True):
+            item.unsaved = False
+            item.outbox = item.outbox if ref is None else (*item.outbox, ref)
+
     def _recover_stores(self) -> None:
-        """For each store recovering from an error: if it answers, drain the outbox, serve again."""
+        """For each store whose breaker is due: if it answers, drain the outbox, close the breaker."""
+        now = time.monotonic()
         with self._lock:
-            recovering = dict(self._recovering)
+            recovering = {
+                space: found
+                for space, found in self._recovering.items()
+                if self._next_probe.get(space, 0.0) <= now
+            }
             generation = self._generation
         for space, (alias, tenant) in recovering.items():
             try:
                 _backend(alias)._store_of(tenant).get(namespace_key("probe", None))
-            except Exception as exc:  # still down: try again next round
+            except Exception as exc:  # still down: stay open, probe again later
                 metrics.record_store_error(alias, tenant, "recover_probe", exc)
+                with self._lock:
+                    if space in self._next_probe:
+                        self._next_probe[space] = time.monotonic() + _breaker_seconds(alias)
                 continue
             try:
                 report = outbox.drain(older_than=0.0, markers_older_than=outbox.MARKER_GRACE)
@@ -618,6 +718,7 @@ class _Retrier:
             with self._lock:
                 if generation == self._generation and self._recovering.pop(space, None):
                     self._suspect.pop((space, _ALL), None)
+                    self._next_probe.pop(space, None)
             logger.warning(
                 "store back (alias=%s): %d pending bump(s) applied from the outbox",
                 alias,
@@ -660,6 +761,16 @@ class _Retrier:
                     self._thread = None
                     return
             delay = min(delay * 2, self.max_interval)
+
+
+def _breaker_seconds(alias: str) -> float:
+    """The alias's ``CIRCUIT_BREAKER``: seconds a failed store is skipped before a probe."""
+    try:
+        return float(_backend(alias).options.circuit_breaker)
+    except Exception:  # a misconfigured or removed alias: the default
+        from .conf import _OPTION_DEFAULTS
+
+        return float(_OPTION_DEFAULTS["CIRCUIT_BREAKER"])
 
 
 def _decrement(counts: dict[Any, int], key: Any) -> None:

@@ -11,7 +11,7 @@ import logging
 import threading
 from collections import Counter
 
-__all__ = ["record_error", "record_store_error", "reset", "snapshot"]
+__all__ = ["count", "record_error", "record_store_error", "reset", "snapshot"]
 
 logger = logging.getLogger("fragmented_keys_django")
 
@@ -71,8 +71,19 @@ def record_error(
         )
 
 
+def count(alias: str, operation: str) -> None:
+    """Count an event under ``(alias, operation)`` without logging it.
+
+    For what is logged once and then only counted: calls the circuit breaker
+    skipped (``"<operation> (breaker open)"``), breakers opened
+    (``"breaker_open"``).
+    """
+    with _lock:
+        _counts[(alias, operation)] += 1
+
+
 def snapshot() -> dict[tuple[str, str], int]:
-    """Return ``{(alias, operation): count}`` of survived store errors."""
+    """Return ``{(alias, operation): count}`` of survived store errors and counted events."""
     with _lock:
         return dict(_counts)
 
