@@ -80,12 +80,27 @@ class Writer:
             text=True,
         )
         self.pids = [self.proc.pid]
+        self._buffer = ""  # read from the pipe, not yet returned as lines
 
     def expect(self, prefix: str, timeout: float = 30.0) -> str:
-        """Wait for the next line, which must start with *prefix*; return it."""
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        assert ready, f"the writer printed nothing for {timeout}s (waiting for {prefix!r})"
-        line = self.proc.stdout.readline().strip()
+        """Wait for the next line, which must start with *prefix*; return it.
+
+        Reads the pipe's file descriptor itself: two lines arriving together
+        (``saved`` then ``forked``) must not leave the second in a buffer that
+        ``select`` cannot see.
+        """
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
+        while "\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([fd], [], [], max(0.0, left))
+            assert ready, f"the writer printed nothing for {timeout}s (waiting for {prefix!r})"
+            chunk = os.read(fd, 65536).decode()
+            if not chunk:  # the writer exited
+                break
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition("\n")
+        line = line.strip()
         assert line.startswith(prefix), (line, self.proc.stderr.read() if not line else "")
         return line
 
