@@ -533,19 +533,24 @@ def _gather(
     *old* is the row as it was before an update (or ``None``); for a delete
     *new* is the deleted row.
     """
+    for target, row in _reached(targets, rows, event):
+        shown = _as_registered(target, row, using)
+        if shown is None:
+            continue  # no such child row: nothing of it changed
+        bumps.add(target.reg, shown, event, update_fields, _pk_for(target, row))
+
+
+def _reached(
+    targets: Iterable[_Target], rows: list[tuple[Any, Any]], event: str
+) -> Iterable[tuple[_Target, Any]]:
+    """Yield ``(target, row)`` for every row of the (new, old) pairs a write changes in a target."""
     for target in targets:
         if target.relation == "child" and event == "create":
             continue  # a new parent row has no child row yet
-        reg = target.reg
         for new, old in rows:
             for row in (new, old):
-                if row is None:
-                    continue
-                pk = _pk_for(target, row)
-                shown = _as_registered(target, row, using)
-                if shown is None:
-                    continue  # no such child row: nothing of it changed
-                bumps.add(reg, shown, event, update_fields, pk)
+                if row is not None:
+                    yield target, row
 
 
 def _write(
@@ -623,26 +628,22 @@ def refuse_unbumpable(
     no_tenant, global_tags = bump_refusals()
     if not (no_tenant or global_tags):
         return
-    for target in targets:
-        if target.relation == "child" and event == "create":
-            continue  # a new parent row has no child row yet
+    for target, row in _reached(targets, rows, event):
         reg = target.reg
-        for new, old in rows:
-            for row in (new, old):
-                if row is None:
-                    continue
-                tenant = _tenant(reg, row)
-                tid = current_tenant_id() if tenant is ... else tenant
-                if tid is not None and not global_tags:
-                    continue
-                shown = _as_registered(target, row, using)
-                if shown is None:
-                    continue
-                try:
-                    tags = _tags(reg, shown, event, update_fields, _pk_for(target, row) or "")
-                except Exception:  # the bump falls back to the default tags: check those
-                    tags = [(reg.tag_name, "")]
-                check_bump(tags, tid)
+        if reg.tenant_attname is None and not global_tags and current_tenant_id() is not None:
+            continue  # bumps in the current tenant: nothing to refuse
+        shown = _as_registered(target, row, using)  # the row as the bump will read it
+        if shown is None:
+            continue
+        tenant = _tenant(reg, shown)
+        tid = current_tenant_id() if tenant is ... else tenant
+        if tid is not None and not global_tags:
+            continue
+        try:
+            tags = _tags(reg, shown, event, update_fields, _pk_for(target, row) or "")
+        except Exception:  # the bump falls back to the default tags: check those
+            tags = [(reg.tag_name, "")]
+        check_bump(tags, tid)
 
 
 def _on_save(

@@ -329,31 +329,26 @@ def _load_tenants(spec: Any) -> Any:
     )
 
 
-def _load_access(spec: Any) -> Callable[..., Any] | None:
-    where = f"settings.{SETTING}['TENANT_ACCESS']"
+def _load_callable(spec: Any, key: str, shape: str) -> Callable[..., Any] | None:
+    """``None``, or the callable *spec* names (itself or a dotted path); *shape* for the error."""
+    where = f"settings.{SETTING}[{key!r}]"
     if spec is None:
         return None
     if isinstance(spec, str):
         spec = import_dotted(spec, where)
     if not callable(spec):
-        raise ConfigurationError(
-            f"{where} must be a callable (request, tenant_id) -> bool (sync or async) or a dotted "
-            f"path to one, got {spec!r}."
-        )
+        raise ConfigurationError(f"{where} must be {shape} or a dotted path to one, got {spec!r}.")
     return spec
+
+
+def _load_access(spec: Any) -> Callable[..., Any] | None:
+    return _load_callable(
+        spec, "TENANT_ACCESS", "a callable (request, tenant_id) -> bool (sync or async)"
+    )
 
 
 def _load_view(spec: Any) -> Callable[..., Any] | None:
-    where = f"settings.{SETTING}['UNKNOWN_TENANT_RESPONSE']"
-    if spec is None:
-        return None
-    if isinstance(spec, str):
-        spec = import_dotted(spec, where)
-    if not callable(spec):
-        raise ConfigurationError(
-            f"{where} must be a view (request) -> response or a dotted path to one, got {spec!r}."
-        )
-    return spec
+    return _load_callable(spec, "UNKNOWN_TENANT_RESPONSE", "a view (request) -> response")
 
 
 _cache: tuple[Any, MiddlewareSettings] | None = None
