@@ -16,6 +16,7 @@ read from the logs: each call that did would log a timeout.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
@@ -86,8 +87,14 @@ def test_after_a_timeout_calls_on_that_store_fail_fast_and_others_go_on(servers,
                 assert frag.delete("k") is False
                 assert frag.set_many({"a": 1}) == ["a"]
                 frag.invalidate_tags(TAGS)  # kept and retried, not sent
+            assert asyncio.run(frag.aget("k", "dflt")) == "dflt"
+            assert asyncio.run(frag.aset("k", "big-2")) is None
+            assert asyncio.run(frag.aset_many({"a": 1})) == ["a"]
+            asyncio.run(frag.ainvalidate_tags(TAGS))
             with pytest.raises(StoreUnavailable, match="circuit breaker"):
                 frag.incr("k")
+            with pytest.raises(StoreUnavailable):
+                asyncio.run(frag.aget_tag_version("Ward", "7"))
         # The shared store's tenants are not tripped.
         with TenantContext.use_tenant("acme"):
             assert frag.get("k") == "acme-1"
@@ -99,7 +106,7 @@ def test_after_a_timeout_calls_on_that_store_fail_fast_and_others_go_on(servers,
         assert counts[("fragmented", "breaker_open")] == 1
         for op in ("get", "get_with_tags", "set", "set_with_tags", "add", "delete", "set_many"):
             assert counts[("fragmented", f"{op} (breaker open)")] >= 3, op
-        assert counts[("fragmented", "bump (breaker open)")] == 3
+        assert counts[("fragmented", "bump (breaker open)")] == 4
         own.resume()
         assert settle_retries(15) == 0, "the probe never closed the breaker"
         with TenantContext.use_tenant("big"):
