@@ -1142,10 +1142,13 @@ class FragmentedKeysCacheBackend(BaseCache):
         if hit:
             if not (beta and callable(default) and _recompute_early(raw[ek.entry], beta)):
                 return value
-            # Early recomputation: only by whoever takes the lock; the others
-            # keep serving the live value.
+            # Early recomputation: only outside transactions (a value computed
+            # inside one is stored at its commit, if ever), and only by whoever
+            # takes the lock; the others keep serving the live value.
+            if write_mode()[0] is not WriteMode.NOW:
+                return value
             try:
-                if not store.add(lock_key(ek.entry), 1, timeout=self.options.stampede_lock_timeout):
+                if not self._take_lock(store, lock_key(ek.entry)):
                     return value
             except metrics.store_errors() as exc:
                 self._failed("get_or_set_with_tags", tenant, exc)
@@ -1349,7 +1352,7 @@ class FragmentedKeysCacheBackend(BaseCache):
             if not (beta and callable(default) and _recompute_early(raw[ek.entry], beta)):
                 return value
             try:  # early recomputation, by the lock holder only
-                if not await store.aadd(lkey, 1, timeout=self.options.stampede_lock_timeout):
+                if not await self._atake_lock(store, lkey):
                     return value
             except metrics.store_errors() as exc:
                 self._failed("get_or_set_with_tags", tenant, exc)
