@@ -412,7 +412,7 @@ def bench(plan: Plan, client: Any, log: Any) -> tuple[list[h.Row], dict[str, Any
                 ),
                 h.Op(
                     "atomic_save_outbox",
-                    "model save in atomic(), registered, outbox on: +INSERT +DELETE (SQLite)",
+                    "model save in atomic(), registered, outbox on: +1 INSERT (SQLite)",
                     lambda: save_in_atomic(item),
                 ),
                 h.Op(

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
@@ -122,7 +123,8 @@ def apply_bumps(
     database *using* (the transaction's *markers* rewritten with their exact
     keys, or new rows) and queued for the retry thread, and their tenants
     are bypassed here until they land. Markers of bumps that landed are
-    deleted. With *raise_errors* ``BumpFailed`` is raised after all that.
+    deleted by the retry thread within about a second, in one statement for
+    all of them (a ``DELETE`` here would cost a commit per transaction). With *raise_errors* ``BumpFailed`` is raised after all that.
     """
     markers = markers or {}
     landed: list[outbox.Ref] = []
@@ -140,7 +142,7 @@ def apply_bumps(
         landed += [markers[(i.alias, i.tenant)] for i in group if (i.alias, i.tenant) in markers]
         _announce(group)
     kept = {ref for item in items for ref in item.outbox}
-    outbox.forget(ref for ref in dict.fromkeys(landed) if ref not in kept)
+    _retrier.forget([ref for ref in dict.fromkeys(landed) if ref not in kept])
     if error is not None:
         raise error
 
@@ -393,6 +395,8 @@ class _Retrier:
         self._inflight: dict[int, _Bump] = {}
         # space -> (alias, tenant) to probe it with, while it recovers from an error.
         self._recovering: dict[tuple, tuple[str, str | None]] = {}
+        # Outbox markers whose bumps landed: deleted by the thread, in batches.
+        self._landed: list[outbox.Ref] = []
         # Bumped by reset(): items taken before it name a configuration that is gone.
         self._generation = 0
         self._thread: threading.Thread | None = None
@@ -419,6 +423,23 @@ class _Retrier:
             self._compact()
             self._ensure_thread()
 
+    def forget(self, refs: list[outbox.Ref]) -> None:
+        """Delete outbox *refs* (markers of bumps that landed) soon, with others, in the thread.
+
+        Within ``max_interval`` seconds, well inside ``outbox.MARKER_GRACE``
+        (a drain never takes a marker younger than that for an orphan).
+        """
+        if refs:
+            with self._lock:
+                self._landed += refs
+                self._ensure_thread()
+
+    def forget_now(self) -> None:
+        """Delete the queued landed markers now (the thread's rounds; process exit)."""
+        with self._lock:
+            refs, self._landed = self._landed, []
+        outbox.forget(refs)
+
     def recover(self, alias: str, tenant: str | None) -> None:
         """A store error on *alias* for *tenant*: bypass that store until it is back and drained."""
         space = _space(alias, tenant)
@@ -439,6 +460,7 @@ class _Retrier:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread = None
+        self._landed = []  # the parent deletes its own landed markers
         if self._pending or self._inflight or self._recovering:
             self._pending[:0] = list(self._inflight.values())
             self._inflight.clear()
@@ -548,6 +570,7 @@ class _Retrier:
             kept = {r for i in [*self._pending, *self._inflight.values()] for r in i.outbox}
         outbox.forget(r for r in dict.fromkeys(landed) if r not in kept)
         self._recover_stores()
+        self.forget_now()
         with self._lock:
             return not self._pending and not self._recovering
 
@@ -610,7 +633,7 @@ class _Retrier:
                 # Decide to exit under the lock: an add() racing with this
                 # either lands first (and we go on) or finds no thread and
                 # starts one.
-                if not self._pending and not self._recovering:
+                if not self._pending and not self._recovering and not self._landed:
                     self._thread = None
                     return
             delay = min(delay * 2, self.max_interval)
@@ -671,3 +694,5 @@ def note_store_error(alias: str, tenant: str | None) -> None:
 
 
 os.register_at_fork(after_in_child=lambda: _retrier._after_fork())
+# Markers of landed bumps still queued at a normal exit: deleted, not left for a drain.
+atexit.register(lambda: _retrier.forget_now())
