@@ -24,6 +24,10 @@ class FragmentedKeysConfig(AppConfig):
         connect_model_sources()
         setting_changed.connect(on_setting_changed, dispatch_uid="fkd:setting_changed")
 
+        from . import net
+
+        net.install()
+
         from django.conf import settings
 
         if getattr(settings, "FRAGMENTED_KEYS_CELERY", False):

@@ -371,6 +371,9 @@ _PROJECT_DEFAULTS: dict[str, Any] = {
     "TENANT_SOURCE": "fragmented_keys_django",
     # The fragmented alias used when none is named (default: the first one).
     "DEFAULT_ALIAS": None,
+    # The safety net (net.py): writes to registered models' tables that send no
+    # signal invalidate the model's entries. False: precise bumps only.
+    "SAFETY_NET": True,
 }
 
 _BUILTIN_SOURCES = {

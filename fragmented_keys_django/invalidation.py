@@ -30,7 +30,7 @@ from . import metrics
 from .conf import fragmented_aliases
 from .exceptions import BumpFailed, TenantRequired
 from .keys import is_global_tag, tag_version_key
-from .signals import tags_bumped, tenant_flushed
+from .signals import model_registry_changed, tags_bumped, tenant_flushed
 from .tags import normalize_tags
 from .tenancy.context import current_tenant_id, tenant_id_of
 from .transactions import note_pending_bump, open_transactions
@@ -525,6 +525,7 @@ class ModelTagManager:
         }
         if auto_connect:
             cls.connect_signals(model)
+        model_registry_changed.send(cls, model=model)
 
     @classmethod
     def connect_signals(cls, model: type[models.Model]) -> None:
@@ -550,6 +551,7 @@ class ModelTagManager:
         if model in cls._registered:
             cls.disconnect_signals(model)
             del cls._registered[model]
+            model_registry_changed.send(cls, model=model)
 
     @classmethod
     def clear_all(cls) -> None:
