@@ -23,13 +23,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import models, transaction
+from django.db import connections, models, transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save
 
 from . import metrics
 from .conf import fragmented_aliases
 from .exceptions import BumpFailed, TenantRequired
 from .keys import is_global_tag, tag_version_key
+from .precise import precise_write
 from .signals import model_registry_changed, tags_bumped, tenant_flushed
 from .tags import normalize_tags
 from .tenancy.context import current_tenant_id, tenant_id_of
@@ -780,7 +781,8 @@ class CacheAwareQuerySet(models.QuerySet):
         if not ModelTagManager.is_registered(model):
             return super().update(**kwargs)
         rows = _rows(self)
-        count = super().update(**kwargs)
+        with precise_write(model, _names_of(model), self.db):  # kept out of the safety net
+            count = super().update(**kwargs)
         ModelTagManager._fire(model, rows, "update", list(kwargs), self.db)
         return count
 
@@ -790,16 +792,30 @@ class CacheAwareQuerySet(models.QuerySet):
         if conf is None or conf["connected"]:
             return super().delete()  # post_delete fires per row
         rows = _rows(self)
-        result = super().delete()
+        with precise_write(model, _names_of(model), self.db):
+            result = super().delete()
         ModelTagManager._fire(model, rows, "delete", None, self.db)
         return result
+
+
+def _names_of(model: type[models.Model]) -> tuple[str, ...]:
+    """Return the tag names a precise bump of *model*'s rows covers (for ``precise_write``)."""
+    name = ModelTagManager.get_tag_name_for_model(model)
+    return () if name is None else (name,)
 
 
 class CacheAwareManager(models.Manager.from_queryset(CacheAwareQuerySet)):  # type: ignore[misc]
     """A manager whose ``bulk_create``/``bulk_update`` (and queryset writes) bump tags."""
 
     def bulk_create(self, objs: Iterable[Any], *args: Any, **kwargs: Any) -> list[Any]:
-        created = super().bulk_create(objs, *args, **kwargs)
+        # Rows whose pk does not come back (conflicts ignored or updated, or a
+        # database that returns no pks) get no precise bump: the net covers them.
+        precise = (
+            not (kwargs.get("ignore_conflicts") or kwargs.get("update_conflicts") or any(args[1:3]))
+            and connections[self.db].features.can_return_rows_from_bulk_insert
+        )
+        with precise_write(self.model, _names_of(self.model) if precise else (), self.db):
+            created = super().bulk_create(objs, *args, **kwargs)
         if ModelTagManager.is_registered(self.model):
             ModelTagManager._fire(
                 self.model, [o for o in created if o.pk is not None], "create", None, self.db
@@ -808,7 +824,8 @@ class CacheAwareManager(models.Manager.from_queryset(CacheAwareQuerySet)):  # ty
 
     def bulk_update(self, objs: Iterable[Any], fields: Any, *args: Any, **kwargs: Any) -> int:
         objs = list(objs)
-        count = super().bulk_update(objs, fields, *args, **kwargs)
+        with precise_write(self.model, _names_of(self.model), self.db):
+            count = super().bulk_update(objs, fields, *args, **kwargs)
         if ModelTagManager.is_registered(self.model):
             ModelTagManager._fire(self.model, objs, "update", list(fields), self.db)
         return count
