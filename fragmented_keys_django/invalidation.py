@@ -326,8 +326,8 @@ class _Retrier:
                 item.keys
             )
         for (alias, tenant), size in sizes.items():
-            if size <= self.compact_above:
-                continue
+            if size <= self.compact_above or tenant is None:
+                continue  # a public flush would not reach the "all tenants" versions
             from .keys import namespace_key
 
             prefix = _backend(alias).options.prefix
@@ -359,7 +359,10 @@ class _Retrier:
             self._generation += 1
 
     def is_suspect(self, alias: str, tenant: str | None) -> bool:
-        return bool(self._suspect) and (alias, tenant) in self._suspect
+        # A failed public-namespace bump may hold versions every tenant reads
+        # (the safety net's "all tenants" versions, global tags): all suspect.
+        s = self._suspect
+        return bool(s) and ((alias, tenant) in s or (alias, None) in s)
 
     def pending(self) -> int:
         """Return how many failed bumps have not landed: queued, or held by a running retry."""

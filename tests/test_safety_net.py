@@ -30,6 +30,7 @@ from fragmented_keys_django.sql_writes import EVERY_TABLE, written_tables
 from tests.testapp.models import Doctor, Hospital, NetVisit, Note, Patient
 
 from .conftest import REDIS_URL, store_settings
+from .test_bump_retry import GatedLocMemCache, gated  # noqa: F401  (a fixture)
 
 use_tenant = TenantContext.use_tenant
 MISS = object()
@@ -666,6 +667,53 @@ def test_wrapper_survives_a_user_execute_wrapper_block(using, hospitals):
     thread.join(10)
     assert seen
     assert found == [net.execute_wrapper]
+
+
+# -- the failed-bump queue keeps "all tenants" bumps whole --------------------------------------
+
+
+@pytest.fixture
+def failing_store(request):
+    """The fragmented alias over a locmem store whose writes of ``failing`` keys raise."""
+    request.getfixturevalue("gated")  # tests/test_bump_retry.py's store (imported above)
+    return caches["fragmented"], GatedLocMemCache
+
+
+def test_failed_all_tenants_bump_keeps_every_tenant_bypassed_until_it_lands(
+    failing_store, using, hospitals, monkeypatch
+):
+    from fragmented_keys_django import invalidation
+
+    frag, store_cls = failing_store
+    monkeypatch.setattr(invalidation._retrier, "interval", 30)  # no retry during the test
+    with use_tenant("acme"):
+        warm(frag)
+    store_cls.failing = frozenset({net_version_key("t", None, "Hospital")})
+    _plain_update(using, hospitals)  # the net bump fails: queued for retry
+    with use_tenant("acme"):
+        assert not is_warm(frag), "a tenant served an entry whose all-tenants bump is pending"
+    store_cls.failing = frozenset()
+    assert invalidation._retrier.flush()
+    with use_tenant("acme"):
+        assert not is_warm(frag)
+
+
+def test_compaction_never_drops_an_all_tenants_bump(failing_store, using, hospitals, monkeypatch):
+    from fragmented_keys_django import invalidation
+
+    frag, store_cls = failing_store
+    monkeypatch.setattr(invalidation._retrier, "interval", 30)
+    monkeypatch.setattr(invalidation._retrier, "compact_above", 2)
+    with use_tenant("acme"):
+        warm(frag)
+    public = frag.tag_version_keys([("X", str(i)) for i in range(5)], tenant=None)
+    store_cls.failing = frozenset([net_version_key("t", None, "Hospital"), *public])
+    _plain_update(using, hospitals)
+    frag.invalidate_tags([("X", str(i)) for i in range(5)])  # public bumps past compact_above
+    store_cls.failing = frozenset()
+    assert invalidation._retrier.flush()
+    with use_tenant("acme"):
+        assert not is_warm(frag), "the all-tenants bump was compacted into a public flush"
 
 
 # -- reading statements ------------------------------------------------------------------------
