@@ -83,7 +83,13 @@ def configure(redis_url: str, db: int, tmpdir: str) -> None:
             "default": {
                 "ENGINE": "django.db.backends.sqlite3",
                 "NAME": os.path.join(tmpdir, "bench.sqlite3"),
-            }
+            },
+            # The same database through a connection without the safety net's
+            # wrapper: statements timed side by side with and without it.
+            "nonet": {
+                "ENGINE": "django.db.backends.sqlite3",
+                "NAME": os.path.join(tmpdir, "bench.sqlite3"),
+            },
         },
         CACHES={
             "redis": {
@@ -425,6 +431,9 @@ def bench(plan: Plan, client: Any, log: Any) -> tuple[list[h.Row], dict[str, Any
             "atomic_save_no_outbox",
         )
 
+        sql_statements(measure, plan)
+        net_reads(measure, plan, frag)
+
     # -- tenant context --------------------------------------------------------
     var: contextvars.ContextVar[Any] = contextvars.ContextVar("bench", default=None)
     value = (TENANT, TENANT)
@@ -452,6 +461,129 @@ def bench(plan: Plan, client: Any, log: Any) -> tuple[list[h.Row], dict[str, Any
         memory = h.memory_scenario(frag, client, plan.memory_entries, VALUE)
     client.flushdb()
     return rows, memory
+
+
+def sql_statements(measure: Any, plan: Plan) -> None:
+    """Time SQL statements with and without the safety net's wrapper, and the wrapper alone."""
+    from benchapp.models import Item, PlainItem
+    from django.db import connections, transaction
+
+    from fragmented_keys_django import net
+
+    netted, bare = connections["default"], connections["nonet"]
+    bare.ensure_connection()
+    if net.execute_wrapper in bare.execute_wrappers:
+        bare.execute_wrappers.remove(net.execute_wrapper)
+    netted.ensure_connection()
+    assert net.execute_wrapper in netted.execute_wrappers, "the safety net is not installed"
+    item, plain = Item._meta.db_table, PlainItem._meta.db_table
+
+    def run(conn: Any, sql: str) -> Any:
+        def statement() -> None:
+            with conn.cursor() as cursor:
+                cursor.execute(sql, [1])
+
+        return statement
+
+    def in_transaction(conn: Any, sql: str, n: int) -> Any:
+        def statements() -> None:
+            with transaction.atomic(using=conn.alias), conn.cursor() as cursor:
+                for _ in range(n):
+                    cursor.execute(sql, [1])
+
+        return statements
+
+    select = f"SELECT name FROM {item} WHERE id = %s"
+    for key, label, sql in (
+        ("select", "SELECT", select),
+        ("update_plain", "UPDATE of an unregistered table", f"UPDATE {plain} SET counter = %s"),
+        ("update_item", "UPDATE of a registered table", f"UPDATE {item} SET counter = %s"),
+    ):
+        measure(
+            f"sql_{key}",
+            [
+                h.Op(f"sql_{key}_bare", f"{label} (SQLite), no safety net", run(bare, sql)),
+                h.Op(f"sql_{key}_net", f"{label} (SQLite), safety net", run(netted, sql)),
+            ],
+            plan.saves,
+            f"sql_{key}_bare",
+        )
+    update_item = f"UPDATE {item} SET counter = %s"
+    measure(
+        "sql_update_item_tx",
+        [
+            h.Op(
+                "sql_update_item_tx_bare",
+                "10 UPDATEs of a registered table in one transaction, no safety net",
+                in_transaction(bare, update_item, 10),
+            ),
+            h.Op(
+                "sql_update_item_tx_net",
+                "10 UPDATEs of a registered table in one transaction, safety net",
+                in_transaction(netted, update_item, 10),
+            ),
+        ],
+        plan.saves // 2,
+        "sql_update_item_tx_bare",
+    )
+
+    # The wrapper alone, around a driver call that does nothing: its CPU per statement.
+    def noop(sql: str, params: Any, many: bool, context: dict) -> None:
+        return None
+
+    context = {"connection": netted, "cursor": None}
+    wrapper = net.execute_wrapper
+    update_plain = f"UPDATE {plain} SET counter = %s"
+    measure(
+        "net_wrapper",
+        [
+            h.Op(
+                "driver_noop",
+                "a no-op driver call",
+                lambda: noop(select, None, False, context),
+                inner=1000,
+            ),
+            h.Op(
+                "net_wrapper_select",
+                "safety net wrapper around it: SELECT",
+                lambda: wrapper(noop, select, None, False, context),
+                inner=1000,
+            ),
+            h.Op(
+                "net_wrapper_update_plain",
+                "safety net wrapper around it: UPDATE of an unregistered table",
+                lambda: wrapper(noop, update_plain, None, False, context),
+                inner=1000,
+            ),
+        ],
+        plan.tenant_rounds,
+        "driver_noop",
+    )
+
+
+def net_reads(measure: Any, plan: Plan, frag: Any) -> None:
+    """Time a warm tagged read whose tag is netted (a registered model's name) against one that is not."""
+    plain, netted = [("Plain", "1")], [("Item", "1")]
+    frag.set_with_tags("net:plain", VALUE, plain)
+    frag.set_with_tags("net:netted", VALUE, netted)
+    assert frag.get_with_tags("net:netted", netted) == VALUE
+    measure(
+        "net_reads",
+        [
+            h.Op(
+                "get_with_tags_not_netted",
+                "get_with_tags, 1 tag not netted (warm)",
+                lambda: frag.get_with_tags("net:plain", plain),
+            ),
+            h.Op(
+                "get_with_tags_netted",
+                "get_with_tags, 1 netted tag (warm)",
+                lambda: frag.get_with_tags("net:netted", netted),
+            ),
+        ],
+        plan.reads,
+        "get_with_tags_not_netted",
+    )
 
 
 def _where(filename: str, func: str) -> str:

@@ -124,7 +124,8 @@ def apply_bumps(
     keys, or new rows) and queued for the retry thread, and their tenants
     are bypassed here until they land. Markers of bumps that landed are
     deleted by the retry thread within about a second, in one statement for
-    all of them (a ``DELETE`` here would cost a commit per transaction). With *raise_errors* ``BumpFailed`` is raised after all that.
+    all of them (a ``DELETE`` here would cost a commit per transaction), or
+    here on SQLite (see ``outbox.deletes_inline``). With *raise_errors* ``BumpFailed`` is raised after all that.
     """
     markers = markers or {}
     landed: list[outbox.Ref] = []
@@ -142,7 +143,9 @@ def apply_bumps(
         landed += [markers[(i.alias, i.tenant)] for i in group if (i.alias, i.tenant) in markers]
         _announce(group)
     kept = {ref for item in items for ref in item.outbox}
-    _retrier.forget([ref for ref in dict.fromkeys(landed) if ref not in kept])
+    done = [ref for ref in dict.fromkeys(landed) if ref not in kept]
+    outbox.forget(ref for ref in done if outbox.deletes_inline(ref[0]))
+    _retrier.forget([ref for ref in done if not outbox.deletes_inline(ref[0])])
     if error is not None:
         raise error
 
@@ -474,7 +477,9 @@ class _Retrier:
                 item.keys
             )
         for (alias, tenant), size in sizes.items():
-            if size <= self.compact_above:
+            if size <= self.compact_above or tenant is None:
+                # A public flush would not reach what public bumps also carry: the
+                # versions every tenant reads (global tags, the safety net's).
                 continue
             prefix = _backend(alias).options.prefix
             dropped = [i for i in self._pending if (i.alias, i.tenant) == (alias, tenant)]
@@ -517,8 +522,10 @@ class _Retrier:
         self._wake.set()
 
     def is_suspect(self, space: tuple, tenant: str | None) -> bool:
-        suspect = self._suspect
-        return bool(suspect) and ((space, tenant) in suspect or (space, _ALL) in suspect)
+        # A failed public-namespace bump may hold versions every tenant reads
+        # (global tags, the safety net's "all tenants" versions): all suspect.
+        s = self._suspect
+        return bool(s) and ((space, tenant) in s or (space, _ALL) in s or (space, None) in s)
 
     def pending(self) -> int:
         """Return how many failed bumps have not landed: queued, or held by a running retry."""

@@ -170,6 +170,19 @@ def update(ref: Ref, keys: list[str], tags: tuple) -> bool:
     return True
 
 
+def deletes_inline(using: str) -> bool:
+    """True if landed markers of database *using* must be deleted by the thread that bumped.
+
+    SQLite (rollback journal) has one writer at a time: a ``DELETE`` from a
+    background thread's connection can deadlock a request's transaction that
+    read before writing (SQLite answers "database is locked" at once rather
+    than wait). There the marker is deleted right after the bump, on the same
+    connection (one more commit per transaction); elsewhere the retry thread
+    deletes markers in batches.
+    """
+    return connections[using].vendor == "sqlite"
+
+
 def forget(refs: Iterable[Ref | None]) -> None:
     """Delete outbox rows whose bumps have landed (one ``DELETE`` per database).
 
