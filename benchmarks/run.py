@@ -69,28 +69,59 @@ class Plan:
         self.count_windows = 5 if quick else 20  # of 10 calls each
 
 
-def configure(redis_url: str, db: int, tmpdir: str) -> None:
+#: PostgreSQL for the save benchmarks (a database the run creates and drops itself).
+PG = {
+    "ENGINE": "django.db.backends.postgresql",
+    "NAME": f"fkd_bench_{os.getpid()}",
+    "USER": os.environ.get("PGUSER", "postgres"),
+    "HOST": os.environ.get("PGHOST", "127.0.0.1"),
+    "PORT": os.environ.get("PGPORT", "5432"),
+}
+
+
+def _pg_admin(sql: str) -> bool:
+    """Run *sql* on the server's ``postgres`` database; False if there is no PostgreSQL."""
+    try:
+        import psycopg
+    except ImportError:
+        return False
+    try:
+        with psycopg.connect(
+            dbname="postgres", user=PG["USER"], host=PG["HOST"], port=PG["PORT"], autocommit=True
+        ) as conn:
+            conn.execute(sql)
+    except psycopg.Error:
+        return False
+    return True
+
+
+def configure(redis_url: str, db: int, tmpdir: str) -> bool:
+    """Configure Django; return True if PostgreSQL is there too (database ``pg``)."""
     import django
     from django.conf import settings
     from django.core.management import call_command
 
+    databases = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": os.path.join(tmpdir, "bench.sqlite3"),
+        },
+        # The same database through a connection without the safety net's
+        # wrapper: statements timed side by side with and without it.
+        "nonet": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": os.path.join(tmpdir, "bench.sqlite3"),
+        },
+    }
+    has_pg = _pg_admin(f'CREATE DATABASE "{PG["NAME"]}"')
+    if has_pg:
+        databases["pg"] = PG
     settings.configure(
         DEBUG=False,
         SECRET_KEY="benchmarks",
         USE_TZ=True,
         INSTALLED_APPS=["django.contrib.contenttypes", "fragmented_keys_django", "benchapp"],
-        DATABASES={
-            "default": {
-                "ENGINE": "django.db.backends.sqlite3",
-                "NAME": os.path.join(tmpdir, "bench.sqlite3"),
-            },
-            # The same database through a connection without the safety net's
-            # wrapper: statements timed side by side with and without it.
-            "nonet": {
-                "ENGINE": "django.db.backends.sqlite3",
-                "NAME": os.path.join(tmpdir, "bench.sqlite3"),
-            },
-        },
+        DATABASES=databases,
         CACHES={
             "redis": {
                 "BACKEND": "django_redis.cache.RedisCache",
@@ -108,6 +139,17 @@ def configure(redis_url: str, db: int, tmpdir: str) -> None:
     )
     django.setup()
     call_command("migrate", run_syncdb=True, verbosity=0, skip_checks=True)
+    if has_pg:
+        call_command("migrate", run_syncdb=True, database="pg", verbosity=0, skip_checks=True)
+    return has_pg
+
+
+def drop_pg() -> None:
+    """Drop the PostgreSQL database :func:`configure` created (if it did)."""
+    from django.db import connections
+
+    connections.close_all()
+    _pg_admin(f'DROP DATABASE IF EXISTS "{PG["NAME"]}"')
 
 
 def fill_dependents(frag: Any, store: Any, n: int, tags: list[tuple[str, str]]) -> None:
@@ -390,46 +432,52 @@ def bench(plan: Plan, client: Any, log: Any) -> tuple[list[h.Row], dict[str, Any
         )
 
         # -- the outbox: what durability costs a save inside a transaction -----
-        from django.db import transaction
+        from django.db import connections, transaction
 
         from fragmented_keys_django import outbox
 
-        def save_in_atomic(obj: Any) -> None:
-            with transaction.atomic():
-                obj.counter += 1
-                obj.save()
+        for db in [d for d in ("default", "pg") if d in connections]:
+            vendor = "SQLite" if connections[db].vendor == "sqlite" else "PostgreSQL"
+            saved = Item.objects.using(db).create(name="bench")
+            plain_saved = PlainItem.objects.using(db).create(name="bench")
 
-        def save_registered_without_outbox() -> None:
-            # The same save with the outbox table "absent" (no marker INSERT/DELETE).
-            outbox._tables["default"] = False
-            try:
-                save_in_atomic(item)
-            finally:
-                outbox._tables["default"] = True
+            def save_in_atomic(obj: Any, db: str = db) -> None:
+                with transaction.atomic(using=db):
+                    obj.counter += 1
+                    obj.save(using=db)
 
-        assert outbox.available("default")
-        measure(
-            "model_save_atomic",
-            [
-                h.Op(
-                    "atomic_save_no_outbox",
-                    "model save in atomic(), registered, outbox off (SQLite)",
-                    save_registered_without_outbox,
-                ),
-                h.Op(
-                    "atomic_save_outbox",
-                    "model save in atomic(), registered, outbox on: +1 INSERT (SQLite)",
-                    lambda: save_in_atomic(item),
-                ),
-                h.Op(
-                    "atomic_save_plain",
-                    "model save in atomic(), unregistered (SQLite)",
-                    lambda: save_in_atomic(plain_item),
-                ),
-            ],
-            plan.saves,
-            "atomic_save_no_outbox",
-        )
+            def without_outbox(db: str = db, obj: Any = saved) -> None:
+                # The same save with the outbox table "absent" (no marker).
+                outbox._tables[db] = False
+                try:
+                    save_in_atomic(obj)
+                finally:
+                    outbox._tables[db] = True
+
+            assert outbox.available(db)
+            how = "+1 INSERT, DELETE inline" if outbox.deletes_inline(db) else "+1 INSERT"
+            measure(
+                f"model_save_atomic_{db}",
+                [
+                    h.Op(
+                        f"atomic_save_no_outbox_{db}",
+                        f"model save in atomic(), registered, outbox off ({vendor})",
+                        without_outbox,
+                    ),
+                    h.Op(
+                        f"atomic_save_outbox_{db}",
+                        f"model save in atomic(), registered, outbox on: {how} ({vendor})",
+                        lambda obj=saved: save_in_atomic(obj),
+                    ),
+                    h.Op(
+                        f"atomic_save_plain_{db}",
+                        f"model save in atomic(), unregistered ({vendor})",
+                        lambda obj=plain_saved: save_in_atomic(obj),
+                    ),
+                ],
+                plan.saves,
+                f"atomic_save_no_outbox_{db}",
+            )
 
         sql_statements(measure, plan)
         net_reads(measure, plan, frag)
@@ -782,14 +830,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.monotonic() - started:6.1f}s]{msg}", file=sys.stderr, flush=True)
 
     with tempfile.TemporaryDirectory(prefix="fkd-bench-") as tmpdir:
-        configure(redis_url, args.db, tmpdir)
-        import fragmented_keys_django
+        has_pg = configure(redis_url, args.db, tmpdir)
+        try:
+            import fragmented_keys_django
 
-        plan = Plan(args.quick)
-        log(f" fragmented_keys_django {fragmented_keys_django.__version__}, Redis DB {args.db}")
-        rows, memory = bench(plan, client, log)
-        profile = profile_warm_read(1000 if args.quick else 5000) if args.profile else ""
-        client.flushdb()
+            plan = Plan(args.quick)
+            log(f" fragmented_keys_django {fragmented_keys_django.__version__}, Redis DB {args.db}")
+            rows, memory = bench(plan, client, log)
+            profile = profile_warm_read(1000 if args.quick else 5000) if args.profile else ""
+            client.flushdb()
+        finally:
+            if has_pg:
+                drop_pg()
 
     machine = h.machine_info(client, ["fragmented-keys-django"])
     machine["redis_url"] = f"{redis_url}/{args.db}"

@@ -116,20 +116,32 @@ def mark(
 ) -> dict[tuple[str, str | None], Ref]:
     """Insert a marker row per (alias, tenant) in *using*'s open transaction; return their refs.
 
-    One ``INSERT`` for all of them. Returns ``{}`` when the database has no
-    outbox table. Errors propagate: inside the caller's transaction they are
-    the caller's (the write and its marker commit together or not at all).
+    One ``INSERT`` for all of them, in plain SQL (the ORM's ``bulk_create``
+    costs about three times as much here, on every transaction that bumps).
+    Returns ``{}`` when the database has no outbox table. Errors propagate:
+    inside the caller's transaction they are the caller's (the write and its
+    marker commit together or not at all).
     """
     targets = list(dict.fromkeys(targets))
     if not targets or not available(using):
         return {}
-    model = _model()
-    rows = model.objects.using(using).bulk_create(
-        [model(alias=alias, tenant=tenant, keys=None) for alias, tenant in targets]
-    )
-    if any(row.pk is None for row in rows):  # a backend that returns no keys
-        return {}
-    return {t: (using, row.pk) for t, row in zip(targets, rows, strict=True)}
+    conn = connections[using]
+    q = conn.ops.quote_name
+    columns = ", ".join(q(c) for c in ("created", "alias", "tenant", "keys", "tags"))
+    now = conn.ops.adapt_datetimefield_value(timezone.now())
+    row = "(%s, %s, %s, NULL, '[]')"
+    sql = f"INSERT INTO {q(TABLE)} ({columns}) VALUES "
+    with conn.cursor() as cur:
+        if conn.features.can_return_columns_from_insert:
+            params = [p for alias, tenant in targets for p in (now, alias, tenant)]
+            cur.execute(sql + ", ".join([row] * len(targets)) + f" RETURNING {q('id')}", params)
+            ids = [r[0] for r in cur.fetchall()]
+        else:  # one statement per row, its key from lastrowid
+            ids = []
+            for alias, tenant in targets:
+                cur.execute(sql + row, [now, alias, tenant])
+                ids.append(cur.lastrowid)
+    return {t: (using, pk) for t, pk in zip(targets, ids, strict=True)}
 
 
 def record(
