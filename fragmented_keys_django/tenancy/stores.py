@@ -42,6 +42,7 @@ from typing import Any
 
 from django.utils.module_loading import import_string
 
+from ..dbcache import isolate
 from ..exceptions import ConfigurationError
 
 __all__ = ["TenantStores", "notify_tenant_config_changed", "resolve_tenant_config"]
@@ -259,7 +260,7 @@ class TenantStores:
 
         name, merged = resolve_tenant_config(tenant_id, config, settings.CACHES[self.template_name])
         params = {k: v for k, v in merged.items() if k not in ("BACKEND", "LOCATION")}
-        store = import_string(merged["BACKEND"])(merged.get("LOCATION", ""), params)
+        store = isolate(import_string(merged["BACKEND"])(merged.get("LOCATION", ""), params))
         logger.info("built tenant store %s for tenant %s (alias=%s)", name, tenant_id, self.alias)
         return (name, store)
 
