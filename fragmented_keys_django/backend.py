@@ -50,6 +50,7 @@ from .conf import (
     get_cache_epoch,
     store_is_reliable,
 )
+from .dbcache import isolate
 from .exceptions import ConfigurationError, InvalidTimeout, TenantRequired, UnpicklableValue
 from .keys import EntryKeys, TagSpec, entry_keys, lock_key, namespace_key, tag_version_key
 from .redis_access import redis_access
@@ -234,7 +235,7 @@ class FragmentedKeysCacheBackend(BaseCache):
                 f"versions could not be stored and nothing would ever be cached. Use a real store "
                 f"(LocMemCache for one process)."
             )
-        return get_cache(name)
+        return isolate(get_cache(name))  # a database cache: outside the caller's transaction
 
     @property
     def verify_bumps(self) -> bool:

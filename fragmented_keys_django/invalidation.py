@@ -76,6 +76,8 @@ class PendingBump(CommitHook):
         self.items = items
         # (alias, tenant) -> the outbox marker written in this transaction.
         self.markers: dict[tuple[str, str | None], outbox.Ref] = {}
+        # Landed markers of earlier transactions deleted in this one (SQLite).
+        self.purged: list[int] = []
 
     def add(self, conn: Any, items: list[_Bump]) -> None:
         """Carry *items* too; mark new (alias, tenant) pairs in the outbox, in the transaction."""
@@ -83,9 +85,13 @@ class PendingBump(CommitHook):
             self.items.extend(items)
         new = [(i.alias, i.tenant) for i in items if (i.alias, i.tenant) not in self.markers]
         if new:
+            if not self.markers and outbox.deletes_inline(conn.alias):
+                self.purged = outbox.purge_here(conn.alias)
             self.markers.update(outbox.mark(conn.alias, new))
 
     def run(self) -> None:
+        if self.purged:
+            outbox.purged(self.using, self.purged)
         apply_bumps(self.items, using=self.using, markers=self.markers)
 
 
@@ -125,7 +131,9 @@ def apply_bumps(
     are bypassed here until they land. Markers of bumps that landed are
     deleted by the retry thread within about a second, in one statement for
     all of them (a ``DELETE`` here would cost a commit per transaction), or
-    here on SQLite (see ``outbox.deletes_inline``). With *raise_errors* ``BumpFailed`` is raised after all that.
+    on SQLite in this thread's next transaction there (see
+    ``outbox.deletes_inline``). With *raise_errors* ``BumpFailed`` is raised
+    after all that.
     """
     markers = markers or {}
     landed: list[outbox.Ref] = []
@@ -144,7 +152,7 @@ def apply_bumps(
         _announce(group)
     kept = {ref for item in items for ref in item.outbox}
     done = [ref for ref in dict.fromkeys(landed) if ref not in kept]
-    outbox.forget(ref for ref in done if outbox.deletes_inline(ref[0]))
+    outbox.forget_here(ref for ref in done if outbox.deletes_inline(ref[0]))
     _retrier.forget([ref for ref in done if not outbox.deletes_inline(ref[0])])
     if error is not None:
         raise error
@@ -702,4 +710,4 @@ def note_store_error(alias: str, tenant: str | None) -> None:
 
 os.register_at_fork(after_in_child=lambda: _retrier._after_fork())
 # Markers of landed bumps still queued at a normal exit: deleted, not left for a drain.
-atexit.register(lambda: _retrier.forget_now())
+atexit.register(lambda: (_retrier.forget_now(), outbox.forget_everyones()))

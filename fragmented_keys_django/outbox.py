@@ -188,11 +188,67 @@ def deletes_inline(using: str) -> bool:
     SQLite (rollback journal) has one writer at a time: a ``DELETE`` from a
     background thread's connection can deadlock a request's transaction that
     read before writing (SQLite answers "database is locked" at once rather
-    than wait). There the marker is deleted right after the bump, on the same
-    connection (one more commit per transaction); elsewhere the retry thread
-    deletes markers in batches.
+    than wait). There the thread that bumped deletes its landed markers in its
+    next transaction on that database (:func:`purge_here`, no commit of its
+    own) or at exit; elsewhere the retry thread deletes them in batches.
     """
     return connections[using].vendor == "sqlite"
+
+
+# Landed markers this thread deletes in its next transaction (SQLite), per database;
+# every thread's, by thread id, for the deletion at exit.
+_here = threading.local()
+_everyones: dict[int, dict[str, set[int]]] = {}
+_everyones_lock = threading.Lock()
+
+
+def _mine() -> dict[str, set[int]]:
+    mine = getattr(_here, "by_db", None)
+    if mine is None:
+        mine = _here.by_db = {}
+        with _everyones_lock:
+            _everyones[threading.get_ident()] = mine
+    return mine
+
+
+def forget_here(refs: Iterable[Ref]) -> None:
+    """Delete *refs* in this thread's next transaction on their database (see :func:`purge_here`)."""
+    mine = _mine()
+    for db, pk in refs:
+        mine.setdefault(db, set()).add(pk)
+
+
+def purge_here(using: str) -> list[int]:
+    """Delete, in *using*'s open transaction, the landed markers this thread left there.
+
+    Returns their ids: they are gone once that transaction commits
+    (:func:`purged`); on a rollback they stay listed for the next one.
+    """
+    ids = sorted(_mine().get(using, ()))
+    if ids:
+        conn = connections[using]
+        q = conn.ops.quote_name
+        with conn.cursor() as cur:
+            cur.execute(
+                f"DELETE FROM {q(TABLE)} WHERE {q('id')} IN ({', '.join(['%s'] * len(ids))})",
+                ids,
+            )
+    return ids
+
+
+def purged(using: str, ids: Iterable[int]) -> None:
+    """The transaction that deleted *ids* (:func:`purge_here`) committed: forget them."""
+    mine = _mine().get(using)
+    if mine:
+        mine.difference_update(ids)
+
+
+def forget_everyones() -> None:
+    """Delete the markers every thread still lists (at exit: not left for a drain)."""
+    with _everyones_lock:
+        refs = [(db, pk) for mine in _everyones.values() for db, ids in mine.items() for pk in ids]
+        _everyones.clear()
+    forget(refs)
 
 
 def forget(refs: Iterable[Ref | None]) -> None:

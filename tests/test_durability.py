@@ -288,3 +288,22 @@ def test_w020_reports_a_database_without_the_outbox_table():
         with connections["pg"].schema_editor() as editor:
             editor.create_model(model)
         outbox.reset()
+
+
+def test_on_sqlite_landed_markers_go_with_the_next_transaction_never_from_another_thread():
+    """SQLite: no background DELETE (it could deadlock a request's transaction)."""
+    from .conftest import store_settings
+
+    with override_settings(CACHES=store_settings("locmem")):
+        ModelTagManager.register_model(Item)
+        item = Item.objects.create(name="sqlite", qty=0)
+        rows = outbox._model().objects
+        for qty in (1, 2, 3):
+            with TenantContext.use_tenant(TENANT), transaction.atomic():
+                item.qty = qty
+                item.save()
+            # Only the last transaction's marker is left: each deleted the one before.
+            assert rows.count() == 1
+        assert _retrier._landed == []  # nothing queued for the retry thread
+        outbox.forget_everyones()  # what a normal exit does
+        assert rows.count() == 0
