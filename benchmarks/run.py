@@ -455,7 +455,11 @@ def bench(plan: Plan, client: Any, log: Any) -> tuple[list[h.Row], dict[str, Any
                     outbox._tables[db] = True
 
             assert outbox.available(db)
-            how = "+1 INSERT, DELETE inline" if outbox.deletes_inline(db) else "+1 INSERT"
+            how = (
+                "+1 INSERT, +1 DELETE in the same commit"
+                if outbox.deletes_inline(db)
+                else "+1 INSERT"
+            )
             measure(
                 f"model_save_atomic_{db}",
                 [
@@ -839,6 +843,9 @@ def main(argv: list[str] | None = None) -> int:
             rows, memory = bench(plan, client, log)
             profile = profile_warm_read(1000 if args.quick else 5000) if args.profile else ""
             client.flushdb()
+            from fragmented_keys_django import outbox
+
+            outbox.forget_everyones()  # before the databases go, not at exit
         finally:
             if has_pg:
                 drop_pg()
