@@ -568,15 +568,21 @@ def _gather(
     *new* is the deleted row.
     """
     for target in targets:
-        if target.relation == "child" and event == "create":
+        child = target.relation == "child"
+        if child and event == "create":
             continue  # a new parent row has no child row yet
         reg = target.reg
         for new, old in rows:
-            for row in (new, old):
+            # *old* may map models to rows read before a save (see _on_pre_save):
+            # None -> the written row, a child model -> that child's row.
+            olds = old if isinstance(old, dict) else {None: old}
+            # (row, whether it must still be read as the registration's model)
+            versions = [(new, child), (olds.get(reg.concrete if child else None), False)]
+            for row, fetch in versions:
                 if row is None:
                     continue
                 pk = _pk_for(target, row)
-                shown = _as_registered(target, row, using)
+                shown = _as_registered(target, row, using) if fetch else row
                 if shown is None:
                     continue  # no such child row: nothing of it changed
                 bumps.add(reg, shown, event, update_fields, pk)
@@ -624,8 +630,14 @@ def _on_pre_save(
 ) -> None:
     if instance._state.adding or instance.pk is None:
         return
-    if _reads_rows(ModelTagManager.targets(sender)):
-        _old_rows.put(instance, _old_row(sender, instance, using))
+    targets = ModelTagManager.targets(sender)
+    if not _reads_rows(targets):
+        return
+    olds = {None: _old_row(sender, instance, using)}
+    for t in targets:  # a registered MTI child reads its own row: as it was too
+        if t.relation == "child" and t.reg.reads_row():
+            olds[t.reg.concrete] = _old_row(t.reg.concrete, instance, using)
+    _old_rows.put(instance, olds)
 
 
 def _on_save(

@@ -586,3 +586,18 @@ def test_deleting_one_side_of_an_m2m_link_bumps_the_other_side(frag, db):
     with override_settings(FRAGMENTED_KEYS={"SAFETY_NET": False}):
         doctor.delete()  # Doctor is not registered: Django drops the link with no signal
     assert not served()
+
+
+def test_a_save_through_the_parent_calls_a_child_callback_with_the_child_as_it_was(frag, db):
+    seen = []
+    ModelTagManager.register_model(
+        Restaurant,
+        on_update=lambda sender, r, fields: seen.append(r.name) or [("R", f"name:{r.name}")],
+    )
+    r = Restaurant.objects.using(db).create(name="old", serves="soup")
+    lists = [cached(frag, f"n{n}", [("R", f"name:{n}")]) for n in ("old", "new")]
+    place = Place.objects.using(db).get(pk=r.pk)
+    place.name = "new"
+    place.save()
+    assert sorted(seen) == ["new", "old"]  # the child row as it is and as it was
+    assert not any(s() for s in lists)
