@@ -60,6 +60,7 @@ from .tenancy.context import current_tenant_id, tenant_id_of
 from .transactions import (
     CommitHook,
     WriteMode,
+    any_dirty_thread,
     caller_thread,
     in_caller_thread,
     on_commit,
@@ -371,7 +372,9 @@ class FragmentedKeysCacheBackend(BaseCache):
         """Async twin of :meth:`_bypass`: the transaction is the calling sync thread's, if any."""
         if self._suspect(tenant):
             return True
-        return caller_thread() and await in_caller_thread(read_bypassed)
+        # Asking the calling thread costs a thread hop: only when some thread may
+        # hold a dirty transaction, and this code runs for a sync thread at all.
+        return any_dirty_thread() and caller_thread() and await in_caller_thread(read_bypassed)
 
     def _no_global_tags(self, tags: Any) -> None:
         names = [t.name for t in tags if keys_mod.is_global_tag(t.name)]
