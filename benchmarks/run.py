@@ -69,22 +69,59 @@ class Plan:
         self.count_windows = 5 if quick else 20  # of 10 calls each
 
 
-def configure(redis_url: str, db: int, tmpdir: str) -> None:
+#: PostgreSQL for the save benchmarks (a database the run creates and drops itself).
+PG = {
+    "ENGINE": "django.db.backends.postgresql",
+    "NAME": f"fkd_bench_{os.getpid()}",
+    "USER": os.environ.get("PGUSER", "postgres"),
+    "HOST": os.environ.get("PGHOST", "127.0.0.1"),
+    "PORT": os.environ.get("PGPORT", "5432"),
+}
+
+
+def _pg_admin(sql: str) -> bool:
+    """Run *sql* on the server's ``postgres`` database; False if there is no PostgreSQL."""
+    try:
+        import psycopg
+    except ImportError:
+        return False
+    try:
+        with psycopg.connect(
+            dbname="postgres", user=PG["USER"], host=PG["HOST"], port=PG["PORT"], autocommit=True
+        ) as conn:
+            conn.execute(sql)
+    except psycopg.Error:
+        return False
+    return True
+
+
+def configure(redis_url: str, db: int, tmpdir: str) -> bool:
+    """Configure Django; return True if PostgreSQL is there too (database ``pg``)."""
     import django
     from django.conf import settings
     from django.core.management import call_command
 
+    databases = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": os.path.join(tmpdir, "bench.sqlite3"),
+        },
+        # The same database through a connection without the safety net's
+        # wrapper: statements timed side by side with and without it.
+        "nonet": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": os.path.join(tmpdir, "bench.sqlite3"),
+        },
+    }
+    has_pg = _pg_admin(f'CREATE DATABASE "{PG["NAME"]}"')
+    if has_pg:
+        databases["pg"] = PG
     settings.configure(
         DEBUG=False,
         SECRET_KEY="benchmarks",
         USE_TZ=True,
         INSTALLED_APPS=["django.contrib.contenttypes", "fragmented_keys_django", "benchapp"],
-        DATABASES={
-            "default": {
-                "ENGINE": "django.db.backends.sqlite3",
-                "NAME": os.path.join(tmpdir, "bench.sqlite3"),
-            }
-        },
+        DATABASES=databases,
         CACHES={
             "redis": {
                 "BACKEND": "django_redis.cache.RedisCache",
@@ -102,6 +139,17 @@ def configure(redis_url: str, db: int, tmpdir: str) -> None:
     )
     django.setup()
     call_command("migrate", run_syncdb=True, verbosity=0, skip_checks=True)
+    if has_pg:
+        call_command("migrate", run_syncdb=True, database="pg", verbosity=0, skip_checks=True)
+    return has_pg
+
+
+def drop_pg() -> None:
+    """Drop the PostgreSQL database :func:`configure` created (if it did)."""
+    from django.db import connections
+
+    connections.close_all()
+    _pg_admin(f'DROP DATABASE IF EXISTS "{PG["NAME"]}"')
 
 
 def fill_dependents(frag: Any, store: Any, n: int, tags: list[tuple[str, str]]) -> None:
@@ -384,46 +432,59 @@ def bench(plan: Plan, client: Any, log: Any) -> tuple[list[h.Row], dict[str, Any
         )
 
         # -- the outbox: what durability costs a save inside a transaction -----
-        from django.db import transaction
+        from django.db import connections, transaction
 
         from fragmented_keys_django import outbox
 
-        def save_in_atomic(obj: Any) -> None:
-            with transaction.atomic():
-                obj.counter += 1
-                obj.save()
+        for db in [d for d in ("default", "pg") if d in connections]:
+            vendor = "SQLite" if connections[db].vendor == "sqlite" else "PostgreSQL"
+            saved = Item.objects.using(db).create(name="bench")
+            plain_saved = PlainItem.objects.using(db).create(name="bench")
 
-        def save_registered_without_outbox() -> None:
-            # The same save with the outbox table "absent" (no marker INSERT/DELETE).
-            outbox._tables["default"] = False
-            try:
-                save_in_atomic(item)
-            finally:
-                outbox._tables["default"] = True
+            def save_in_atomic(obj: Any, db: str = db) -> None:
+                with transaction.atomic(using=db):
+                    obj.counter += 1
+                    obj.save(using=db)
 
-        assert outbox.available("default")
-        measure(
-            "model_save_atomic",
-            [
-                h.Op(
-                    "atomic_save_no_outbox",
-                    "model save in atomic(), registered, outbox off (SQLite)",
-                    save_registered_without_outbox,
-                ),
-                h.Op(
-                    "atomic_save_outbox",
-                    "model save in atomic(), registered, outbox on: +INSERT +DELETE (SQLite)",
-                    lambda: save_in_atomic(item),
-                ),
-                h.Op(
-                    "atomic_save_plain",
-                    "model save in atomic(), unregistered (SQLite)",
-                    lambda: save_in_atomic(plain_item),
-                ),
-            ],
-            plan.saves,
-            "atomic_save_no_outbox",
-        )
+            def without_outbox(db: str = db, obj: Any = saved) -> None:
+                # The same save with the outbox table "absent" (no marker).
+                outbox._tables[db] = False
+                try:
+                    save_in_atomic(obj)
+                finally:
+                    outbox._tables[db] = True
+
+            assert outbox.available(db)
+            how = (
+                "+1 INSERT, +1 DELETE in the same commit"
+                if outbox.deletes_inline(db)
+                else "+1 INSERT"
+            )
+            measure(
+                f"model_save_atomic_{db}",
+                [
+                    h.Op(
+                        f"atomic_save_no_outbox_{db}",
+                        f"model save in atomic(), registered, outbox off ({vendor})",
+                        without_outbox,
+                    ),
+                    h.Op(
+                        f"atomic_save_outbox_{db}",
+                        f"model save in atomic(), registered, outbox on: {how} ({vendor})",
+                        lambda obj=saved: save_in_atomic(obj),
+                    ),
+                    h.Op(
+                        f"atomic_save_plain_{db}",
+                        f"model save in atomic(), unregistered ({vendor})",
+                        lambda obj=plain_saved: save_in_atomic(obj),
+                    ),
+                ],
+                plan.saves,
+                f"atomic_save_no_outbox_{db}",
+            )
+
+        sql_statements(measure, plan)
+        net_reads(measure, plan, frag)
 
     # -- tenant context --------------------------------------------------------
     var: contextvars.ContextVar[Any] = contextvars.ContextVar("bench", default=None)
@@ -452,6 +513,129 @@ def bench(plan: Plan, client: Any, log: Any) -> tuple[list[h.Row], dict[str, Any
         memory = h.memory_scenario(frag, client, plan.memory_entries, VALUE)
     client.flushdb()
     return rows, memory
+
+
+def sql_statements(measure: Any, plan: Plan) -> None:
+    """Time SQL statements with and without the safety net's wrapper, and the wrapper alone."""
+    from benchapp.models import Item, PlainItem
+    from django.db import connections, transaction
+
+    from fragmented_keys_django import net
+
+    netted, bare = connections["default"], connections["nonet"]
+    bare.ensure_connection()
+    if net.execute_wrapper in bare.execute_wrappers:
+        bare.execute_wrappers.remove(net.execute_wrapper)
+    netted.ensure_connection()
+    assert net.execute_wrapper in netted.execute_wrappers, "the safety net is not installed"
+    item, plain = Item._meta.db_table, PlainItem._meta.db_table
+
+    def run(conn: Any, sql: str) -> Any:
+        def statement() -> None:
+            with conn.cursor() as cursor:
+                cursor.execute(sql, [1])
+
+        return statement
+
+    def in_transaction(conn: Any, sql: str, n: int) -> Any:
+        def statements() -> None:
+            with transaction.atomic(using=conn.alias), conn.cursor() as cursor:
+                for _ in range(n):
+                    cursor.execute(sql, [1])
+
+        return statements
+
+    select = f"SELECT name FROM {item} WHERE id = %s"
+    for key, label, sql in (
+        ("select", "SELECT", select),
+        ("update_plain", "UPDATE of an unregistered table", f"UPDATE {plain} SET counter = %s"),
+        ("update_item", "UPDATE of a registered table", f"UPDATE {item} SET counter = %s"),
+    ):
+        measure(
+            f"sql_{key}",
+            [
+                h.Op(f"sql_{key}_bare", f"{label} (SQLite), no safety net", run(bare, sql)),
+                h.Op(f"sql_{key}_net", f"{label} (SQLite), safety net", run(netted, sql)),
+            ],
+            plan.saves,
+            f"sql_{key}_bare",
+        )
+    update_item = f"UPDATE {item} SET counter = %s"
+    measure(
+        "sql_update_item_tx",
+        [
+            h.Op(
+                "sql_update_item_tx_bare",
+                "10 UPDATEs of a registered table in one transaction, no safety net",
+                in_transaction(bare, update_item, 10),
+            ),
+            h.Op(
+                "sql_update_item_tx_net",
+                "10 UPDATEs of a registered table in one transaction, safety net",
+                in_transaction(netted, update_item, 10),
+            ),
+        ],
+        plan.saves // 2,
+        "sql_update_item_tx_bare",
+    )
+
+    # The wrapper alone, around a driver call that does nothing: its CPU per statement.
+    def noop(sql: str, params: Any, many: bool, context: dict) -> None:
+        return None
+
+    context = {"connection": netted, "cursor": None}
+    wrapper = net.execute_wrapper
+    update_plain = f"UPDATE {plain} SET counter = %s"
+    measure(
+        "net_wrapper",
+        [
+            h.Op(
+                "driver_noop",
+                "a no-op driver call",
+                lambda: noop(select, None, False, context),
+                inner=1000,
+            ),
+            h.Op(
+                "net_wrapper_select",
+                "safety net wrapper around it: SELECT",
+                lambda: wrapper(noop, select, None, False, context),
+                inner=1000,
+            ),
+            h.Op(
+                "net_wrapper_update_plain",
+                "safety net wrapper around it: UPDATE of an unregistered table",
+                lambda: wrapper(noop, update_plain, None, False, context),
+                inner=1000,
+            ),
+        ],
+        plan.tenant_rounds,
+        "driver_noop",
+    )
+
+
+def net_reads(measure: Any, plan: Plan, frag: Any) -> None:
+    """Time a warm tagged read whose tag is netted (a registered model's name) against one that is not."""
+    plain, netted = [("Plain", "1")], [("Item", "1")]
+    frag.set_with_tags("net:plain", VALUE, plain)
+    frag.set_with_tags("net:netted", VALUE, netted)
+    assert frag.get_with_tags("net:netted", netted) == VALUE
+    measure(
+        "net_reads",
+        [
+            h.Op(
+                "get_with_tags_not_netted",
+                "get_with_tags, 1 tag not netted (warm)",
+                lambda: frag.get_with_tags("net:plain", plain),
+            ),
+            h.Op(
+                "get_with_tags_netted",
+                "get_with_tags, 1 netted tag (warm)",
+                lambda: frag.get_with_tags("net:netted", netted),
+            ),
+        ],
+        plan.reads,
+        "get_with_tags_not_netted",
+    )
 
 
 def _where(filename: str, func: str) -> str:
@@ -650,14 +834,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.monotonic() - started:6.1f}s]{msg}", file=sys.stderr, flush=True)
 
     with tempfile.TemporaryDirectory(prefix="fkd-bench-") as tmpdir:
-        configure(redis_url, args.db, tmpdir)
-        import fragmented_keys_django
+        has_pg = configure(redis_url, args.db, tmpdir)
+        try:
+            import fragmented_keys_django
 
-        plan = Plan(args.quick)
-        log(f" fragmented_keys_django {fragmented_keys_django.__version__}, Redis DB {args.db}")
-        rows, memory = bench(plan, client, log)
-        profile = profile_warm_read(1000 if args.quick else 5000) if args.profile else ""
-        client.flushdb()
+            plan = Plan(args.quick)
+            log(f" fragmented_keys_django {fragmented_keys_django.__version__}, Redis DB {args.db}")
+            rows, memory = bench(plan, client, log)
+            profile = profile_warm_read(1000 if args.quick else 5000) if args.profile else ""
+            client.flushdb()
+            from fragmented_keys_django import outbox
+
+            outbox.forget_everyones()  # before the databases go, not at exit
+        finally:
+            if has_pg:
+                drop_pg()
 
     machine = h.machine_info(client, ["fragmented-keys-django"])
     machine["redis_url"] = f"{redis_url}/{args.db}"

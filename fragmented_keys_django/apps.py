@@ -32,6 +32,10 @@ class FragmentedKeysConfig(AppConfig):
         # A migrate may have created (or dropped) the outbox table.
         post_migrate.connect(forget_outbox_tables, dispatch_uid="fkd:outbox-tables")
 
+        from . import net
+
+        net.install()
+
         from django.conf import settings
 
         if getattr(settings, "FRAGMENTED_KEYS_CELERY", False):

@@ -51,6 +51,7 @@ from .conf import (
     get_cache_epoch,
     store_is_reliable,
 )
+from .dbcache import isolate
 from .exceptions import (
     ConfigurationError,
     InvalidTimeout,
@@ -66,6 +67,7 @@ from .tenancy.context import current_tenant_id, tenant_id_of
 from .transactions import (
     CommitHook,
     WriteMode,
+    any_dirty_thread,
     caller_thread,
     in_caller_thread,
     on_commit,
@@ -255,7 +257,7 @@ class FragmentedKeysCacheBackend(BaseCache):
                 f"versions could not be stored and nothing would ever be cached. Use a real store "
                 f"(LocMemCache for one process)."
             )
-        return get_cache(name)
+        return isolate(get_cache(name))  # a database cache: outside the caller's transaction
 
     @property
     def verify_bumps(self) -> bool:
@@ -401,7 +403,9 @@ class FragmentedKeysCacheBackend(BaseCache):
         """Async twin of :meth:`_bypass`: the transaction is the calling sync thread's, if any."""
         if self._suspect(tenant):
             return True
-        return caller_thread() and await in_caller_thread(read_bypassed)
+        # Asking the calling thread costs a thread hop: only when some thread may
+        # hold a dirty transaction, and this code runs for a sync thread at all.
+        return any_dirty_thread() and caller_thread() and await in_caller_thread(read_bypassed)
 
     def _no_global_tags(self, tags: Any) -> None:
         names = [t.name for t in tags if keys_mod.is_global_tag(t.name)]
@@ -1184,10 +1188,13 @@ class FragmentedKeysCacheBackend(BaseCache):
         if hit:
             if not (beta and callable(default) and _recompute_early(raw[ek.entry], beta)):
                 return value
-            # Early recomputation: only by whoever takes the lock; the others
-            # keep serving the live value.
+            # Early recomputation: only outside transactions (a value computed
+            # inside one is stored at its commit, if ever), and only by whoever
+            # takes the lock; the others keep serving the live value.
+            if write_mode()[0] is not WriteMode.NOW:
+                return value
             try:
-                if not store.add(lock_key(ek.entry), 1, timeout=self.options.stampede_lock_timeout):
+                if not self._take_lock(store, lock_key(ek.entry)):
                     return value
             except metrics.store_errors() as exc:
                 self._failed("get_or_set_with_tags", tenant, exc)
@@ -1397,7 +1404,7 @@ class FragmentedKeysCacheBackend(BaseCache):
             if not (beta and callable(default) and _recompute_early(raw[ek.entry], beta)):
                 return value
             try:  # early recomputation, by the lock holder only
-                if not await store.aadd(lkey, 1, timeout=self.options.stampede_lock_timeout):
+                if not await self._atake_lock(store, lkey):
                     return value
             except metrics.store_errors() as exc:
                 self._failed("get_or_set_with_tags", tenant, exc)

@@ -8,6 +8,9 @@
 ``fragmented_keys_django.W001``  the store is a per-process cache (locmem): bumps do not reach other processes
 ``fragmented_keys_django.W020``  a database has no outbox table: bumps there are not durable
 ``fragmented_keys_django.W021``  django-tenants: the outbox is in ``TENANT_APPS`` (one table per schema)
+``fragmented_keys_django.E020``  ``FRAGMENTED_KEYS["SAFETY_NET"]`` is not True or False
+``fragmented_keys_django.E021``  the safety net is on, models are registered, and a ``TENANT_STORES``
+                                 source cannot list its tenants (an "all tenants" bump cannot reach them)
 ========================  ====================================================
 
 W020 is a database check (run by ``migrate`` and ``check --database``).
@@ -119,3 +122,33 @@ def check_outbox(app_configs: Any = None, databases: Any = None, **kwargs: Any) 
             )
         )
     return found
+
+
+@checks.register(checks.Tags.caches)
+def check_safety_net(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Check ``FRAGMENTED_KEYS["SAFETY_NET"]`` and that the net can reach every tenant store."""
+    from . import net
+    from .model_tags import ModelTagManager
+
+    try:
+        enabled = net.setting_value()
+    except ConfigurationError as exc:
+        return [checks.Error(str(exc), id="fragmented_keys_django.E020")]
+    if not enabled or not ModelTagManager.get_registered_models():
+        return []
+    try:
+        aliases = net.unlistable_aliases()
+    except ConfigurationError:
+        return []  # a broken alias: reported by E001-E004
+    return [
+        checks.Error(
+            f"CACHES[{alias!r}] has a TENANT_STORES source that cannot list its tenants, so the "
+            f"safety net cannot bump the tenant stores when a registered model's table is "
+            f"written outside a tenant (or a model registered with tenant_field is written).",
+            hint="Give the TENANT_STORES callable a `tenants()` attribute, use a dict or MODEL "
+            "source, or set FRAGMENTED_KEYS['SAFETY_NET'] = False (precise bumps only).",
+            id="fragmented_keys_django.E021",
+            obj=alias,
+        )
+        for alias in aliases
+    ]

@@ -456,6 +456,9 @@ _PROJECT_DEFAULTS: dict[str, Any] = {
     # Keep bumps in the database outbox until they land (outbox.py); False keeps
     # failed bumps in process memory only.
     "OUTBOX": True,
+    # The safety net (net.py): writes to registered models' tables that send no
+    # signal invalidate the model's entries. False: precise bumps only.
+    "SAFETY_NET": True,
 }
 
 _BUILTIN_SOURCES = {

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
@@ -87,6 +88,8 @@ class PendingBump(CommitHook):
         self.items = items
         # (alias, tenant) -> the outbox marker written in this transaction.
         self.markers: dict[tuple[str, str | None], outbox.Ref] = {}
+        # Landed markers of earlier transactions deleted in this one (SQLite).
+        self.purged: list[int] = []
 
     def add(self, conn: Any, items: list[_Bump]) -> None:
         """Carry *items* too; mark new (alias, tenant) pairs in the outbox, in the transaction."""
@@ -94,9 +97,13 @@ class PendingBump(CommitHook):
             self.items.extend(items)
         new = [(i.alias, i.tenant) for i in items if (i.alias, i.tenant) not in self.markers]
         if new:
+            if not self.markers and outbox.deletes_inline(conn.alias):
+                self.purged = outbox.purge_here(conn.alias)
             self.markers.update(outbox.mark(conn.alias, new))
 
     def run(self) -> None:
+        if self.purged:
+            outbox.purged(self.using, self.purged)
         apply_bumps(self.items, using=self.using, markers=self.markers)
 
 
@@ -134,7 +141,11 @@ def apply_bumps(
     database *using* (the transaction's *markers* rewritten with their exact
     keys, or new rows) and queued for the retry thread, and their tenants
     are bypassed here until they land. Markers of bumps that landed are
-    deleted. With *raise_errors* ``BumpFailed`` is raised after all that.
+    deleted by the retry thread within about a second, in one statement for
+    all of them (a ``DELETE`` here would cost a commit per transaction), or
+    on SQLite in this thread's next transaction there (see
+    ``outbox.deletes_inline``). With *raise_errors* ``BumpFailed`` is raised
+    after all that.
     """
     markers = markers or {}
     landed: list[outbox.Ref] = []
@@ -153,7 +164,9 @@ def apply_bumps(
         landed += [markers[(i.alias, i.tenant)] for i in group if (i.alias, i.tenant) in markers]
         _announce(group)
     kept = {ref for item in items for ref in item.outbox}
-    outbox.forget(ref for ref in dict.fromkeys(landed) if ref not in kept)
+    done = [ref for ref in dict.fromkeys(landed) if ref not in kept]
+    outbox.forget_here(ref for ref in done if outbox.deletes_inline(ref[0]))
+    _retrier.forget([ref for ref in done if not outbox.deletes_inline(ref[0])])
     if error is not None:
         raise error
 
@@ -491,6 +504,8 @@ class _Retrier:
         self._recovering: dict[tuple, tuple[str, str | None]] = {}
         # space -> time.monotonic() when it may be probed (the breaker's open time).
         self._next_probe: dict[tuple, float] = {}
+        # Outbox markers whose bumps landed: deleted by the thread, in batches.
+        self._landed: list[outbox.Ref] = []
         # Bumped by reset(): items taken before it name a configuration that is gone.
         self._generation = 0
         self._thread: threading.Thread | None = None
@@ -524,6 +539,23 @@ class _Retrier:
                 if other.flush and (other.alias, other.tenant) == (item.alias, item.tenant):
                     return
         self.add([item])
+
+    def forget(self, refs: list[outbox.Ref]) -> None:
+        """Delete outbox *refs* (markers of bumps that landed) soon, with others, in the thread.
+
+        Within ``max_interval`` seconds, well inside ``outbox.MARKER_GRACE``
+        (a drain never takes a marker younger than that for an orphan).
+        """
+        if refs:
+            with self._lock:
+                self._landed += refs
+                self._ensure_thread()
+
+    def forget_now(self) -> None:
+        """Delete the queued landed markers now (the thread's rounds; process exit)."""
+        with self._lock:
+            refs, self._landed = self._landed, []
+        outbox.forget(refs)
 
     def recover(self, alias: str, tenant: str | None) -> None:
         """A store error on *alias* for *tenant*: open the store's breaker until it is back and drained."""
@@ -561,6 +593,7 @@ class _Retrier:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread = None
+        self._landed = []  # the parent deletes its own landed markers
         if self._pending or self._inflight or self._recovering:
             self._pending[:0] = list(self._inflight.values())
             self._inflight.clear()
@@ -574,7 +607,9 @@ class _Retrier:
                 item.keys
             )
         for (alias, tenant), size in sizes.items():
-            if size <= self.compact_above:
+            if size <= self.compact_above or tenant is None:
+                # A public flush would not reach what public bumps also carry: the
+                # versions every tenant reads (global tags, the safety net's).
                 continue
             prefix = _backend(alias).options.prefix
             dropped = [i for i in self._pending if (i.alias, i.tenant) == (alias, tenant)]
@@ -619,8 +654,10 @@ class _Retrier:
         self._wake.set()
 
     def is_suspect(self, space: tuple, tenant: str | None) -> bool:
-        suspect = self._suspect
-        return bool(suspect) and ((space, tenant) in suspect or (space, _ALL) in suspect)
+        # A failed public-namespace bump may hold versions every tenant reads
+        # (global tags, the safety net's "all tenants" versions): all suspect.
+        s = self._suspect
+        return bool(s) and ((space, tenant) in s or (space, _ALL) in s or (space, None) in s)
 
     def pending(self) -> int:
         """Return how many failed bumps have not landed: queued, or held by a running retry."""
@@ -675,6 +712,7 @@ class _Retrier:
                 self._pending[:0] = left
             kept = {r for i in [*self._pending, *self._inflight.values()] for r in i.outbox}
         outbox.forget(r for r in dict.fromkeys(landed) if r not in kept)
+        self.forget_now()
         with self._lock:
             return not self._pending and not self._recovering
 
@@ -757,7 +795,7 @@ class _Retrier:
                 # Decide to exit under the lock: an add() racing with this
                 # either lands first (and we go on) or finds no thread and
                 # starts one.
-                if not self._pending and not self._recovering:
+                if not self._pending and not self._recovering and not self._landed:
                     self._thread = None
                     return
             delay = min(delay * 2, self.max_interval)
@@ -828,3 +866,5 @@ def note_store_error(alias: str, tenant: str | None) -> None:
 
 
 os.register_at_fork(after_in_child=lambda: _retrier._after_fork())
+# Markers of landed bumps still queued at a normal exit: deleted, not left for a drain.
+atexit.register(lambda: (_retrier.forget_now(), outbox.forget_everyones()))

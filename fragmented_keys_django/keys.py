@@ -12,6 +12,8 @@ hash tag so that everything one read needs sits in one slot)::
 
     fk:{T}:n:<digest>    tenant namespace version (bumped by clear()/invalidate_tenant)
     fk:{T}:v:<digest>    version of one tag (name, instance) in one tenant
+    fk:{T}:m:<digest>    net version of one tag name in one tenant (the safety net: see net.py);
+                         tenant None is the "all tenants" net version, in the public slot
     fk:{T}:e:<digest>    entry: (tenant, key, group_id, tags, epoch)
 """
 
@@ -22,7 +24,15 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import NamedTuple
 
-__all__ = ["EntryKeys", "TagSpec", "encode_parts", "entry_keys", "tag_version_key"]
+__all__ = [
+    "EntryKeys",
+    "TagSpec",
+    "encode_parts",
+    "entry_keys",
+    "net_version_key",
+    "set_netted_names",
+    "tag_version_key",
+]
 
 _DIGEST_CHARS = 40  # 160 bits of SHA-256
 
@@ -44,8 +54,11 @@ class TagSpec(NamedTuple):
 class EntryKeys:
     """Everything one read needs: the entry key and the version keys to check.
 
-    ``version_keys[0]`` is the tenant namespace key; the rest are the tag
-    version keys in ``tags`` order (constant tags excluded).
+    ``version_keys[0]`` is the tenant namespace key; then the tag version keys
+    in ``tags`` order (constant tags excluded); then, for each distinct netted
+    tag name among the tags (see :func:`set_netted_names`), its net version in
+    the tenant and its "all tenants" net version (only the latter for a global
+    name or outside any tenant).
     """
 
     entry: str
@@ -102,6 +115,41 @@ def register_global_tag(name: str) -> None:
 def is_global_tag(name: str) -> bool:
     """Return True if tag *name* was registered as global."""
     return name in _global_tags
+
+
+# Tag names covered by the safety net (the tag names of registered models,
+# set by net.py; empty when the net is off): an entry with a non-constant tag
+# of such a name also records that name's net versions.
+_netted_names: frozenset[str] = frozenset()
+
+
+def set_netted_names(names: frozenset[str] | set[str] | tuple[str, ...]) -> None:
+    """Make *names* the netted tag names (the safety net's); forget memoised keys if they changed.
+
+    Called by ``net.py`` when models are registered or unregistered and when
+    ``FRAGMENTED_KEYS["SAFETY_NET"]`` changes; ``()`` turns the net's versions off.
+    """
+    global _netted_names
+    new = frozenset(names)
+    if new != _netted_names:
+        _netted_names = new
+        clear_memos()
+
+
+def netted_names() -> frozenset[str]:
+    """Return the tag names whose entries also record net versions (empty: the net is off)."""
+    return _netted_names
+
+
+@lru_cache(maxsize=4096)
+def net_version_key(prefix: str, tenant: str | None, name: str) -> str:
+    """Return the key of the net version of tag name *name* in *tenant*.
+
+    The safety net bumps it when a statement writes a table of the model
+    registered as *name*; tenant ``None`` is the "all tenants" net version
+    (kept in the public slot), read by every tenant's entries of that name.
+    """
+    return _slot(prefix, tenant) + "m:" + _digest("m", prefix, tenant, name)
 
 
 #: Inputs longer than this (characters) are not memoised: keys can carry
@@ -161,14 +209,31 @@ def _entry_keys(
         parts += (t.name, t.instance, t.constant)
         if not t.constant:
             vkeys.append(tag_version_key(prefix, tenant, t.name, t.instance))
+    if _netted_names:
+        _append_net_keys(vkeys, prefix, tenant, tags)
     return EntryKeys(_slot(prefix, tenant) + "e:" + _digest(*parts), tuple(vkeys))
+
+
+def _append_net_keys(
+    vkeys: list[str], prefix: str, tenant: str | None, tags: tuple[TagSpec, ...]
+) -> None:
+    """Append the net versions of the distinct netted names among *tags* (sorted by name)."""
+    last = None
+    for t in tags:
+        name = t.name
+        if t.constant or name == last or name not in _netted_names:
+            continue
+        last = name
+        if tenant is not None and name not in _global_tags:
+            vkeys.append(net_version_key(prefix, tenant, name))
+        vkeys.append(net_version_key(prefix, None, name))
 
 
 _entry_keys_memo = lru_cache(maxsize=16384)(_entry_keys)
 
 
 def clear_memos() -> None:
-    """Forget memoised keys (after registering a global tag)."""
+    """Forget memoised keys (after registering a global tag or changing the netted names)."""
     _tag_version_key_memo.cache_clear()
     _entry_keys_memo.cache_clear()
 

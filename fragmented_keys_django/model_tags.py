@@ -51,9 +51,13 @@ from django.db.models.signals import (
     pre_delete,
     pre_save,
 )
+from django.dispatch import dispatcher
 
+from . import precise
 from .invalidation import bump_refusals, bump_tags, check_bump
 from .keys import register_global_tag
+from .signals import model_registry_changed
+from .sql_writes import bare_table_name
 from .tags import normalize_tags
 from .tenancy.context import current_tenant_id
 
@@ -163,6 +167,9 @@ class _Stash:
 
 
 _old_rows = _Stash()  # pre_save -> post_save: the row as it was, per registration
+
+# Frames a receiver skips to find the call that sent its signal (precise.caller_frame).
+_SKIP_FRAMES = (__file__, dispatcher.__file__)
 _orphans = _Stash()  # pre_delete -> post_delete: rows a SET_* cascade is about to update
 
 
@@ -176,7 +183,8 @@ class ModelTagManager:
     _registered: dict[type[models.Model], _Registration] = {}
     _targets: dict[tuple[type[models.Model], bool], tuple[_Target, ...]] = {}
     # (model, field) pairs of registered rows that a delete of the key's model updates.
-    _cascades: dict[type[models.Model], tuple[tuple[type[models.Model], Any], ...]] = {}
+    # Rows of registered models that a delete of the key's model rewrites or unlinks.
+    _cascades: dict[type[models.Model], tuple[_Cascade, ...]] = {}
     _connected: set[tuple[str, type[models.Model]]] = set()
     # Registrations by concrete model, and by each MTI ancestor of their concrete model.
     _index: tuple[dict[Any, list[_Registration]], dict[Any, list[_Registration]]] = ({}, {})
@@ -322,7 +330,13 @@ class ModelTagManager:
 
         classes = [m for app in list(apps.all_models.values()) for m in list(app.values())]
         wanted: set[tuple[str, type[models.Model]]] = set()
-        cascades: dict[type[models.Model], list[tuple[type[models.Model], Any]]] = {}
+        cascades: dict[type[models.Model], list[_Cascade]] = {}
+
+        def add(parent: type[models.Model], cascade: _Cascade) -> None:
+            found = cascades.setdefault(parent._meta.concrete_model, [])
+            if cascade not in found:
+                found.append(cascade)
+
         for writer in classes:
             targets = cls.targets(writer)
             if not targets:
@@ -332,28 +346,50 @@ class ModelTagManager:
             # Reads the row before an update, and refuses a write whose bump
             # would be refused after it (refuse_unbumpable).
             wanted.add(("pre_save", writer))
+            if writer._meta.proxy:
+                continue
+            concrete = writer._meta.concrete_model
             # Foreign keys on this model's own table that a delete of the
             # referenced row rewrites without a signal.
             for field in writer._meta.local_fields:
                 remote = field.remote_field
-                if remote is None or writer._meta.proxy or remote.on_delete in _NO_FIELD_UPDATE:
+                if remote is None or remote.on_delete in _NO_FIELD_UPDATE:
                     continue
                 if getattr(remote, "parent_link", False):
                     continue
-                parent = field.related_model._meta.concrete_model
-                pair = (writer._meta.concrete_model, field)
-                if pair not in cascades.setdefault(parent, []):
-                    cascades[parent].append(pair)
+                add(
+                    field.related_model,
+                    _Cascade(concrete, field.name, precise.model_tables(concrete), "UPDATE"),
+                )
+            # m2m links a delete of the other side removes (auto-created through
+            # tables are emptied without a signal, often by a fast delete).
+            for field in concrete._meta.get_fields(include_hidden=True):
+                if not field.many_to_many or field.related_model is None:
+                    continue
+                forward = field.concrete  # a ManyToManyField here, else a ManyToManyRel
+                m2m = field if forward else field.field
+                through = m2m.remote_field.through
+                if isinstance(through, str) or not through._meta.auto_created:
+                    continue
+                # Rows of *concrete* linked to a deleted row of *other*, found from
+                # concrete's side: through its own field, or the reverse query name.
+                lookup = m2m.name if forward else m2m.related_query_name()
+                if lookup.endswith("+"):
+                    continue  # a hidden reverse relation: the forward field covers it
+                other = field.related_model
+                table = frozenset({bare_table_name(through._meta.db_table)})
+                add(other, _Cascade(concrete, lookup, table, "DELETE"))
         for parent in cascades:
             for writer in classes:
                 if writer._meta.concrete_model is parent:
                     wanted.add(("cascade", writer))
-        cls._cascades = {parent: tuple(pairs) for parent, pairs in cascades.items()}
+        cls._cascades = {parent: tuple(found) for parent, found in cascades.items()}
         for kind, writer in cls._connected - wanted:
             _disconnect(kind, writer)
         for kind, writer in wanted - cls._connected:
             _connect(kind, writer)
         cls._connected = wanted
+        model_registry_changed.send(cls, model=None)  # the safety net's table map follows
         if cls._registered:
             m2m_changed.connect(_on_m2m, dispatch_uid="fkd:m2m", weak=False)
             class_prepared.connect(
@@ -533,8 +569,8 @@ def _gather(
     *old* is the row as it was before an update (or ``None``); for a delete
     *new* is the deleted row.
     """
-    for target, row in _reached(targets, rows, event):
-        shown = _as_registered(target, row, using)
+    for target, row, fetch in _reached(targets, rows, event):
+        shown = _as_registered(target, row, using) if fetch else row
         if shown is None:
             continue  # no such child row: nothing of it changed
         bumps.add(target.reg, shown, event, update_fields, _pk_for(target, row))
@@ -542,15 +578,25 @@ def _gather(
 
 def _reached(
     targets: Iterable[_Target], rows: list[tuple[Any, Any]], event: str
-) -> Iterable[tuple[_Target, Any]]:
-    """Yield ``(target, row)`` for every row of the (new, old) pairs a write changes in a target."""
+) -> Iterable[tuple[_Target, Any, bool]]:
+    """Yield ``(target, row, fetch)`` for every row of the (new, old) pairs a write changes.
+
+    *fetch*: the row must still be read as the target registration's model
+    (:func:`_as_registered`: an MTI child's row).
+    """
     for target in targets:
-        if target.relation == "child" and event == "create":
+        child = target.relation == "child"
+        if child and event == "create":
             continue  # a new parent row has no child row yet
         for new, old in rows:
-            for row in (new, old):
+            # *old* may map models to rows read before a save (see _on_pre_save):
+            # None -> the written row, a child model -> that child's row.
+            olds = old if isinstance(old, dict) else {None: old}
+            # (row, whether it must still be read as the registration's model)
+            versions = [(new, child), (olds.get(target.reg.concrete if child else None), False)]
+            for row, fetch in versions:
                 if row is not None:
-                    yield target, row
+                    yield target, row, fetch
 
 
 def _write(
@@ -599,12 +645,15 @@ def _on_pre_save(
 ) -> None:
     targets = ModelTagManager.targets(sender)
     adding = instance._state.adding or instance.pk is None
-    old = None
+    olds = None
     if not adding and _reads_rows(targets):
-        old = _old_row(sender, instance, using)
-        _old_rows.put(instance, old)
+        olds = {None: _old_row(sender, instance, using)}
+        for t in targets:  # a registered MTI child reads its own row: as it was too
+            if t.relation == "child" and t.reg.reads_row():
+                olds[t.reg.concrete] = _old_row(t.reg.concrete, instance, using)
+        _old_rows.put(instance, olds)
     event = "create" if adding else "update"
-    refuse_unbumpable(targets, [(instance, old)], event, update_fields, using)
+    refuse_unbumpable(targets, [(instance, olds)], event, update_fields, using)
 
 
 def refuse_unbumpable(
@@ -628,11 +677,11 @@ def refuse_unbumpable(
     no_tenant, global_tags = bump_refusals()
     if not (no_tenant or global_tags):
         return
-    for target, row in _reached(targets, rows, event):
+    for target, row, fetch in _reached(targets, rows, event):
         reg = target.reg
         if reg.tenant_attname is None and not global_tags and current_tenant_id() is not None:
             continue  # bumps in the current tenant: nothing to refuse
-        shown = _as_registered(target, row, using)  # the row as the bump will read it
+        shown = _as_registered(target, row, using) if fetch else row  # as the bump reads it
         if shown is None:
             continue
         tenant = _tenant(reg, shown)
@@ -673,16 +722,31 @@ def _on_delete(
 def _on_cascade_pre_delete(
     sender: type[models.Model], instance: Any, using: str | None = None, **kwargs: Any
 ) -> None:
-    """Before Django rewrites the rows pointing at *instance* (SET_NULL, ...), find them."""
+    """Before Django rewrites (SET_NULL, ...) or unlinks (m2m) rows of *instance*, find them."""
     found = []
-    for child, field in ModelTagManager._cascades.get(sender._meta.concrete_model, ()):
-        qs = child._base_manager.using(using).filter(**{field.name: instance})
-        if _reads_rows(ModelTagManager.targets(child)):
+    for cascade in ModelTagManager._cascades.get(sender._meta.concrete_model, ()):
+        child = cascade.model
+        targets = ModelTagManager.targets(child)
+        qs = child._base_manager.using(using).filter(**{cascade.lookup: instance.pk}).distinct()
+        if _reads_rows(targets):
             rows = list(qs)
         else:
             rows = [_PkOnly(pk) for pk in qs.values_list("pk", flat=True)]
         if rows:
-            found.append((child, field, rows))
+            found.append((cascade, rows))
+        # Django's statement on these rows (if any) is bumped precisely (post_delete
+        # below): keep it out of the safety net while this delete runs.
+        precise.open_window(
+            precise.Window(
+                precise.caller_frame(_SKIP_FRAMES),
+                using,
+                cascade.tables,
+                _names(targets) | _names(ModelTagManager.targets(sender)),
+                frozenset({cascade.kind}),
+                False,
+                child,
+            )
+        )
     if found:
         _orphans.put(instance, found)
 
@@ -690,19 +754,35 @@ def _on_cascade_pre_delete(
 def _on_cascade_post_delete(
     sender: type[models.Model], instance: Any, using: str | None = None, **kwargs: Any
 ) -> None:
-    """After the rows were rewritten, bump them as they were and as they are now."""
+    """After the rows were rewritten or unlinked, bump them as they were and as they are."""
     found = _orphans.pop(instance)
     if not found:
         return
     bumps = _Bumps()
-    for child, field, rows in found:
+    for cascade, rows in found:
         if isinstance(rows[0], _PkOnly):
             pairs = [(row, None) for row in rows]
         else:
-            now = child._base_manager.using(using).in_bulk([r.pk for r in rows])
+            now = cascade.model._base_manager.using(using).in_bulk([r.pk for r in rows])
             pairs = [(now.get(row.pk), row) for row in rows]
-        _gather(bumps, ModelTagManager.targets(child), pairs, "update", [field.name], using)
+        fields = [cascade.lookup] if cascade.kind == "UPDATE" else None
+        _gather(bumps, ModelTagManager.targets(cascade.model), pairs, "update", fields, using)
     bumps.send(using)
+
+
+@dataclass(frozen=True)
+class _Cascade:
+    """Rows of *model* that a delete of another row rewrites or unlinks, with no signal.
+
+    Found with ``model.objects.filter(<lookup>=deleted.pk)``; the statement is
+    of *kind* (``UPDATE``: an ``on_delete=SET_*`` foreign key; ``DELETE``: the
+    m2m links in an auto-created through table) on *tables*.
+    """
+
+    model: type[models.Model]
+    lookup: str
+    tables: frozenset[str]
+    kind: str
 
 
 class _PkOnly:
@@ -805,6 +885,11 @@ def _on_m2m(
 # -- CacheAwareManager: bulk writes ----------------------------------------------------------
 
 
+def _names(targets: Iterable[_Target]) -> frozenset[str]:
+    """The tag names a precise bump of *targets* covers (kept out of the safety net)."""
+    return frozenset(t.reg.tag_name for t in targets)
+
+
 def _rows_of(qs: Any, reads: bool) -> list[Any]:
     """The rows *qs* matches (locked inside a transaction), whole if *reads*, else pks only."""
     pks = list(_locked(qs.order_by().values_list("pk", flat=True)))
@@ -843,9 +928,10 @@ class CacheAwareQuerySet(models.QuerySet):
         reads = _reads_rows(targets)
         with transaction.atomic(using=self.db, savepoint=False):
             before = _rows_of(self, reads)
-            count = sum(
-                super(CacheAwareQuerySet, part).update(**kwargs) for part in _only(self, before)
-            )
+            with precise.precise_write(self.model, _names(targets), self.db):
+                count = sum(
+                    super(CacheAwareQuerySet, part).update(**kwargs) for part in _only(self, before)
+                )
             if reads:
                 now = self.model._base_manager.using(self.db).in_bulk([r.pk for r in before])
                 pairs = [(now.get(row.pk), row) for row in before]
@@ -866,11 +952,12 @@ class CacheAwareQuerySet(models.QuerySet):
         with transaction.atomic(using=self.db, savepoint=False):
             rows = _rows_of(self, _reads_rows(targets))
             deleted, per_model = 0, {}
-            for part in _only(self, rows):
-                n, counts = super(CacheAwareQuerySet, part).delete()
-                deleted += n
-                for label, c in counts.items():
-                    per_model[label] = per_model.get(label, 0) + c
+            with precise.precise_write(self.model, _names(targets), self.db):
+                for part in _only(self, rows):
+                    n, counts = super(CacheAwareQuerySet, part).delete()
+                    deleted += n
+                    for label, c in counts.items():
+                        per_model[label] = per_model.get(label, 0) + c
             _write(targets, [(row, None) for row in rows], "delete", None, self.db)
         return deleted, per_model
 
@@ -887,12 +974,18 @@ class CacheAwareQuerySet(models.QuerySet):
         too.
         """
         targets = ModelTagManager.targets(self.model, signals=False)
-        if targets:
-            objs = list(objs)
-            refuse_unbumpable(targets, [(obj, None) for obj in objs], "create", None, self.db)
-        created = super().bulk_create(objs, *args, **kwargs)
         if not targets:
-            return created
+            return super().bulk_create(objs, *args, **kwargs)
+        objs = list(objs)
+        refuse_unbumpable(targets, [(obj, None) for obj in objs], "create", None, self.db)
+        # Rows whose keys do not come back (conflicts ignored or updated, or a
+        # database that returns none) are not all bumped precisely: the safety
+        # net covers those statements.
+        keys_back = not (
+            kwargs.get("ignore_conflicts") or kwargs.get("update_conflicts") or any(args[1:3])
+        ) and (connections[self.db].features.can_return_rows_from_bulk_insert)
+        with precise.precise_write(self.model, _names(targets) if keys_back else (), self.db):
+            created = super().bulk_create(objs, *args, **kwargs)
         upsert = bool(kwargs.get("update_conflicts"))
         update_fields = kwargs.get("update_fields")
         bumps = _Bumps()
@@ -927,7 +1020,8 @@ class CacheAwareQuerySet(models.QuerySet):
             # Django's bulk_update runs QuerySet.update() per batch: on a plain
             # queryset, so that those updates do not read and bump again.
             plain = models.QuerySet(self.model, self.query.chain(), self._db, self._hints)
-            count = plain.bulk_update(objs, fields, *args, **kwargs)
+            with precise.precise_write(self.model, _names(targets), self.db):
+                count = plain.bulk_update(objs, fields, *args, **kwargs)
             _write(targets, [(o, old.get(o.pk)) for o in objs], "update", list(fields), self.db)
         return count
 

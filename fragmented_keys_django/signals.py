@@ -9,6 +9,9 @@ arguments: ``alias`` (the fragmented cache alias), ``tenant`` (tenant id or
 * ``tenant_flushed``: nothing more.
 * ``store_failed``: ``operation`` (str) and ``exception``.
 
+``model_registry_changed`` is sent by ``ModelTagManager`` (the sender) with
+``model`` after a model is registered or unregistered.
+
 Receivers run in the caller's thread; keep them cheap.
 """
 
@@ -19,5 +22,13 @@ cache_missed = Signal()
 tags_bumped = Signal()
 tenant_flushed = Signal()
 store_failed = Signal()
+model_registry_changed = Signal()
 
-__all__ = ["cache_hit", "cache_missed", "store_failed", "tags_bumped", "tenant_flushed"]
+__all__ = [
+    "cache_hit",
+    "cache_missed",
+    "model_registry_changed",
+    "store_failed",
+    "tags_bumped",
+    "tenant_flushed",
+]

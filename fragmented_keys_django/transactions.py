@@ -174,12 +174,19 @@ def write_mode() -> tuple[WriteMode, str | None]:
 _dirty = threading.local()
 
 
+# Idents of threads that may hold a dirty transaction (a superset: a thread
+# leaves when its read_bypassed() finds none). Lets async code skip asking its
+# calling thread when no thread can have one.
+_dirty_threads: set[int] = set()
+
+
 def note_pending_bump(conn: Any) -> None:
     """Remember that *conn* (this thread's connection) has a bump of ours queued."""
     conns = getattr(_dirty, "conns", None)
     if conns is None:
         conns = _dirty.conns = set()
     conns.add(conn)
+    _dirty_threads.add(threading.get_ident())
 
 
 def read_bypassed() -> bool:
@@ -191,7 +198,13 @@ def read_bypassed() -> bool:
         if c.in_atomic_block and has_pending_bumps(c):
             return True
         conns.discard(c)  # committed, or its bumps were rolled back
+    _dirty_threads.discard(threading.get_ident())
     return False
+
+
+def any_dirty_thread() -> bool:
+    """False only if no thread of this process can hold a dirty transaction now."""
+    return bool(_dirty_threads)
 
 
 # -- async code called from a sync thread ------------------------------------------------------

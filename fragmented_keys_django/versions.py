@@ -10,7 +10,9 @@ time is involved.
 
 Stores whose writes can fail silently (Django's database cache swallows
 ``DatabaseError``) get a read-back check: a bump is retried until the token
-read back differs from the one read before the bump.
+read back is its own, or differs from one read before the bump (a version that
+was absent must read back as our own token: a concurrent creation may come
+from a transaction older than the commit).
 """
 
 from __future__ import annotations
@@ -46,14 +48,37 @@ def _redis(store: Any) -> Any:
     return redis_access(store)
 
 
+def _landed(key: str, before: dict, written: dict, after: dict) -> bool:
+    """True if the bump of *key* that wrote ``written[key]`` needs no rewrite, given the read-back.
+
+    * Gone (culled, expired): a read misses and re-creates it with a fresh token.
+    * Our token, or another one when the key existed before the bump: that one
+      replaced the token seen before the bump, so it was written after that
+      read, which came after the commit that asked for the bump (a concurrent
+      bump; creation only fills an absent key).
+    * Another token when the key was absent before the bump: it may be a
+      creation by a transaction that began before the commit (the database
+      cache swallows the unique violation our insert then hits, and a reader
+      of an older snapshot stored its value under that token): rewrite it.
+    """
+    if key not in after:
+        return True
+    now = after[key]
+    if now == written[key]:
+        return True
+    return key in before and now != before[key]
+
+
 def bump(store: Any, keys: Iterable[str], timeout: float | None, verify: bool) -> dict[str, int]:
     """Write a fresh token to every key in *keys*; return the tokens written.
 
     One round trip on Redis (pipelined ``SET ... PX``) and on stores whose
     writes land or raise (``set_many``). With *verify* (stores that drop
     failed writes), the tokens are read before and after and a key whose
-    token did not change is written again, with jittered backoff, up to ten
-    times; then ``BumpFailed`` is raised. Store errors propagate.
+    token did not change, or that was absent before and now holds a token
+    that is not ours (see :func:`_landed`), is written again, with jittered
+    backoff, up to ten times; then ``BumpFailed`` is raised. Store errors
+    propagate.
     """
     keys = list(dict.fromkeys(keys))
     if not keys:
@@ -75,9 +100,7 @@ def bump(store: Any, keys: Iterable[str], timeout: float | None, verify: bool) -
         if not verify:
             return written
         after = store.get_many(pending)
-        # A token differing from the one seen before the bump was written after
-        # that read, so after the commit that asked for the bump: good enough.
-        pending = [k for k in pending if k in after and after[k] == before.get(k)]
+        pending = [k for k in pending if not _landed(k, before, tokens, after)]
         if not pending:
             return written
     raise BumpFailed(f"tag version bump did not land after {_ATTEMPTS} attempts: {pending}")
@@ -109,7 +132,7 @@ async def abump(
         if not verify:
             return written
         after = await store.aget_many(pending)
-        pending = [k for k in pending if k in after and after[k] == before.get(k)]
+        pending = [k for k in pending if not _landed(k, before, tokens, after)]
         if not pending:
             return written
     raise BumpFailed(f"tag version bump did not land after {_ATTEMPTS} attempts: {pending}")

@@ -50,3 +50,19 @@ def test_values_computed_under_read_committed_are_stored_on_commit(frag):
             frag.get_or_set_with_tags("names", lambda: names("pg"), TAGS)
             assert frag.get_with_tags("names", TAGS, default="not yet") == "not yet"
         assert frag.get_with_tags("names", TAGS) == ["A"]
+
+
+def test_early_recomputation_never_stores_a_value_computed_in_a_transaction(frag):
+    """XFetch would recompute a hot entry early; inside a snapshot it serves the live one."""
+    calls = []
+
+    def load():
+        calls.append(1)
+        return names("pg_rr")
+
+    Hospital.objects.using("pg").create(name="A")
+    with TenantContext.use_tenant("acme"):
+        assert frag.get_or_set_with_tags("names", load, TAGS, early_recompute=1e9) == ["A"]
+        with transaction.atomic(using="pg_rr"):
+            assert frag.get_or_set_with_tags("names", load, TAGS, early_recompute=1e9) == ["A"]
+        assert calls == [1]  # not recomputed (and stored) from inside the snapshot

@@ -57,6 +57,7 @@ from typing import Any
 from django.utils.module_loading import import_string
 
 from .. import metrics
+from ..dbcache import isolate
 from ..exceptions import BumpFailed, ConfigurationError
 from . import retire
 from .channel import DEFAULT_CHANNEL
@@ -435,7 +436,7 @@ class TenantStores:
             return (None, None, placement_of(template))
         name, merged = resolve_tenant_config(tenant_id, config, template)
         params = {k: v for k, v in merged.items() if k not in ("BACKEND", "LOCATION")}
-        store = import_string(merged["BACKEND"])(merged.get("LOCATION", ""), params)
+        store = isolate(import_string(merged["BACKEND"])(merged.get("LOCATION", ""), params))
         logger.info("built tenant store %s for tenant %s (alias=%s)", name, tenant_id, self.alias)
         return (name, store, placement_of(merged))
 
@@ -493,7 +494,9 @@ class TenantStores:
                     tenant_id, config, settings.CACHES[self.template_name]
                 )
                 params = {k: v for k, v in merged.items() if k not in ("BACKEND", "LOCATION")}
-                store = import_string(merged["BACKEND"])(merged.get("LOCATION", ""), params)
+                store = isolate(
+                    import_string(merged["BACKEND"])(merged.get("LOCATION", ""), params)
+                )
             self._bump_arrival(tenant_id, store, name)
         except ConfigurationError as exc:  # the bad config raises where the store is used
             logger.error(

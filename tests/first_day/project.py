@@ -66,9 +66,9 @@ FRAGMENTED_KEYS_MIDDLEWARE = {
 
 
 def readme_block(first_line: str) -> str:
-    """The README's python block that starts with *first_line*."""
+    """The README's python block whose first line starts with *first_line*."""
     text = README.read_text()
-    found = re.search(r"```python\n(" + re.escape(first_line) + r"\n.*?)```", text, re.S)
+    found = re.search(r"```python\n(" + re.escape(first_line) + r"[^\n]*\n.*?)```", text, re.S)
     assert found, f"README.md has no python block starting with {first_line!r}"
     return found.group(1)
 

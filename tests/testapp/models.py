@@ -78,3 +78,15 @@ class Sticker(models.Model):
     org = models.ForeignKey(
         Org, null=True, on_delete=models.SET(fallback_org), related_name="stickers"
     )
+
+
+# -- Safety net (tests/test_safety_net.py) ------------------------------------------
+
+
+class NetVisit(models.Model):
+    """A visit whose hospital is set to NULL when the hospital is deleted: a signal-less UPDATE."""
+
+    hospital = models.ForeignKey(
+        Hospital, null=True, on_delete=models.SET_NULL, related_name="net_visits"
+    )
+    note = models.CharField(max_length=100, default="")
