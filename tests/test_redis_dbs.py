@@ -99,3 +99,17 @@ def test_a_server_without_named_databases_is_refused(developers_redis):
         )
         assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-2000:]
     assert keyspace(developers_redis) == {}
+
+
+def test_no_test_picks_its_redis_from_the_environment():
+    """Every test asks tests/redis_dbs.py; ``REDIS_URL`` (the demo's variable) picks nothing."""
+    import re
+
+    reads = re.compile(r"""environ(?:\.get\(|\[)\s*["']REDIS_URL["']|import\s+REDIS_URL\b""")
+    found = [
+        f"{path.relative_to(ROOT)}:{n}"
+        for path in sorted((ROOT / "tests").rglob("*.py"))
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if reads.search(line)
+    ]
+    assert found == [], found

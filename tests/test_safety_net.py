@@ -29,7 +29,8 @@ from fragmented_keys_django.signals import tags_bumped
 from fragmented_keys_django.sql_writes import EVERY_TABLE, written_tables
 from tests.testapp.models import Doctor, Hospital, NetVisit, Note, Patient
 
-from .conftest import REDIS_URL, store_settings
+from .conftest import store_settings
+from .redis_dbs import redis_url
 from .test_bump_retry import GatedLocMemCache, gated  # noqa: F401  (a fixture)
 
 use_tenant = TenantContext.use_tenant
@@ -591,7 +592,7 @@ def test_a_netted_read_is_one_mget_on_redis(using, hospitals):
 
     conf = store_settings("redis")
     key_prefix = conf["default"]["KEY_PREFIX"]
-    watcher = redis.Redis.from_url(f"{REDIS_URL}/13", socket_timeout=10)
+    watcher = redis.Redis.from_url(redis_url("store"), socket_timeout=10)
     with override_settings(CACHES=conf):
         frag = caches["fragmented"]
         try:
