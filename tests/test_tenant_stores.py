@@ -768,6 +768,50 @@ def test_a_save_in_a_process_that_has_not_seen_the_switch_is_not_lost(monkeypatc
         drop_keys(p)
 
 
+class _SourceDown(dict):
+    """A config source that fails (its database or Redis is unreachable for a moment)."""
+
+    def get(self, tenant_id, default=None):
+        raise ConnectionError(f"config source unreachable (tenant {tenant_id})")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="apply_bumps() resolves each item's store (_by_store -> TenantStores.store_for -> "
+    "the config source) outside its error handling: a source error drops the bump (no retry, "
+    "no outbox row, no bypass); in autocommit it is raised after the row is committed",
+)
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("atomic", [False, True], ids=["autocommit", "atomic"])
+def test_a_bump_whose_tenant_store_cannot_be_looked_up_is_kept_until_it_lands(
+    prefix, frag, monkeypatch, atomic
+):
+    from contextlib import nullcontext
+
+    from django.db import transaction
+
+    from fragmented_keys_django import invalidation
+
+    ModelTagManager.register_model(Hospital)
+    with TenantContext.use_tenant("acme"):
+        frag.set_with_tags("hospitals", "before", [("Hospital", "")])
+    frag.tenant_stores.forget("acme")  # as a notification does: looked up again on next use
+    raised = None
+    monkeypatch.setattr(sys.modules[__name__], "CONFIGS", _SourceDown())
+    try:
+        with TenantContext.use_tenant("acme"), transaction.atomic() if atomic else nullcontext():
+            Hospital.objects.create(name="St New")
+    except ConnectionError as exc:
+        raised = exc
+    finally:
+        monkeypatch.setattr(sys.modules[__name__], "CONFIGS", {})  # the source answers again
+    assert Hospital.objects.filter(name="St New").exists()  # the row is committed
+    invalidation._retrier.flush()  # whatever was kept for retry lands now
+    with TenantContext.use_tenant("acme"):
+        assert frag.get_with_tags("hospitals", [("Hospital", "")]) is None, "the bump was lost"
+    assert raised is None, f"raised after the row was committed: {raised!r}"
+
+
 # -- a dropped store is retired without breaking calls or tenants still using it -----------
 
 
