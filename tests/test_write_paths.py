@@ -586,3 +586,28 @@ def test_deleting_one_side_of_an_m2m_link_bumps_the_other_side(frag, db):
     with override_settings(FRAGMENTED_KEYS={"SAFETY_NET": False}):
         doctor.delete()  # Doctor is not registered: Django drops the link with no signal
     assert not served()
+
+
+@pytest.mark.parametrize("shape", ["distinct", "outer-join", "annotated"])
+def test_update_through_the_cache_aware_manager_accepts_what_django_accepts(frag, db, shape):
+    """``CacheAwareQuerySet.update()`` locks the rows it reads: never a query Django's own refuses.
+
+    PostgreSQL rejects ``FOR UPDATE`` with ``DISTINCT``, ``GROUP BY`` and on the
+    nullable side of an outer join; Django's ``update()`` accepts such querysets.
+    """
+    from django.db.models import Count
+
+    ModelTagManager.register_model(Patient)
+    hospital = Hospital.objects.using(db).create(name="h")
+    patient = Patient.objects.using(db).create(name="p", hospital=hospital)
+    served = cached(frag, "patient", [("Patient", patient.pk)])
+    qs = Patient.objects.using(db)
+    if shape == "distinct":
+        qs = qs.filter(hospital__name="h").distinct()
+    elif shape == "outer-join":
+        qs = qs.filter(doctors__isnull=True)
+    else:
+        qs = qs.annotate(n=Count("doctors")).filter(n=0)
+    assert qs.update(name="x") == 1
+    assert Patient.objects.using(db).get(pk=patient.pk).name == "x"
+    assert not served()
