@@ -26,6 +26,7 @@ from tests.testapp.models import Hospital, Patient
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
+
 class _Counter:
     """``{{ n.next }}``: a new number each time the fragment really renders."""
 
