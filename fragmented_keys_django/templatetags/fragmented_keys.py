@@ -160,21 +160,9 @@ class TaggedCacheNode(Node):
         self.tags = tags
         self.using = using
 
-    def _resolve(self, expr: FilterExpression, context: Context) -> Any:
-        try:
-            return expr.resolve(context, ignore_failures=True)
-        except VariableDoesNotExist as exc:  # pragma: no cover - ignore_failures returns None
-            raise TemplateSyntaxError(
-                f"{_TAG!r} tag got an unknown variable: {expr.var!r}"
-            ) from exc
-
     def _timeout(self, context: Context) -> int | None:
-        try:
-            value = self.timeout.resolve(context)
-        except VariableDoesNotExist as exc:
-            raise TemplateSyntaxError(
-                f"{_TAG!r} tag got an unknown variable: {self.timeout.var!r}"
-            ) from exc
+        # A missing variable resolves to "" (string_if_invalid), as in {% cache %}: an error.
+        value = self.timeout.resolve(context)
         if value is None:
             return None
         try:
@@ -186,14 +174,7 @@ class TaggedCacheNode(Node):
             ) from exc
 
     def _backend(self, context: Context) -> Any:
-        name = None
-        if self.using is not None:
-            try:
-                name = self.using.resolve(context)
-            except VariableDoesNotExist as exc:
-                raise TemplateSyntaxError(
-                    f"{_TAG!r} tag got an unknown variable: {self.using.var!r}"
-                ) from exc
+        name = None if self.using is None else self.using.resolve(context)
         try:
             return get_cache(resolve_alias(name))
         except ConfigurationError as exc:
@@ -210,7 +191,7 @@ class TaggedCacheNode(Node):
             if isinstance(tag, _ContextTemplate):
                 tags.append(tag.resolve(context))
             else:
-                tags += _tags_of(self._resolve(tag, context), context)
+                tags += _tags_of(tag.resolve(context, ignore_failures=True), context)
         render: Callable[[], str] = lambda: self.nodelist.render(context)  # noqa: E731
         return backend.get_or_set_with_tags(
             make_template_fragment_key(self.fragment_name, vary_on), render, tags, timeout=timeout
