@@ -152,7 +152,7 @@ def apply_bumps(
         _announce(group)
     kept = {ref for item in items for ref in item.outbox}
     done = [ref for ref in dict.fromkeys(landed) if ref not in kept]
-    outbox.forget_here(ref for ref in done if outbox.deletes_inline(ref[0]))
+    outbox.forget(ref for ref in done if outbox.deletes_inline(ref[0]))  # in a next transaction
     _retrier.forget([ref for ref in done if not outbox.deletes_inline(ref[0])])
     if error is not None:
         raise error
@@ -710,4 +710,4 @@ def note_store_error(alias: str, tenant: str | None) -> None:
 
 os.register_at_fork(after_in_child=lambda: _retrier._after_fork())
 # Markers of landed bumps still queued at a normal exit: deleted, not left for a drain.
-atexit.register(lambda: (_retrier.forget_now(), outbox.forget_everyones()))
+atexit.register(lambda: (_retrier.forget_now(), outbox.forget_deferred()))

@@ -183,48 +183,32 @@ def update(ref: Ref, keys: list[str], tags: tuple) -> bool:
 
 
 def deletes_inline(using: str) -> bool:
-    """True if landed markers of database *using* must be deleted by the thread that bumped.
+    """True if outbox rows of database *using* are deleted only inside a request's transaction.
 
     SQLite (rollback journal) has one writer at a time: a ``DELETE`` from a
     background thread's connection can deadlock a request's transaction that
     read before writing (SQLite answers "database is locked" at once rather
-    than wait). There the thread that bumped deletes its landed markers in its
-    next transaction on that database (:func:`purge_here`, no commit of its
-    own) or at exit; elsewhere the retry thread deletes them in batches.
+    than wait). There rows to delete wait in a list of this process until the
+    next transaction of any thread on that database deletes them
+    (:func:`purge_here`, in its own commit) or the process exits; elsewhere
+    they are deleted at once (the retry thread batches landed markers).
     """
     return connections[using].vendor == "sqlite"
 
 
-# Landed markers this thread deletes in its next transaction (SQLite), per database;
-# every thread's, by thread id, for the deletion at exit.
-_here = threading.local()
-_everyones: dict[int, dict[str, set[int]]] = {}
-_everyones_lock = threading.Lock()
-
-
-def _mine() -> dict[str, set[int]]:
-    mine = getattr(_here, "by_db", None)
-    if mine is None:
-        mine = _here.by_db = {}
-        with _everyones_lock:
-            _everyones[threading.get_ident()] = mine
-    return mine
-
-
-def forget_here(refs: Iterable[Ref]) -> None:
-    """Delete *refs* in this thread's next transaction on their database (see :func:`purge_here`)."""
-    mine = _mine()
-    for db, pk in refs:
-        mine.setdefault(db, set()).add(pk)
+# SQLite: ids of rows to delete in the next transaction of any thread, per database.
+_deferred: dict[str, set[int]] = {}
+_deferred_lock = threading.Lock()
 
 
 def purge_here(using: str) -> list[int]:
-    """Delete, in *using*'s open transaction, the landed markers this thread left there.
+    """Delete, in *using*'s open transaction, the rows waiting for one (SQLite); return their ids.
 
-    Returns their ids: they are gone once that transaction commits
-    (:func:`purged`); on a rollback they stay listed for the next one.
+    They are gone once that transaction commits (:func:`purged`); on a
+    rollback they stay listed for the next one.
     """
-    ids = sorted(_mine().get(using, ()))
+    with _deferred_lock:
+        ids = sorted(_deferred.get(using, ()))
     if ids:
         conn = connections[using]
         q = conn.ops.quote_name
@@ -238,29 +222,49 @@ def purge_here(using: str) -> list[int]:
 
 def purged(using: str, ids: Iterable[int]) -> None:
     """The transaction that deleted *ids* (:func:`purge_here`) committed: forget them."""
-    mine = _mine().get(using)
-    if mine:
-        mine.difference_update(ids)
+    with _deferred_lock:
+        waiting = _deferred.get(using)
+        if waiting:
+            waiting.difference_update(ids)
 
 
-def forget_everyones() -> None:
-    """Delete the markers every thread still lists (at exit: not left for a drain)."""
-    with _everyones_lock:
-        refs = [(db, pk) for mine in _everyones.values() for db, ids in mine.items() for pk in ids]
-        _everyones.clear()
-    forget(refs)
+def _waiting(using: str) -> set[int]:
+    with _deferred_lock:
+        return set(_deferred.get(using, ()))
+
+
+def forget_deferred() -> None:
+    """Delete the rows waiting for a transaction (SQLite) now: at exit, not left for a drain."""
+    with _deferred_lock:
+        refs = [(db, pk) for db, ids in _deferred.items() for pk in ids]
+        _deferred.clear()
+    _delete(refs)
 
 
 def forget(refs: Iterable[Ref | None]) -> None:
     """Delete outbox rows whose bumps have landed (one ``DELETE`` per database).
 
-    A failure is logged and counted: the row stays, and a later drain bumps
-    again (an extra bump invalidates a little more, never less).
+    On SQLite the rows wait for the next transaction instead (see
+    :func:`deletes_inline`). A failure is logged and counted: the row stays,
+    and a later drain bumps again (an extra bump invalidates a little more,
+    never less).
     """
-    by_db: dict[str, list[int]] = {}
+    now = []
     for ref in refs:
-        if ref is not None:
-            by_db.setdefault(ref[0], []).append(ref[1])
+        if ref is None:
+            continue
+        if deletes_inline(ref[0]):
+            with _deferred_lock:
+                _deferred.setdefault(ref[0], set()).add(ref[1])
+        else:
+            now.append(ref)
+    _delete(now)
+
+
+def _delete(refs: Iterable[Ref]) -> None:
+    by_db: dict[str, list[int]] = {}
+    for db, pk in refs:
+        by_db.setdefault(db, []).append(pk)
     for db, pks in by_db.items():
         try:
             _model().objects.using(db).filter(pk__in=pks).delete()
@@ -323,6 +327,8 @@ def drain(
             if not rows:
                 break
             last = rows[-1].pk
+            waiting = _waiting(db)  # applied already, their DELETE waits (SQLite)
+            rows = [row for row in rows if row.pk not in waiting]
             done: list[Ref | None] = []
             for row in rows:
                 if row.alias not in aliases:

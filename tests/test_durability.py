@@ -354,17 +354,10 @@ def test_on_sqlite_landed_markers_go_with_the_next_transaction_never_from_anothe
             # Only the last transaction's marker is left: each deleted the one before.
             assert rows.count() == 1
         assert _retrier._landed == []  # nothing queued for the retry thread
-        outbox.forget_everyones()  # what a normal exit does
+        outbox.forget_deferred()  # what a normal exit does
         assert rows.count() == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="on SQLite a landed marker waits, in a thread-local list, for its thread's next "
-    "transaction: a thread that runs one transaction and ends (runserver: a thread per "
-    "request) leaves its marker in the table for good, and _everyones forgets it when a "
-    "new thread reuses the ident; the outbox grows by one row per request",
-)
 def test_on_sqlite_markers_of_threads_that_end_are_deleted_too():
     """SQLite, a thread per request (``runserver``): the outbox must not grow with requests."""
     import threading
@@ -393,5 +386,5 @@ def test_on_sqlite_markers_of_threads_that_end_are_deleted_too():
         with TenantContext.use_tenant(TENANT), transaction.atomic():  # one more, here
             Item.objects.filter(pk=item.pk).update(qty=0)
         left = outbox._model().objects.count()
-        outbox.forget_everyones()
+        outbox.forget_deferred()
         assert left <= 2, f"{left} landed markers left in the outbox after 21 transactions"
