@@ -812,12 +812,6 @@ def _raw_delete_other(using, other):
     return receiver
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the window _open_delete opens (once=False) lives as long as Collector.delete: a "
-    "post_delete receiver's raw DELETE of another row of the same table is taken for the "
-    "delete's own statement and is neither netted nor bumped precisely",
-)
 def test_a_delete_does_not_hide_a_post_delete_receivers_raw_delete(frag, using):
     ModelTagManager.register_model(Hospital)
     doomed = Hospital.objects.using(using).create(name="doomed")
@@ -834,12 +828,6 @@ def test_a_delete_does_not_hide_a_post_delete_receivers_raw_delete(frag, using):
     assert not is_warm(frag, tags), "the row is gone, its entry is still served"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the window _on_cascade_pre_delete opens for the SET_NULL children (UPDATE on their "
-    "table, once=False) lives as long as Collector.delete: a receiver's plain update() of "
-    "other rows of that table is hidden from the net and bumped by nobody",
-)
 def test_a_set_null_cascade_does_not_hide_a_receivers_update_of_other_children(frag, using):
     ModelTagManager.register_model(Hospital)
     ModelTagManager.register_model(NetVisit)
@@ -862,12 +850,6 @@ def test_a_set_null_cascade_does_not_hide_a_receivers_update_of_other_children(f
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=True,
-    reason="may_write() and written_tables() decide on the first statement only: a string whose "
-    "first statement cannot write (SET, SELECT, BEGIN...) is never read, so a write after the "
-    "';' (PostgreSQL runs every statement of one execute()) is missed",
-)
 @pytest.mark.parametrize("first", ["SET LOCAL lock_timeout = '5s'", "SELECT 1"])
 def test_a_write_after_a_first_statement_that_cannot_write_is_netted(frag, first):
     ModelTagManager.register_model(Hospital)
