@@ -1507,10 +1507,20 @@ class FragmentedKeysCacheBackend(BaseCache):
         outage is logged at ERROR and the bump retried until it lands (see
         ``docs/operations.md``); with ``STRICT`` it raises ``BumpFailed``.
         """
-        keys = self.tag_version_keys(tags)
-        if keys:
-            invalidation.bump_keys(self, self._tenant(), keys, tags=tags)
-        return len(keys)
+        items = self._tag_bumps(tags)
+        if items:
+            invalidation._dispatch(items, self.options.strict, None)
+        return sum(len(i.keys) for i in items)
+
+    def _tag_bumps(self, tags: Iterable[Any]) -> list[Any]:
+        """The bumps of *tags* in the current tenant (a global tag's in the public namespace)."""
+        specs = [s for s in normalize_tags(tags) if not s.constant]
+        if specs and keys_mod._global_tags and self.options.tenant_stores is not None:
+            self._no_global_tags(specs)
+        tenant = self._tenant()
+        return invalidation.tag_bumps(
+            self, tenant, list(dict.fromkeys((s.name, s.instance) for s in specs))
+        )
 
     async def ainvalidate_tags(self, tags: Iterable[Any]) -> int:
         """Async twin of :meth:`invalidate_tags`.
@@ -1521,10 +1531,10 @@ class FragmentedKeysCacheBackend(BaseCache):
         """
         if caller_thread():
             return await in_caller_thread(self.invalidate_tags, tags)
-        keys = self.tag_version_keys(tags)
-        if keys:
-            await invalidation.abump_keys(self, self._tenant(), keys, tags=tags)
-        return len(keys)
+        items = self._tag_bumps(tags)
+        if items:
+            await invalidation.aapply_bumps(items)
+        return sum(len(i.keys) for i in items)
 
     def invalidate_tenant(self, tenant: Any = _MISSING) -> None:
         """Invalidate every entry of *tenant* (default: the current one) with one bump.

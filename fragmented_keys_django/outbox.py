@@ -111,43 +111,59 @@ def _db_for_write() -> str:
     return router.db_for_write(_model()) or DEFAULT_DB_ALIAS
 
 
-def mark(
-    using: str, targets: Iterable[tuple[str, str | None]]
-) -> dict[tuple[str, str | None], Ref]:
-    """Insert a marker row per (alias, tenant) in *using*'s open transaction; return their refs.
+def mark(using: str, targets: Iterable[tuple[str, str | None, Any, bool]]) -> dict[Any, Ref]:
+    """Insert a marker row per ``(alias, tenant, keys, fanout)`` in *using*'s open transaction.
 
-    One ``INSERT`` for all of them, in plain SQL (the ORM's ``bulk_create``
-    costs about three times as much here, on every transaction that bumps).
-    Returns ``{}`` when the database has no outbox table. Errors propagate:
-    inside the caller's transaction they are the caller's (the write and its
-    marker commit together or not at all).
+    *keys* is ``None`` for a tenant's marker (a drain flushes its namespace)
+    and the version keys for the public namespace's. One ``INSERT`` for all
+    of them, in plain SQL (the ORM's ``bulk_create`` costs about three times
+    as much here, on every transaction that bumps). Returns ``{(alias,
+    tenant): ref}``, ``{}`` when the database has no outbox table. Errors
+    propagate: inside the caller's transaction they are the caller's (the
+    write and its marker commit together or not at all).
     """
-    targets = list(dict.fromkeys(targets))
+    targets = list(targets)
     if not targets or not available(using):
         return {}
     conn = connections[using]
     q = conn.ops.quote_name
-    columns = ", ".join(q(c) for c in ("created", "alias", "tenant", "keys", "tags"))
+    columns = ", ".join(q(c) for c in ("created", "alias", "tenant", "keys", "tags", "fanout"))
     now = conn.ops.adapt_datetimefield_value(timezone.now())
-    row = "(%s, %s, %s, NULL, '[]')"
+    json = _model()._meta.get_field("keys")
+    row = "(%s, %s, %s, %s, '[]', %s)"
     sql = f"INSERT INTO {q(TABLE)} ({columns}) VALUES "
+
+    def params(target: tuple[str, str | None, Any, bool]) -> list[Any]:
+        alias, tenant, keys, fanout = target
+        value = None if keys is None else json.get_db_prep_value(list(keys), conn)
+        return [now, alias, tenant, value, fanout]
+
     with conn.cursor() as cur:
         if conn.features.can_return_columns_from_insert:
-            params = [p for alias, tenant in targets for p in (now, alias, tenant)]
-            cur.execute(sql + ", ".join([row] * len(targets)) + f" RETURNING {q('id')}", params)
+            values = [p for t in targets for p in params(t)]
+            cur.execute(sql + ", ".join([row] * len(targets)) + f" RETURNING {q('id')}", values)
             ids = [r[0] for r in cur.fetchall()]
         else:  # one statement per row, its key from lastrowid
             ids = []
-            for alias, tenant in targets:
-                cur.execute(sql + row, [now, alias, tenant])
+            for t in targets:
+                cur.execute(sql + row, params(t))
                 ids.append(cur.lastrowid)
-    return {t: (using, pk) for t, pk in zip(targets, ids, strict=True)}
+    return {(t[0], t[1]): (using, pk) for t, pk in zip(targets, ids, strict=True)}
+
+
+def remark(ref: Ref, keys: list[str], fanout: bool) -> None:
+    """Give marker *ref* (the public namespace's) the keys bumped so far, in the open transaction.
+
+    Errors propagate, as in :func:`mark`.
+    """
+    db, pk = ref
+    _model().objects.using(db).filter(pk=pk).update(keys=list(keys), fanout=fanout)
 
 
 def record(
     using: str | None, entries: Iterable[tuple[str, str | None, list[str], tuple, bool]]
 ) -> list[Ref | None]:
-    """Keep failed bumps in the outbox: one row per ``(alias, tenant, keys, tags, flush)``.
+    """Keep failed bumps in the outbox: one row per ``(alias, tenant, keys, tags, fanout)``.
 
     Called after the commit (autocommit), when a bump could not be written.
     Returns a ref per entry (``None`` when it could not be kept: no table, or
@@ -161,8 +177,8 @@ def record(
     try:
         rows = model.objects.using(db).bulk_create(
             [
-                model(alias=a, tenant=t, keys=None if flush else list(k), tags=_plain(tags))
-                for a, t, k, tags, flush in entries
+                model(alias=a, tenant=t, keys=list(k), tags=_plain(tags), fanout=fanout)
+                for a, t, k, tags, fanout in entries
             ]
         )
     except Exception as exc:  # the database failed too: the retry thread still has it
@@ -171,11 +187,13 @@ def record(
     return [(db, row.pk) if row.pk is not None else None for row in rows]
 
 
-def update(ref: Ref, keys: list[str], tags: tuple) -> bool:
+def update(ref: Ref, keys: list[str], tags: tuple, fanout: bool = False) -> bool:
     """Turn marker *ref* into a row with exact version *keys* (a bump failed); True if done."""
     db, pk = ref
     try:
-        _model().objects.using(db).filter(pk=pk).update(keys=list(keys), tags=_plain(tags))
+        _model().objects.using(db).filter(pk=pk).update(
+            keys=list(keys), tags=_plain(tags), fanout=fanout
+        )
     except Exception as exc:  # the marker stays: a drain flushes the tenant instead
         metrics.record_error("-", None, "outbox_record", exc, what="outbox")
         return False
@@ -338,7 +356,9 @@ def drain(
                     report.dropped += 1
                     done.append((db, row.pk))
             todo = [row for row in rows if row.alias in aliases]
-            landed = bump_now([(r.alias, r.tenant, r.keys, r.tags) for r in todo], report.errors)
+            landed = bump_now(
+                [(r.alias, r.tenant, r.keys, r.tags, r.fanout) for r in todo], report.errors
+            )
             for row, ok in zip(todo, landed, strict=True):
                 if ok:
                     report.applied += 1

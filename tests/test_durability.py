@@ -156,12 +156,6 @@ def test_kill_9_while_the_bump_hangs_after_the_commit(server):
         assert not served()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a marker (keys unknown) is drained as a flush of its (alias, tenant) namespace; a "
-    "global tag's version and the safety net's 'all tenants' version live outside every "
-    "tenant namespace, so the drain leaves every other tenant's entry valid: the bump is lost",
-)
 @pytest.mark.parametrize("scenario", ["hang-net", "hang-global"])
 def test_kill_9_while_a_bump_every_tenant_reads_hangs_after_the_commit(server, scenario):
     """D2 for bumps outside the writer's namespace: a raw write outside any tenant, a global model.

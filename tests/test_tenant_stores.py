@@ -775,12 +775,6 @@ class _SourceDown(dict):
         raise ConnectionError(f"config source unreachable (tenant {tenant_id})")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="apply_bumps() resolves each item's store (_by_store -> TenantStores.store_for -> "
-    "the config source) outside its error handling: a source error drops the bump (no retry, "
-    "no outbox row, no bypass); in autocommit it is raised after the row is committed",
-)
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("atomic", [False, True], ids=["autocommit", "atomic"])
 def test_a_bump_whose_tenant_store_cannot_be_looked_up_is_kept_until_it_lands(
@@ -822,13 +816,6 @@ class NotMigratedTenantConfig(models.Model):
         app_label = "testapp"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an 'all tenants' net bump lists the tenants at statement time (TenantStores.tenants() "
-    "-> the MODEL source's SQL) outside any error handling: when the listing fails (here: "
-    "the tenant table is not migrated yet, a fresh database) the exception escapes the "
-    "execute wrapper after the statement ran, and migrate fails",
-)
 @pytest.mark.django_db(transaction=True)
 def test_migrating_a_registered_table_before_the_tenant_table_exists():
     """``manage.py migrate`` on a fresh database: a registered model's table is altered first."""
