@@ -34,12 +34,6 @@ def _public_markers() -> int:
         return cursor.fetchone()[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="outbox.mark() inserts into the unqualified table name: with the search_path set "
-    "to the tenant schema alone the INSERT raises ProgrammingError inside the caller's "
-    "transaction once outbox.available() was first answered from the public schema",
-)
 def test_a_registered_save_in_a_schema_after_a_public_transaction_commits(acme):  # noqa: F811
     frag = get_cache("fragmented")
     # A first transaction that bumps, outside any tenant (a public-schema request).
@@ -53,12 +47,6 @@ def test_a_registered_save_in_a_schema_after_a_public_transaction_commits(acme):
         assert frag.get_with_tags("items", [("Item", "")]) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="outbox.available() is remembered per database alias: first asked from a tenant "
-    "schema (to_regclass misses the public table) it answers False for the process, so no "
-    "marker is ever written and a kill -9 after a commit loses the bump",
-)
 def test_a_registered_save_in_a_schema_writes_its_marker_whatever_was_checked_first(
     acme,  # noqa: F811
 ):
