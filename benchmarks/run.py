@@ -845,7 +845,7 @@ def main(argv: list[str] | None = None) -> int:
             client.flushdb()
             from fragmented_keys_django import outbox
 
-            outbox.forget_everyones()  # before the databases go, not at exit
+            outbox.forget_deferred()  # before the databases go, not at exit
         finally:
             if has_pg:
                 drop_pg()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+__version__ = "1.0.0"  # above 0.2.1, the release this package replaces (docs/install.md)
 
 # The backend module imports Django's cache machinery only; importing it here
 # does not need configured settings, so ``CACHES`` can name this path.

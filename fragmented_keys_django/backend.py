@@ -61,7 +61,7 @@ from .exceptions import (
 )
 from .keys import EntryKeys, TagSpec, entry_keys, lock_key, namespace_key, tag_version_key
 from .redis_access import redis_access
-from .signals import cache_hit, cache_missed
+from .signals import cache_hit, cache_missed, entry_stored
 from .tags import normalize_tags
 from .tenancy.context import current_tenant_id, tenant_id_of
 from .transactions import (
@@ -432,10 +432,16 @@ class FragmentedKeysCacheBackend(BaseCache):
         if operation in _LOST_WRITES:
             invalidation.keep_flush(self.alias, tenant)
 
-    def _signal(self, hit: bool, tenant: str | None, key: Any) -> None:
+    def _signal(self, hit: bool, tenant: str | None, key: Any, tags: tuple = ()) -> None:
         sig = cache_hit if hit else cache_missed
         if sig.receivers:
-            sig.send(type(self), alias=self.alias, tenant=tenant, key=key)
+            sig.send(type(self), alias=self.alias, tenant=tenant, key=key, tags=tags)
+
+    def _stored(self, tenant: str | None, key: Any, tags: tuple, deferred: bool = False) -> None:
+        if entry_stored.receivers:
+            entry_stored.send(
+                type(self), alias=self.alias, tenant=tenant, key=key, tags=tags, deferred=deferred
+            )
 
     def _write_tokens(
         self, store: Any, ek: EntryKeys, raw: Mapping[str, Any] | None
@@ -954,16 +960,20 @@ class FragmentedKeysCacheBackend(BaseCache):
             store = self._live_store(tenant)
             if mode is WriteMode.NOW:
                 stamped = self._stamp(store, key, ek, value, timeout)
-                if stamped is not None:
-                    return stamped
+                if stamped is None:
+                    tokens = self._write_tokens(store, ek, None)
+                    if tokens is None:
+                        return False
+                    stamped = self._put(store, key, ek.entry, (tokens, value), timeout) is not False
+                if stamped:
+                    self._stored(tenant, key, specs)
+                return bool(stamped)
             tokens = self._write_tokens(store, ek, None)
             if tokens is None:
                 return False
-            env = (tokens, value)
-            if mode is WriteMode.NOW:
-                return bool(self._put(store, key, ek.entry, env, timeout) is not False)
             _check_pickle(key, value, None)  # fail now, naming the key, not in the commit hook
-            self._put_on_commit(key, ek, env, timeout, tenant, using)
+            self._put_on_commit(key, ek, (tokens, value), timeout, tenant, using)
+            self._stored(tenant, key, specs, deferred=True)
             return True
         except metrics.store_errors() as exc:
             self._failed("set_with_tags", tenant, exc)
@@ -1006,14 +1016,15 @@ class FragmentedKeysCacheBackend(BaseCache):
         try:
             store = self._live_store(tenant)
             stamped = await self._astamp(store, key, ek, value, timeout)
-            if stamped is not None:
-                return stamped
-            tokens = await self._awrite_tokens(store, ek, None)
-            if tokens is None:
-                return False
-            return bool(
-                await self._aput(store, key, ek.entry, (tokens, value), timeout) is not False
-            )
+            if stamped is None:
+                tokens = await self._awrite_tokens(store, ek, None)
+                if tokens is None:
+                    return False
+                put = await self._aput(store, key, ek.entry, (tokens, value), timeout)
+                stamped = put is not False
+            if stamped:
+                self._stored(tenant, key, specs)
+            return bool(stamped)
         except metrics.store_errors() as exc:
             self._failed("set_with_tags", tenant, exc)
             return False
@@ -1044,7 +1055,7 @@ class FragmentedKeysCacheBackend(BaseCache):
             self._failed("get_with_tags", tenant, exc)
             return default
         hit, value = _decode(ek, raw)
-        self._signal(hit, tenant, key)
+        self._signal(hit, tenant, key, specs)
         return value if hit else default
 
     async def aget_with_tags(
@@ -1067,7 +1078,7 @@ class FragmentedKeysCacheBackend(BaseCache):
             self._failed("get_with_tags", tenant, exc)
             return default
         hit, value = _decode(ek, raw)
-        self._signal(hit, tenant, key)
+        self._signal(hit, tenant, key, specs)
         return value if hit else default
 
     def get_many_with_tags(
@@ -1184,7 +1195,7 @@ class FragmentedKeysCacheBackend(BaseCache):
             self._failed("get_or_set_with_tags", tenant, exc)
             return default() if callable(default) else default
         hit, value = _decode(ek, raw)
-        self._signal(hit, tenant, key)
+        self._signal(hit, tenant, key, specs)
         if hit:
             if not (beta and callable(default) and _recompute_early(raw[ek.entry], beta)):
                 return value
@@ -1200,7 +1211,7 @@ class FragmentedKeysCacheBackend(BaseCache):
                 self._failed("get_or_set_with_tags", tenant, exc)
                 return value
             return self._compute_and_store(
-                store, key, ek, default, timeout, tenant, _found_tokens(ek, raw), beta, True
+                store, key, ek, default, timeout, tenant, _found_tokens(ek, raw), beta, True, specs
             )
         mode, using = write_mode()
         if mode is WriteMode.BYPASS:
@@ -1220,13 +1231,14 @@ class FragmentedKeysCacheBackend(BaseCache):
             tokens = None
         if mode is WriteMode.NOW and tokens is not None:
             return self._compute_and_store(
-                store, key, ek, default, timeout, tenant, tokens, beta, locked
+                store, key, ek, default, timeout, tenant, tokens, beta, locked, specs
             )
         try:
             value = default() if callable(default) else default  # its errors are the caller's
             if tokens is not None and mode is WriteMode.DEFER:
                 # Inside a transaction: store after the commit, nothing on rollback.
                 self._put_on_commit(key, ek, (tokens, value), timeout, tenant, using)
+                self._stored(tenant, key, specs, deferred=True)
         finally:
             if locked:
                 self._unlock(store, lkey, tenant)
@@ -1243,6 +1255,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         tokens: tuple[int, ...],
         beta: float | None,
         locked: bool,
+        tags: tuple = (),
     ) -> Any:
         """Compute *default*, store it stamped with *tokens* (read before), release the lock.
 
@@ -1265,6 +1278,7 @@ class FragmentedKeysCacheBackend(BaseCache):
                     locked = False  # released with the write
                 else:
                     self._put_checked(store, key, ek, env, timeout)
+                self._stored(tenant, key, tags)
             except metrics.store_errors() as exc:
                 self._failed("get_or_set_with_tags", tenant, exc)
         finally:
@@ -1390,7 +1404,7 @@ class FragmentedKeysCacheBackend(BaseCache):
             self._failed("get_or_set_with_tags", tenant, exc)
             return await compute()
         hit, value = _decode(ek, raw)
-        self._signal(hit, tenant, key)
+        self._signal(hit, tenant, key, specs)
         if mode is not WriteMode.NOW:
             if hit:
                 return value
@@ -1425,6 +1439,7 @@ class FragmentedKeysCacheBackend(BaseCache):
             if tokens is not None:
                 try:
                     await self._aput_checked(store, key, ek, env, timeout)
+                    self._stored(tenant, key, specs)
                 except metrics.store_errors() as exc:
                     self._failed("get_or_set_with_tags", tenant, exc)
         finally:
@@ -1540,10 +1555,20 @@ class FragmentedKeysCacheBackend(BaseCache):
         outage is logged at ERROR and the bump retried until it lands (see
         ``docs/operations.md``); with ``STRICT`` it raises ``BumpFailed``.
         """
-        keys = self.tag_version_keys(tags)
-        if keys:
-            invalidation.bump_keys(self, self._tenant(), keys, tags=tags)
-        return len(keys)
+        items = self._tag_bumps(tags)
+        if items:
+            invalidation._dispatch(items, self.options.strict, None)
+        return sum(len(i.keys) for i in items)
+
+    def _tag_bumps(self, tags: Iterable[Any]) -> list[Any]:
+        """The bumps of *tags* in the current tenant (a global tag's in the public namespace)."""
+        specs = [s for s in normalize_tags(tags) if not s.constant]
+        if specs and keys_mod._global_tags and self.options.tenant_stores is not None:
+            self._no_global_tags(specs)
+        tenant = self._tenant()
+        return invalidation.tag_bumps(
+            self, tenant, list(dict.fromkeys((s.name, s.instance) for s in specs))
+        )
 
     async def ainvalidate_tags(self, tags: Iterable[Any]) -> int:
         """Async twin of :meth:`invalidate_tags`.
@@ -1554,10 +1579,10 @@ class FragmentedKeysCacheBackend(BaseCache):
         """
         if caller_thread():
             return await in_caller_thread(self.invalidate_tags, tags)
-        keys = self.tag_version_keys(tags)
-        if keys:
-            await invalidation.abump_keys(self, self._tenant(), keys, tags=tags)
-        return len(keys)
+        items = self._tag_bumps(tags)
+        if items:
+            await invalidation.aapply_bumps(items)
+        return sum(len(i.keys) for i in items)
 
     def invalidate_tenant(self, tenant: Any = _MISSING) -> None:
         """Invalidate every entry of *tenant* (default: the current one) with one bump.

@@ -67,6 +67,12 @@ class _Bump:
     #: True until the retry thread has kept it in the outbox (queued from a
     #: request, which must not wait for the database: see keep_flush).
     unsaved: bool = False
+    #: Public keys read by every tenant (the safety net's "all tenants" versions)
+    #: on an alias with TENANT_STORES: written in the shared store and in every
+    #: tenant store, the tenants listed when the bump is written (:func:`_expand`).
+    fanout: bool = False
+    #: The fan-out bump this one is a part of (:func:`_expand`).
+    origin: Any = None
 
 
 class PendingBump(CommitHook):
@@ -92,14 +98,40 @@ class PendingBump(CommitHook):
         self.purged: list[int] = []
 
     def add(self, conn: Any, items: list[_Bump]) -> None:
-        """Carry *items* too; mark new (alias, tenant) pairs in the outbox, in the transaction."""
+        """Carry *items* too; mark them in the outbox, in the transaction.
+
+        One marker per (alias, tenant). A tenant's marker names no keys (a
+        drain flushes the tenant's namespace); the public namespace's lists
+        its keys, rewritten when more arrive, since they may be versions every
+        tenant reads (global tags, the safety net's), which no flush reaches.
+        """
         if items is not self.items:
             self.items.extend(items)
-        new = [(i.alias, i.tenant) for i in items if (i.alias, i.tenant) not in self.markers]
+        new: dict[tuple[str, str | None], bool] = {}
+        grown: set[tuple[str, str | None]] = set()
+        for i in items:
+            pair = (i.alias, i.tenant)
+            if pair not in self.markers:
+                new[pair] = new.get(pair, False) or i.fanout
+            elif i.tenant is None:
+                grown.add(pair)
         if new:
             if not self.markers and outbox.deletes_inline(conn.alias):
                 self.purged = outbox.purge_here(conn.alias)
-            self.markers.update(outbox.mark(conn.alias, new))
+            targets = [
+                (alias, tenant, None if tenant is not None else self._keys((alias, None)), fanout)
+                for (alias, tenant), fanout in new.items()
+            ]
+            self.markers.update(outbox.mark(conn.alias, targets))
+        for pair in grown:
+            if pair in self.markers:
+                fanout = any(i.fanout for i in self.items if (i.alias, i.tenant) == pair)
+                outbox.remark(self.markers[pair], self._keys(pair), fanout)
+
+    def _keys(self, pair: tuple[str, str | None]) -> list[str]:
+        """Every version key this hook bumps for *pair*."""
+        found = [k for i in self.items if (i.alias, i.tenant) == pair for k in i.keys]
+        return list(dict.fromkeys(found))
 
     def run(self) -> None:
         if self.purged:
@@ -117,14 +149,42 @@ def _backend(alias: str) -> Any:
     return get_cache(alias)
 
 
-def _by_store(items: list[_Bump]) -> list[tuple[Any, Any, list[_Bump]]]:
-    """Group *items* by the store that holds their tenant's versions: ``(backend, store, items)``."""
+def _expand(item: _Bump) -> list[_Bump]:
+    """Return the bumps *item* stands for: itself, or for a fan-out one every tenant's store too.
+
+    Raises what listing the tenants raises (the config source fails).
+    """
+    if not item.fanout:
+        return [item]
+    backend = _backend(item.alias)
+    listed = backend.tenant_stores.tenants() or ()
+    shared = replace(item, fanout=False, origin=item)
+    return [shared, *(replace(shared, tenant=str(t)) for t in listed)]
+
+
+def _by_store(
+    items: list[_Bump],
+) -> tuple[list[tuple[Any, Any, list[_Bump]]], list[tuple[_Bump, BaseException]]]:
+    """Group *items* by the store that holds their tenant's versions: ``(backend, store, items)``.
+
+    Fan-out items are expanded first (one per tenant store). Also returns the
+    items whose store could not be found (a tenant config source that fails),
+    with the error: their bump failed like a store's. A fan-out item is
+    grouped as a whole: it lands only when every part has.
+    """
     groups: dict[int, tuple[Any, Any, list[_Bump]]] = {}
+    lost: list[tuple[_Bump, BaseException]] = []
     for item in items:
-        backend = _backend(item.alias)
-        store = backend._store_of(item.tenant)
-        groups.setdefault(id(store), (backend, store, []))[2].append(item)
-    return list(groups.values())
+        try:
+            parts = [
+                (p, _backend(p.alias), _backend(p.alias)._store_of(p.tenant)) for p in _expand(item)
+            ]
+        except Exception as exc:  # kept and retried like any failed bump
+            lost.append((item, exc))
+            continue
+        for part, backend, store in parts:
+            groups.setdefault(id(store), (backend, store, []))[2].append(part)
+    return list(groups.values()), lost
 
 
 def apply_bumps(
@@ -150,7 +210,13 @@ def apply_bumps(
     markers = markers or {}
     landed: list[outbox.Ref] = []
     error: BaseException | None = None
-    for backend, store, group in _by_store(items):
+    groups, lost = _by_store(items)
+    for item, exc in lost:
+        _failed([item], exc, using, markers)
+        if raise_errors and error is None:
+            error = BumpFailed(f"tag bump failed on alias {item.alias!r}: {exc}")
+            error.__cause__ = exc
+    for backend, store, group in groups:
         keys = [k for item in group for k in item.keys]
         try:
             _breaker_check(group)
@@ -163,9 +229,10 @@ def apply_bumps(
             continue
         landed += [markers[(i.alias, i.tenant)] for i in group if (i.alias, i.tenant) in markers]
         _announce(group)
-    kept = {ref for item in items for ref in item.outbox}
+    parts = [i for _, _, group in groups for i in group] + [i for i, _ in lost]
+    kept = {ref for item in parts for ref in item.outbox}  # refs of bumps that failed
     done = [ref for ref in dict.fromkeys(landed) if ref not in kept]
-    outbox.forget_here(ref for ref in done if outbox.deletes_inline(ref[0]))
+    outbox.forget(ref for ref in done if outbox.deletes_inline(ref[0]))  # in a next transaction
     _retrier.forget([ref for ref in done if not outbox.deletes_inline(ref[0])])
     if error is not None:
         raise error
@@ -173,7 +240,10 @@ def apply_bumps(
 
 async def aapply_bumps(items: list[_Bump]) -> None:
     """Async twin of :func:`apply_bumps` (native async code: no transaction, no markers)."""
-    for backend, store, group in _by_store(items):
+    groups, lost = _by_store(items)
+    for item, exc in lost:
+        await sync_to_async(_failed, thread_sensitive=True)([item], exc, None, {})
+    for backend, store, group in groups:
         keys = [k for item in group for k in item.keys]
         try:
             _breaker_check(group)
@@ -212,12 +282,13 @@ def _failed(
         ref = markers.get(pair)
         keys = [k for i in pair_items for k in i.keys]
         tags = tuple(t for i in pair_items for t in i.tags)
-        if ref is not None and outbox.update(ref, keys, tags):
+        fanout = any(i.fanout for i in pair_items)
+        if ref is not None and outbox.update(ref, keys, tags, fanout):
             for i in pair_items:
                 i.outbox = (ref,)
         else:
             unmarked += pair_items
-    refs = outbox.record(using, [(i.alias, i.tenant, i.keys, i.tags, False) for i in unmarked])
+    refs = outbox.record(using, [(i.alias, i.tenant, i.keys, i.tags, i.fanout) for i in unmarked])
     for item, ref in zip(unmarked, refs, strict=True):
         item.outbox = () if ref is None else (ref,)
     # Queue the retry (and bypass the tenant here) even when the caller raises:
@@ -227,32 +298,39 @@ def _failed(
 
 
 def bump_now(
-    entries: list[tuple[str, str | None, list[str] | None, Any]], errors: list[str]
+    entries: list[tuple[str, str | None, list[str] | None, Any, bool]], errors: list[str]
 ) -> list[bool]:
-    """Bump ``(alias, tenant, keys, tags)`` entries once, for the outbox drain; say which landed.
+    """Bump ``(alias, tenant, keys, tags, fanout)`` entries once, for the outbox drain.
 
     ``keys=None`` flushes the tenant's namespace. One ``set_many`` per store;
     nothing is queued for retry (the outbox keeps what failed), errors are
-    logged, counted and appended to *errors*.
+    logged, counted and appended to *errors*. Returns, per entry, whether it
+    landed (every store of a fan-out entry).
     """
     items = []
-    for alias, tenant, keys, tags in entries:
+    for alias, tenant, keys, tags, fanout in entries:
         flush = keys is None
         if flush:
             keys = [namespace_key(_backend(alias).options.prefix, tenant)]
-        items.append(_Bump(alias, tenant, list(keys), tuple(map(tuple, tags or ())), flush))
-    ok: dict[int, bool] = {}
-    for backend, store, group in _by_store(items):
+        tags = tuple(map(tuple, tags or ()))
+        items.append(_Bump(alias, tenant, list(keys), tags, flush, fanout=fanout))
+    failed: set[int] = set()
+    groups, lost = _by_store(items)
+    for item, exc in lost:
+        metrics.record_store_error(item.alias, item.tenant, "outbox_drain", exc)
+        errors.append(f"alias {item.alias!r}: {exc}")
+        failed.add(id(item))
+    for backend, store, group in groups:
         try:
             keys = [k for item in group for k in item.keys]
             bump(store, keys, backend.options.version_timeout, backend.verify_bumps_on(store))
         except Exception as exc:  # left in the outbox for a later drain
             metrics.record_store_error(group[0].alias, None, "outbox_drain", exc)
             errors.append(f"alias {group[0].alias!r}: {exc}")
+            failed.update(id(part.origin or part) for part in group)
             continue
-        ok.update((id(item), True) for item in group)
         _announce(group)
-    return [ok.get(id(item), False) for item in items]
+    return [id(item) not in failed for item in items]
 
 
 def _breaker_check(group: list[_Bump]) -> None:
@@ -370,6 +448,28 @@ async def abump_keys(
     await aapply_bumps([_Bump(backend.alias, tenant, list(keys), spec_tags, flush)])
 
 
+def tag_bumps(backend: Any, tenant: str | None, pairs: list[tuple[str, str]]) -> list[_Bump]:
+    """Return the bumps of tags *pairs* on *backend* in *tenant*.
+
+    A global tag's version lives in the public namespace: its bump is the
+    public namespace's (``tenant=None``), whatever tenant asked for it, so
+    that a failure bypasses, and a drained outbox marker reaches, every
+    tenant. A ``SHARED`` alias has one namespace for every tenant.
+    """
+    where = None if backend.options.shared else tenant
+    prefix = backend.options.prefix
+    scoped = [(n, i) for n, i in pairs if not is_global_tag(n)]
+    common = [(n, i) for n, i in pairs if is_global_tag(n)]
+    items = []
+    if scoped:
+        keys = [tag_version_key(prefix, where, n, i) for n, i in scoped]
+        items.append(_Bump(backend.alias, where, keys, tuple(scoped)))
+    if common:
+        keys = [tag_version_key(prefix, None, n, i) for n, i in common]
+        items.append(_Bump(backend.alias, None, keys, tuple(common)))
+    return items
+
+
 def bump_tags(
     tags: Iterable[Any],
     *,
@@ -397,11 +497,7 @@ def bump_tags(
     _check(backends, specs, tid)
     by_strictness: dict[bool, list[_Bump]] = {}
     for backend in backends:
-        # A SHARED (reserved) alias has one namespace for every tenant.
-        where = None if backend.options.shared else tid
-        keys = [tag_version_key(backend.options.prefix, where, name, inst) for name, inst in pairs]
-        item = _Bump(backend.alias, where, keys, tuple(pairs), False)
-        by_strictness.setdefault(backend.options.strict, []).append(item)
+        by_strictness.setdefault(backend.options.strict, []).extend(tag_bumps(backend, tid, pairs))
     # Every alias in one go: one round trip per store, not per alias.
     for strict, items in by_strictness.items():
         _dispatch(items, strict, using)
@@ -466,6 +562,8 @@ def check_bump(tags: Iterable[Any], tenant: str | None) -> None:
 
 #: The suspicion key of a whole store: set while this process recovers from an error of it.
 _ALL = object()
+#: The space of a tenant whose store could not be looked up: suspect on every store.
+_ANY_SPACE = ("*",)
 
 
 class _Retrier:
@@ -657,7 +755,12 @@ class _Retrier:
         # A failed public-namespace bump may hold versions every tenant reads
         # (global tags, the safety net's "all tenants" versions): all suspect.
         s = self._suspect
-        return bool(s) and ((space, tenant) in s or (space, _ALL) in s or (space, None) in s)
+        return bool(s) and (
+            (space, tenant) in s
+            or (space, _ALL) in s
+            or (space, None) in s
+            or (_ANY_SPACE, tenant) in s
+        )
 
     def pending(self) -> int:
         """Return how many failed bumps have not landed: queued, or held by a running retry."""
@@ -766,11 +869,13 @@ class _Retrier:
 
     @staticmethod
     def _try(item: _Bump) -> bool:
-        """Bump *item* once; return True if it landed (a failure is counted and logged)."""
+        """Bump *item* once (every part of a fan-out one); return True if it all landed."""
         try:
-            backend = _backend(item.alias)
-            store = backend._store_of(item.tenant)
-            bump(store, item.keys, backend.options.version_timeout, backend.verify_bumps_on(store))
+            for part in _expand(item):
+                backend = _backend(part.alias)
+                store = backend._store_of(part.tenant)
+                timeout, verify = backend.options.version_timeout, backend.verify_bumps_on(store)
+                bump(store, part.keys, timeout, verify)
         except Exception as exc:  # retried later; counted and logged each time
             metrics.record_store_error(item.alias, item.tenant, "bump_retry", exc)
             return False
@@ -834,8 +939,16 @@ def is_suspect(alias: str, tenant: str | None) -> bool:
 
 
 def _space(alias: str, tenant: str | None) -> tuple:
-    """Return where *alias* keeps *tenant*'s versions: ``(store alias, PREFIX)``."""
-    return _backend(alias).version_space(tenant)
+    """Return where *alias* keeps *tenant*'s versions: ``(store alias, PREFIX)``.
+
+    :data:`_ANY_SPACE` when that cannot be found out (the tenant config source
+    fails): the tenant is then suspect wherever its versions live.
+    """
+    try:
+        return _backend(alias).version_space(tenant)
+    except Exception as exc:  # logged and counted; the caller's bypass covers every store
+        metrics.record_error(alias, tenant, "version_space", exc, what="tenant store lookup failed")
+        return _ANY_SPACE
 
 
 def retry_flush(alias: str, tenant: str | None, keys: list[str], space: tuple) -> None:
@@ -850,7 +963,7 @@ def retry_flush(alias: str, tenant: str | None, keys: list[str], space: tuple) -
     the outbox too.
     """
     item = _Bump(alias, tenant, list(keys), (), True, space)
-    refs = outbox.record(None, [(alias, tenant, item.keys, (), True)])
+    refs = outbox.record(None, [(alias, tenant, item.keys, (), False)])
     item.outbox = tuple(r for r in refs if r is not None)
     _retrier.add([item])
 
@@ -867,4 +980,4 @@ def note_store_error(alias: str, tenant: str | None) -> None:
 
 os.register_at_fork(after_in_child=lambda: _retrier._after_fork())
 # Markers of landed bumps still queued at a normal exit: deleted, not left for a drain.
-atexit.register(lambda: (_retrier.forget_now(), outbox.forget_everyones()))
+atexit.register(lambda: (_retrier.forget_now(), outbox.forget_deferred()))

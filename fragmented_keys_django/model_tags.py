@@ -891,8 +891,15 @@ def _names(targets: Iterable[_Target]) -> frozenset[str]:
 
 
 def _rows_of(qs: Any, reads: bool) -> list[Any]:
-    """The rows *qs* matches (locked inside a transaction), whole if *reads*, else pks only."""
-    pks = list(_locked(qs.order_by().values_list("pk", flat=True)))
+    """The rows *qs* matches (locked inside a transaction), whole if *reads*, else pks only.
+
+    The lock is taken on the model's own table, with *qs* as a subquery:
+    PostgreSQL refuses ``FOR UPDATE`` on a query with ``DISTINCT``, ``GROUP
+    BY`` or the nullable side of an outer join, all of which Django's
+    ``update()`` accepts.
+    """
+    matching = qs.model._base_manager.using(qs.db).filter(pk__in=qs.order_by().values("pk"))
+    pks = list(_locked(matching.order_by().values_list("pk", flat=True)))
     if not reads:
         return [_PkOnly(pk) for pk in pks]
     found = qs.model._base_manager.using(qs.db).in_bulk(pks)

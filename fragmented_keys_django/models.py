@@ -20,7 +20,10 @@ class OutboxEntry(models.Model):
 
     ``keys`` lists the version keys to bump; ``None`` means they are not
     known (the transaction was still adding bumps when this row was written)
-    and the tenant's whole namespace is flushed instead.
+    and the tenant's whole namespace is flushed instead. A row of the public
+    namespace (``tenant`` is ``None``) always lists its keys: they may be
+    versions every tenant reads, which no namespace flush reaches. ``fanout``:
+    the keys are also written in every tenant store of the alias.
     """
 
     created = models.DateTimeField(default=timezone.now, db_index=True)
@@ -28,6 +31,7 @@ class OutboxEntry(models.Model):
     tenant = models.TextField(null=True, blank=True)
     keys = models.JSONField(null=True, blank=True)
     tags = models.JSONField(default=list, blank=True)
+    fanout = models.BooleanField(default=False)
 
     class Meta:
         db_table = "fragmented_keys_django_outbox"

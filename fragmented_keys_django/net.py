@@ -394,16 +394,14 @@ def _items(backend: Any, targets: set[tuple[str, str | None]]) -> list[Any]:
     for name, tenant in sorted(targets, key=lambda t: (t[0], t[1] or "")):
         where = None if backend.options.shared else tenant
         by_tenant.setdefault(where, []).append(keys.net_version_key(prefix, where, name))
-    everyone = by_tenant.get(None)
-    items = [invalidation._Bump(backend.alias, t, ks) for t, ks in by_tenant.items()]
-    ts = None if backend.options.shared else backend.tenant_stores
-    if everyone and ts is not None:
-        # The "all tenants" versions live in each store a tenant reads from.
-        listed = ts.tenants()
-        if listed is None:
-            _refuse_unlistable()
-        items += [invalidation._Bump(backend.alias, str(t), everyone) for t in listed or ()]
-    return items
+    # The "all tenants" versions live in each store a tenant reads from: with
+    # TENANT_STORES they fan out, the tenants listed when the bump is written
+    # (after the commit; a listing that fails is retried like a store outage).
+    fans = not backend.options.shared and backend.options.tenant_stores is not None
+    return [
+        invalidation._Bump(backend.alias, t, ks, fanout=fans and t is None)
+        for t, ks in by_tenant.items()
+    ]
 
 
 def invalidate_models(*models: Any, tenant: Any = ..., using: str | None = None) -> int:

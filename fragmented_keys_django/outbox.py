@@ -62,37 +62,52 @@ def _model() -> Any:
     return apps.get_model("fragmented_keys_django", "OutboxEntry")
 
 
-# Database alias -> whether the outbox table is there (checked once per process).
-_tables: dict[str, bool] = {}
+# Database alias -> the outbox table's name to use in SQL, or None when it is not
+# there (resolved once per process; :func:`reset` after migrate).
+_tables: dict[str, str | None] = {}
 _tables_lock = threading.Lock()
 
 
 def available(using: str) -> bool:
-    """Return True if database *using* has the outbox table (``manage.py migrate``).
+    """Return True if database *using* has the outbox table (``manage.py migrate``)."""
+    return _table(using) is not None
 
-    On PostgreSQL the name is resolved through the connection's
-    ``search_path``, so a table in django-tenants' public schema is found
-    from a tenant schema too.
+
+def _table(using: str) -> str | None:
+    """The outbox table's name in SQL on *using*, quoted, or ``None`` if it is not there.
+
+    On PostgreSQL it is schema-qualified, found whatever the connection's
+    ``search_path`` is now (django-tenants and django-omnitenant move it to a
+    tenant's schema): the table in ``public`` first, else the one the path
+    sees, else any. So every statement of ours reaches the same table, from
+    any schema.
     """
-    known = _tables.get(using)
-    if known is not None:
-        return known
+    if using in _tables:
+        return _tables[using]
     if not _is_enabled():
-        return False
+        return None
     conn = connections[using]
+    q = conn.ops.quote_name
     try:
         if conn.vendor == "postgresql":
             with conn.cursor() as cur:
-                cur.execute("SELECT to_regclass(%s) IS NOT NULL", [TABLE])
-                found = bool(cur.fetchone()[0])
+                cur.execute(
+                    "SELECT n.nspname FROM pg_catalog.pg_class c "
+                    "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE c.relname = %s AND c.relkind IN ('r', 'p') "
+                    "ORDER BY n.nspname = 'public' DESC, c.oid = to_regclass(%s) DESC LIMIT 1",
+                    [TABLE, TABLE],
+                )
+                found = cur.fetchone()
+            name = None if found is None else f"{q(found[0])}.{q(TABLE)}"
         else:
-            found = TABLE in conn.introspection.table_names()
+            name = q(TABLE) if TABLE in conn.introspection.table_names() else None
     except Exception as exc:  # the database is down: try again next time
         metrics.record_error("-", None, "outbox_check", exc, level=logging.WARNING, what="outbox")
-        return False
+        return None
     with _tables_lock:
-        _tables[using] = found
-    return found
+        _tables[using] = name
+    return name
 
 
 def _is_enabled() -> bool:
@@ -111,43 +126,83 @@ def _db_for_write() -> str:
     return router.db_for_write(_model()) or DEFAULT_DB_ALIAS
 
 
-def mark(
-    using: str, targets: Iterable[tuple[str, str | None]]
-) -> dict[tuple[str, str | None], Ref]:
-    """Insert a marker row per (alias, tenant) in *using*'s open transaction; return their refs.
+def mark(using: str, targets: Iterable[tuple[str, str | None, Any, bool]]) -> dict[Any, Ref]:
+    """Insert a marker row per ``(alias, tenant, keys, fanout)`` in *using*'s open transaction.
 
-    One ``INSERT`` for all of them, in plain SQL (the ORM's ``bulk_create``
-    costs about three times as much here, on every transaction that bumps).
-    Returns ``{}`` when the database has no outbox table. Errors propagate:
-    inside the caller's transaction they are the caller's (the write and its
-    marker commit together or not at all).
+    *keys* is ``None`` for a tenant's marker (a drain flushes its namespace)
+    and the version keys for the public namespace's. One ``INSERT`` for all
+    of them, in plain SQL (the ORM's ``bulk_create`` costs about three times
+    as much here, on every transaction that bumps). Returns ``{(alias,
+    tenant): ref}``, ``{}`` when the database has no outbox table. Errors
+    propagate: inside the caller's transaction they are the caller's (the
+    write and its marker commit together or not at all).
     """
-    targets = list(dict.fromkeys(targets))
+    targets = list(targets)
     if not targets or not available(using):
         return {}
+    rows = [(alias, tenant, keys, (), fanout) for alias, tenant, keys, fanout in targets]
+    ids = _insert(using, rows)
+    return {(t[0], t[1]): (using, pk) for t, pk in zip(targets, ids, strict=True)}
+
+
+_COLUMNS = ("created", "alias", "tenant", "keys", "tags", "fanout")
+
+
+def _insert(using: str, rows: list[tuple[str, str | None, Any, Any, bool]]) -> list[int]:
+    """Insert ``(alias, tenant, keys or None, tags, fanout)`` rows in one statement; their ids."""
     conn = connections[using]
     q = conn.ops.quote_name
-    columns = ", ".join(q(c) for c in ("created", "alias", "tenant", "keys", "tags"))
+    json = _model()._meta.get_field("keys")
     now = conn.ops.adapt_datetimefield_value(timezone.now())
-    row = "(%s, %s, %s, NULL, '[]')"
-    sql = f"INSERT INTO {q(TABLE)} ({columns}) VALUES "
+    sql = f"INSERT INTO {_table(using)} ({', '.join(q(c) for c in _COLUMNS)}) VALUES "
+    one = "(%s, %s, %s, %s, %s, %s)"
+
+    def params(row: tuple[str, str | None, Any, Any, bool]) -> list[Any]:
+        alias, tenant, keys, tags, fanout = row
+        keys = None if keys is None else json.get_db_prep_value(list(keys), conn)
+        return [now, alias, tenant, keys, json.get_db_prep_value(_plain(tags), conn), fanout]
+
     with conn.cursor() as cur:
         if conn.features.can_return_columns_from_insert:
-            params = [p for alias, tenant in targets for p in (now, alias, tenant)]
-            cur.execute(sql + ", ".join([row] * len(targets)) + f" RETURNING {q('id')}", params)
-            ids = [r[0] for r in cur.fetchall()]
-        else:  # one statement per row, its key from lastrowid
-            ids = []
-            for alias, tenant in targets:
-                cur.execute(sql + row, [now, alias, tenant])
-                ids.append(cur.lastrowid)
-    return {t: (using, pk) for t, pk in zip(targets, ids, strict=True)}
+            values = [p for row in rows for p in params(row)]
+            cur.execute(sql + ", ".join([one] * len(rows)) + f" RETURNING {q('id')}", values)
+            return [r[0] for r in cur.fetchall()]
+        ids = []  # one statement per row, its key from lastrowid
+        for row in rows:
+            cur.execute(sql + one, params(row))
+            ids.append(cur.lastrowid)
+        return ids
+
+
+def _set(ref: Ref, keys: list[str], tags: tuple | None, fanout: bool) -> None:
+    """Give row *ref* these *keys* (and *tags*, unless ``None``) and *fanout*."""
+    db, pk = ref
+    conn = connections[db]
+    q = conn.ops.quote_name
+    json = _model()._meta.get_field("keys")
+    sets = [f"{q('keys')} = %s", f"{q('fanout')} = %s"]
+    params = [json.get_db_prep_value(list(keys), conn), fanout]
+    if tags is not None:
+        sets.append(f"{q('tags')} = %s")
+        params.append(json.get_db_prep_value(_plain(tags), conn))
+    with conn.cursor() as cur:
+        cur.execute(
+            f"UPDATE {_table(db)} SET {', '.join(sets)} WHERE {q('id')} = %s", [*params, pk]
+        )
+
+
+def remark(ref: Ref, keys: list[str], fanout: bool) -> None:
+    """Give marker *ref* (the public namespace's) the keys bumped so far, in the open transaction.
+
+    Errors propagate, as in :func:`mark`.
+    """
+    _set(ref, keys, None, fanout)
 
 
 def record(
     using: str | None, entries: Iterable[tuple[str, str | None, list[str], tuple, bool]]
 ) -> list[Ref | None]:
-    """Keep failed bumps in the outbox: one row per ``(alias, tenant, keys, tags, flush)``.
+    """Keep failed bumps in the outbox: one row per ``(alias, tenant, keys, tags, fanout)``.
 
     Called after the commit (autocommit), when a bump could not be written.
     Returns a ref per entry (``None`` when it could not be kept: no table, or
@@ -157,25 +212,18 @@ def record(
     db = using or _db_for_write()
     if not entries or not available(db):
         return [None] * len(entries)
-    model = _model()
     try:
-        rows = model.objects.using(db).bulk_create(
-            [
-                model(alias=a, tenant=t, keys=None if flush else list(k), tags=_plain(tags))
-                for a, t, k, tags, flush in entries
-            ]
-        )
+        ids = _insert(db, [(a, t, list(k), tags, fanout) for a, t, k, tags, fanout in entries])
     except Exception as exc:  # the database failed too: the retry thread still has it
         metrics.record_error("-", None, "outbox_record", exc, what="outbox")
         return [None] * len(entries)
-    return [(db, row.pk) if row.pk is not None else None for row in rows]
+    return [(db, pk) for pk in ids]
 
 
-def update(ref: Ref, keys: list[str], tags: tuple) -> bool:
+def update(ref: Ref, keys: list[str], tags: tuple, fanout: bool = False) -> bool:
     """Turn marker *ref* into a row with exact version *keys* (a bump failed); True if done."""
-    db, pk = ref
     try:
-        _model().objects.using(db).filter(pk=pk).update(keys=list(keys), tags=_plain(tags))
+        _set(ref, keys, tags, fanout)
     except Exception as exc:  # the marker stays: a drain flushes the tenant instead
         metrics.record_error("-", None, "outbox_record", exc, what="outbox")
         return False
@@ -183,87 +231,95 @@ def update(ref: Ref, keys: list[str], tags: tuple) -> bool:
 
 
 def deletes_inline(using: str) -> bool:
-    """True if landed markers of database *using* must be deleted by the thread that bumped.
+    """True if outbox rows of database *using* are deleted only inside a request's transaction.
 
     SQLite (rollback journal) has one writer at a time: a ``DELETE`` from a
     background thread's connection can deadlock a request's transaction that
     read before writing (SQLite answers "database is locked" at once rather
-    than wait). There the thread that bumped deletes its landed markers in its
-    next transaction on that database (:func:`purge_here`, no commit of its
-    own) or at exit; elsewhere the retry thread deletes them in batches.
+    than wait). There rows to delete wait in a list of this process until the
+    next transaction of any thread on that database deletes them
+    (:func:`purge_here`, in its own commit) or the process exits; elsewhere
+    they are deleted at once (the retry thread batches landed markers).
     """
     return connections[using].vendor == "sqlite"
 
 
-# Landed markers this thread deletes in its next transaction (SQLite), per database;
-# every thread's, by thread id, for the deletion at exit.
-_here = threading.local()
-_everyones: dict[int, dict[str, set[int]]] = {}
-_everyones_lock = threading.Lock()
-
-
-def _mine() -> dict[str, set[int]]:
-    mine = getattr(_here, "by_db", None)
-    if mine is None:
-        mine = _here.by_db = {}
-        with _everyones_lock:
-            _everyones[threading.get_ident()] = mine
-    return mine
-
-
-def forget_here(refs: Iterable[Ref]) -> None:
-    """Delete *refs* in this thread's next transaction on their database (see :func:`purge_here`)."""
-    mine = _mine()
-    for db, pk in refs:
-        mine.setdefault(db, set()).add(pk)
+# SQLite: ids of rows to delete in the next transaction of any thread, per database.
+_deferred: dict[str, set[int]] = {}
+_deferred_lock = threading.Lock()
 
 
 def purge_here(using: str) -> list[int]:
-    """Delete, in *using*'s open transaction, the landed markers this thread left there.
+    """Delete, in *using*'s open transaction, the rows waiting for one (SQLite); return their ids.
 
-    Returns their ids: they are gone once that transaction commits
-    (:func:`purged`); on a rollback they stay listed for the next one.
+    They are gone once that transaction commits (:func:`purged`); on a
+    rollback they stay listed for the next one.
     """
-    ids = sorted(_mine().get(using, ()))
+    with _deferred_lock:
+        ids = sorted(_deferred.get(using, ()))
     if ids:
-        conn = connections[using]
-        q = conn.ops.quote_name
-        with conn.cursor() as cur:
-            cur.execute(
-                f"DELETE FROM {q(TABLE)} WHERE {q('id')} IN ({', '.join(['%s'] * len(ids))})",
-                ids,
-            )
+        _delete_ids(using, ids)
     return ids
+
+
+def _delete_ids(using: str, ids: list[int]) -> None:
+    conn = connections[using]
+    in_ = ", ".join(["%s"] * len(ids))
+    with conn.cursor() as cur:
+        cur.execute(
+            f"DELETE FROM {_table(using)} WHERE {conn.ops.quote_name('id')} IN ({in_})", ids
+        )
 
 
 def purged(using: str, ids: Iterable[int]) -> None:
     """The transaction that deleted *ids* (:func:`purge_here`) committed: forget them."""
-    mine = _mine().get(using)
-    if mine:
-        mine.difference_update(ids)
+    with _deferred_lock:
+        waiting = _deferred.get(using)
+        if waiting:
+            waiting.difference_update(ids)
 
 
-def forget_everyones() -> None:
-    """Delete the markers every thread still lists (at exit: not left for a drain)."""
-    with _everyones_lock:
-        refs = [(db, pk) for mine in _everyones.values() for db, ids in mine.items() for pk in ids]
-        _everyones.clear()
-    forget(refs)
+def _waiting(using: str) -> set[int]:
+    with _deferred_lock:
+        return set(_deferred.get(using, ()))
+
+
+def forget_deferred() -> None:
+    """Delete the rows waiting for a transaction (SQLite) now: at exit, not left for a drain."""
+    with _deferred_lock:
+        refs = [(db, pk) for db, ids in _deferred.items() for pk in ids]
+        _deferred.clear()
+    _delete(refs)
 
 
 def forget(refs: Iterable[Ref | None]) -> None:
     """Delete outbox rows whose bumps have landed (one ``DELETE`` per database).
 
-    A failure is logged and counted: the row stays, and a later drain bumps
-    again (an extra bump invalidates a little more, never less).
+    On SQLite the rows wait for the next transaction instead (see
+    :func:`deletes_inline`). A failure is logged and counted: the row stays,
+    and a later drain bumps again (an extra bump invalidates a little more,
+    never less).
     """
-    by_db: dict[str, list[int]] = {}
+    now = []
     for ref in refs:
-        if ref is not None:
-            by_db.setdefault(ref[0], []).append(ref[1])
+        if ref is None:
+            continue
+        if deletes_inline(ref[0]):
+            with _deferred_lock:
+                _deferred.setdefault(ref[0], set()).add(ref[1])
+        else:
+            now.append(ref)
+    _delete(now)
+
+
+def _delete(refs: Iterable[Ref]) -> None:
+    by_db: dict[str, list[int]] = {}
+    for db, pk in refs:
+        by_db.setdefault(db, []).append(pk)
     for db, pks in by_db.items():
         try:
-            _model().objects.using(db).filter(pk__in=pks).delete()
+            if _table(db) is not None:
+                _delete_ids(db, pks)
         except Exception as exc:
             metrics.record_error("-", None, "outbox_forget", exc, what="outbox")
 
@@ -280,6 +336,74 @@ class DrainReport:
     failed: int = 0
     dropped: int = 0
     errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Row:
+    """One outbox row, as :func:`pending` reads it."""
+
+    pk: int
+    created: datetime.datetime
+    alias: str
+    tenant: str | None
+    keys: list[str] | None
+    tags: list[list[str]]
+    fanout: bool
+
+    def __str__(self) -> str:
+        what = "namespace flush" if self.keys is None else f"{len(self.keys)} version key(s)"
+        return f"{what} for tenant {self.tenant!r} on alias {self.alias!r}"
+
+
+def pending(
+    using: str,
+    keyed_before: datetime.datetime | None = None,
+    marked_before: datetime.datetime | None = None,
+    after: int = 0,
+    limit: int = 500,
+) -> list[Row]:
+    """Read outbox rows of *using* by id: with keys written before *keyed_before*, markers
+    (no keys) before *marked_before* (``None``: any time)."""
+    conn = connections[using]
+    q = conn.ops.quote_name
+    field_ = _model()._meta
+    far = timezone.now() + datetime.timedelta(days=36500)
+    adapt = conn.ops.adapt_datetimefield_value
+    cols = ", ".join(q(c) for c in ("id", *_COLUMNS))
+    sql = (
+        f"SELECT {cols} FROM {_table(using)} WHERE {q('id')} > %s AND ("
+        f"({q('keys')} IS NOT NULL AND {q('created')} <= %s) OR "
+        f"({q('keys')} IS NULL AND {q('created')} <= %s)) ORDER BY {q('id')} LIMIT %s"
+    )
+    params = [after, adapt(keyed_before or far), adapt(marked_before or far), limit]
+    with conn.cursor() as cur:
+        cur.execute(sql, params)
+        fetched = cur.fetchall()
+    created, keys, tags = (field_.get_field(n) for n in ("created", "keys", "tags"))
+    out = []
+    for pk, when, alias, tenant, k, t, fanout in fetched:
+        out.append(
+            Row(
+                pk,
+                _from_db(created, when, conn),
+                alias,
+                tenant,
+                _from_db(keys, k, conn),
+                _from_db(tags, t, conn) or [],
+                bool(fanout),
+            )
+        )
+    return out
+
+
+def _from_db(model_field: Any, value: Any, conn: Any) -> Any:
+    """A column read by plain SQL, converted as the ORM would (``from_db_value`` and converters)."""
+    for converter in conn.ops.get_db_converters(
+        model_field.get_col(model_field.model._meta.db_table)
+    ):
+        value = converter(value, model_field, conn)
+    from_db = getattr(model_field, "from_db_value", None)
+    return from_db(value, None, conn) if from_db is not None else value
 
 
 def databases() -> list[str]:
@@ -303,26 +427,24 @@ def drain(
     ones belong to transactions whose process is writing the bump now. Rows
     naming an alias no longer in ``CACHES`` are deleted with a warning.
     """
-    from django.db.models import Q
-
     from .conf import fragmented_aliases
     from .invalidation import bump_now
 
     report = DrainReport()
     aliases = set(fragmented_aliases())
-    model = _model()
     now = timezone.now()
     grace = max(older_than, MARKER_GRACE) if markers_older_than is None else markers_older_than
-    wanted = Q(keys__isnull=False, created__lte=now - datetime.timedelta(seconds=older_than)) | Q(
-        keys__isnull=True, created__lte=now - datetime.timedelta(seconds=grace)
-    )
+    keyed_before = now - datetime.timedelta(seconds=older_than)
+    marked_before = now - datetime.timedelta(seconds=grace)
     for db in list(using) if using is not None else databases():
         last = 0
         while True:
-            rows = list(model.objects.using(db).filter(wanted, pk__gt=last).order_by("pk")[:batch])
+            rows = pending(db, keyed_before, marked_before, after=last, limit=batch)
             if not rows:
                 break
             last = rows[-1].pk
+            waiting = _waiting(db)  # applied already, their DELETE waits (SQLite)
+            rows = [row for row in rows if row.pk not in waiting]
             done: list[Ref | None] = []
             for row in rows:
                 if row.alias not in aliases:
@@ -332,7 +454,9 @@ def drain(
                     report.dropped += 1
                     done.append((db, row.pk))
             todo = [row for row in rows if row.alias in aliases]
-            landed = bump_now([(r.alias, r.tenant, r.keys, r.tags) for r in todo], report.errors)
+            landed = bump_now(
+                [(r.alias, r.tenant, r.keys, r.tags, r.fanout) for r in todo], report.errors
+            )
             for row, ok in zip(todo, landed, strict=True):
                 if ok:
                     report.applied += 1

@@ -29,12 +29,15 @@ in one thread never hides a statement of another.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any
+
+from django.dispatch import dispatcher
 
 from .sql_writes import bare_table_name
 
@@ -169,12 +172,35 @@ def covered_names(using: str, table: str, kind: str) -> tuple[frozenset[str], Wi
         return frozenset(), None
     names: frozenset[str] = frozenset()
     budget = None
-    for w in _live(windows):
-        if w.covers(using, table, kind):
+    direct = _direct_frames({id(w.frame) for w in _live(windows) if w.frame is not None})
+    for w in windows:
+        if w.covers(using, table, kind) and (w.frame is None or id(w.frame) in direct):
             names = names | w.names
             if w.once:
                 budget = w
     return names, budget
+
+
+_DISPATCHER = dispatcher.__file__
+
+
+def _direct_frames(wanted: set[int]) -> set[int]:
+    """Return those of the *wanted* frames that this statement runs in directly.
+
+    A frame counts when no signal dispatch lies between it and the statement:
+    a window covers the statements Django's save, delete or m2m call issues
+    itself, not those of a signal receiver (another app's ``post_delete``
+    writing the same table) called while that call runs.
+    """
+    found: set[int] = set()
+    f: FrameType | None = sys._getframe(2)
+    while f is not None and len(found) < len(wanted):
+        if f.f_code.co_filename == _DISPATCHER:
+            break  # frames above run this statement through a receiver
+        if id(f) in wanted:
+            found.add(id(f))
+        f = f.f_back
+    return found
 
 
 def spend(window: Window, table: str) -> None:
@@ -194,7 +220,10 @@ def precise_write(model: Any, names: Iterable[str], using: str | None = None) ->
     the database alias (``None``: any). The window closes when the block exits,
     by an exception too.
     """
-    window = Window(None, using, model_tables(model), frozenset(names), ANY_KIND, False)
+    # Framed by the caller, so that a signal receiver run inside the block (the
+    # delete of a disconnected registration sends post_delete) is not covered.
+    frame = caller_frame((__file__, contextlib.__file__))
+    window = Window(frame, using, model_tables(model), frozenset(names), ANY_KIND, False)
     windows = _windows()
     windows.append(window)
     try:

@@ -4,7 +4,13 @@ Every signal is sent with ``sender`` = the backend class and these keyword
 arguments: ``alias`` (the fragmented cache alias), ``tenant`` (tenant id or
 ``None`` for the public namespace), plus:
 
-* ``cache_hit`` / ``cache_missed``: ``key`` (the caller's key name).
+* ``cache_hit`` / ``cache_missed``: ``key`` (the caller's key name) and ``tags``
+  (the normalised tags of a tagged read, a tuple of ``TagSpec``; ``()`` for
+  ``get_many_with_tags``, whose reads name their key only).
+* ``entry_stored``: ``key``, ``tags`` and ``deferred`` (``True`` when the write
+  waits for the transaction's commit): a tagged value was written
+  (``set_with_tags``, or ``get_or_set_with_tags`` after a miss, hence
+  ``@tagged_cache``, ``{% tagged_cache %}`` and ``tagged_cache_page``).
 * ``tags_bumped``: ``tags`` (tuple of ``(name, instance)``).
 * ``tenant_flushed``: nothing more.
 * ``store_failed``: ``operation`` (str) and ``exception``.
@@ -22,11 +28,13 @@ cache_missed = Signal()
 tags_bumped = Signal()
 tenant_flushed = Signal()
 store_failed = Signal()
+entry_stored = Signal()
 model_registry_changed = Signal()
 
 __all__ = [
     "cache_hit",
     "cache_missed",
+    "entry_stored",
     "model_registry_changed",
     "store_failed",
     "tags_bumped",

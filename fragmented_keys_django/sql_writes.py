@@ -132,10 +132,12 @@ _MEMO_CHARS = 16384
 def may_write(sql: str) -> bool:
     """Return False if *sql* certainly writes no row (the cheap test run on every statement).
 
-    Looks at the first character only: ``SELECT``, ``SAVEPOINT``, ``SET``,
-    ``PRAGMA`` and ``BEGIN`` are rejected without reading further.
+    Looks at the first character, and for a ``;``: ``SELECT``, ``SAVEPOINT``,
+    ``SET``, ``PRAGMA`` and ``BEGIN`` alone are rejected without reading
+    further; a string holding several statements is always read (PostgreSQL
+    runs them all, and a write may follow a first statement that cannot).
     """
-    return sql[:1] in _MAYBE_FIRST
+    return sql[:1] in _MAYBE_FIRST or ";" in sql
 
 
 def written_tables(sql: str) -> tuple[tuple[str, str], ...] | str:
@@ -159,6 +161,18 @@ def written_tables(sql: str) -> tuple[tuple[str, str], ...] | str:
 
 
 def _read(sql: str) -> tuple[tuple[str, str], ...] | str:
+    if ";" not in sql:
+        return _read_one(sql)
+    found: list[tuple[str, str]] = []
+    for one in _LITERALS.sub(" '' ", sql).split(";"):  # literals blanked: no ';' inside
+        got = _read_one(one)
+        if got is EVERY_TABLE:
+            return EVERY_TABLE
+        found.extend(got)
+    return tuple(dict.fromkeys(found))
+
+
+def _read_one(sql: str) -> tuple[tuple[str, str], ...] | str:
     start = _SKIP_TEXT.match(sql).end()  # type: ignore[union-attr]  (matches the empty string)
     head = _HEAD.match(sql, start)
     word = head.group(0).upper() if head else ""

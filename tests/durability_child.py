@@ -84,15 +84,43 @@ def save_in_acme(qty: int) -> None:
         item.save()
 
 
+def write_for_every_tenant(scenario: str) -> None:
+    """A write whose bump every tenant reads, inside ``atomic()`` (its bump runs at commit).
+
+    ``hang-net``: a raw ``UPDATE`` outside any tenant (the safety net's "all
+    tenants" version); ``hang-global``: a save of a model registered with
+    ``tenant_scoped=False``, in tenant ``beta`` (a global tag's version).
+    """
+    from django.db import connection, transaction
+
+    from fragmented_keys_django import TenantContext
+    from tests.testapp.models import Item
+
+    pk = int(os.environ["FKD_DUR_ITEM"])
+    if scenario == "hang-net":
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("UPDATE testapp_item SET qty = 7 WHERE id = %s", [pk])
+        return
+    with TenantContext.use_tenant("beta"), transaction.atomic():
+        item = Item.objects.get(pk=pk)
+        item.qty = 7
+        item.save()
+
+
 def main() -> None:
     scenario = os.environ["FKD_DUR_SCENARIO"]
     # hang: the store is paused; a long socket timeout keeps the bump hanging after the commit.
-    setup(socket_timeout=60.0 if scenario == "hang" else 0.5)
+    setup(socket_timeout=60.0 if scenario.startswith("hang") else 0.5)
     from fragmented_keys_django import ModelTagManager
     from fragmented_keys_django.invalidation import _retrier, pending_retries
     from tests.testapp.models import Item
 
-    ModelTagManager.register_model(Item)
+    ModelTagManager.register_model(Item, tenant_scoped=scenario != "hang-global")
+    if scenario in ("hang-net", "hang-global"):
+        say("saving")
+        write_for_every_tenant(scenario)  # blocks in the bump until killed
+        say("unreachable")
+        return
     if scenario in ("fail-and-stay", "fail-and-die"):
         _retrier.interval = _retrier.max_interval = 3600.0  # this process never retries
     if scenario == "hang":

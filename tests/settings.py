@@ -63,6 +63,15 @@ CACHES = {
     },
 }
 
+# Templates: {% tagged_cache %} and the debug-toolbar panel (tests/test_templatetag.py, test_panel.py).
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+    }
+]
+
 SILENCED_SYSTEM_CHECKS = ["fragmented_keys_django.W001"]
 
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"

@@ -9,7 +9,9 @@ it configures Django from ``tests.settings`` with ``CACHES`` taken from the
 ``<time.monotonic()> <store alias>`` for tenant ``FKD_TENANT``, for at most
 ``FKD_PROBE_SECONDS`` seconds.
 
-With ``FKD_PROBE_MODE=serve`` it is a reader process driven over stdin instead:
+With ``FKD_PROBE_MODE=serve`` it is a reader process driven over stdin instead
+(``write <tenant> <value>`` changes the "database" and bumps ``("Report", "")``
+there, as a registered model's save does; it answers ``{"written": value}``):
 for each line ``read <tenant>`` it runs ``get_or_set_with_tags("report",
 loader, [("Report", "")])`` in that tenant, the loader reading the "database"
 (the Redis key ``FKD_TRUTH`` in that database), and prints one JSON line: the value, whether
@@ -71,6 +73,13 @@ def serve() -> None:
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         command, _, tenant = line.strip().partition(" ")
+        if command == "write":  # write <tenant> <value>: a save, then its bump (returned)
+            tenant, _, value = tenant.partition(" ")
+            _redis().set(os.environ["FKD_TRUTH"], value)
+            with TenantContext.use_tenant(tenant):
+                frag.invalidate_tags([("Report", "")])
+            print(json.dumps({"written": value}), flush=True)
+            continue
         if command != "read":
             break
         computed.clear()

@@ -171,6 +171,49 @@ def test_kill_9_while_the_bump_hangs_after_the_commit(server):
         assert not served()
 
 
+@pytest.mark.parametrize("scenario", ["hang-net", "hang-global"])
+def test_kill_9_while_a_bump_every_tenant_reads_hangs_after_the_commit(server, scenario):
+    """D2 for bumps outside the writer's namespace: a raw write outside any tenant, a global model.
+
+    The entry is cached in tenant acme; the writer (another process) commits
+    inside ``atomic()`` outside acme, and is killed while its bump hangs. The
+    marker it committed must make a drain invalidate acme's entry too.
+    """
+    from fragmented_keys_django import keys as keys_mod
+
+    global_tags = keys_mod._global_tags
+    try:
+        with override_settings(CACHES=caches_for(server.url)):
+            ModelTagManager.register_model(Item, tenant_scoped=scenario != "hang-global")
+            item = Item.objects.using("pg").create(name="durable", qty=1)
+            frag = caches["fragmented"]
+            tags = [("Item", item.pk)]
+            with TenantContext.use_tenant(TENANT):
+                frag.set_with_tags("item", "qty=1", tags)
+
+            def served() -> bool:
+                with TenantContext.use_tenant(TENANT):
+                    return frag.get_with_tags("item", tags, default=MISS) == "qty=1"
+
+            assert served()
+            server.pause()
+            writer = Writer(scenario, server, item)
+            try:
+                writer.expect("saving")
+                _committed(item, 7)  # committed; the bump hangs on the paused store
+                time.sleep(0.2)
+            finally:
+                writer.kill()
+            server.resume()
+            assert served()
+            report = outbox.drain(markers_older_than=0.0)
+            assert report.applied >= 1 and not report.failed
+            assert not served(), "acme serves the entry the committed write invalidated"
+    finally:
+        keys_mod._global_tags = global_tags
+        keys_mod.clear_memos()
+
+
 def test_a_process_forked_after_a_failure_lands_the_bump(server):
     with override_settings(CACHES=caches_for(server.url)):
         item, served = _setup(server)
@@ -320,5 +363,37 @@ def test_on_sqlite_landed_markers_go_with_the_next_transaction_never_from_anothe
             # Only the last transaction's marker is left: each deleted the one before.
             assert rows.count() == 1
         assert _retrier._landed == []  # nothing queued for the retry thread
-        outbox.forget_everyones()  # what a normal exit does
+        outbox.forget_deferred()  # what a normal exit does
         assert rows.count() == 0
+
+
+def test_on_sqlite_markers_of_threads_that_end_are_deleted_too():
+    """SQLite, a thread per request (``runserver``): the outbox must not grow with requests."""
+    import threading
+
+    from .conftest import store_settings
+
+    with override_settings(CACHES=store_settings("locmem")):
+        ModelTagManager.register_model(Item)
+        item = Item.objects.create(name="threads", qty=0)
+        errors: list[BaseException] = []
+
+        def request(qty: int) -> None:
+            try:
+                with TenantContext.use_tenant(TENANT), transaction.atomic():
+                    Item.objects.filter(pk=item.pk).update(qty=qty)  # CacheAwareManager: bumps
+            except BaseException as exc:
+                errors.append(exc)
+            finally:
+                connections.close_all()
+
+        for qty in range(1, 21):
+            thread = threading.Thread(target=request, args=(qty,))
+            thread.start()
+            thread.join()
+        assert errors == []
+        with TenantContext.use_tenant(TENANT), transaction.atomic():  # one more, here
+            Item.objects.filter(pk=item.pk).update(qty=0)
+        left = outbox._model().objects.count()
+        outbox.forget_deferred()
+        assert left <= 2, f"{left} landed markers left in the outbox after 21 transactions"

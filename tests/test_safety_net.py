@@ -19,7 +19,7 @@ from django.apps import apps
 from django.core import checks
 from django.core.cache import caches
 from django.db import IntegrityError, connections, transaction
-from django.db.models.signals import m2m_changed, post_save, pre_delete, pre_save
+from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete, pre_save
 from django.test import override_settings
 
 from fragmented_keys_django import ModelTagManager, TenantContext, net, precise, tagged_cache
@@ -800,3 +800,64 @@ def test_invalidate_models_for_writes_the_net_cannot_see(frag, using, hospitals)
     off = override_settings(FRAGMENTED_KEYS={"SAFETY_NET": False})
     with off, pytest.raises(ConfigurationError, match="needs the safety net"):
         net.invalidate_models(Hospital)
+
+
+# -- review: windows opened by a delete must not hide what its receivers write ---------------
+
+
+def _raw_delete_other(using, other):
+    def receiver(sender, instance, **kwargs):
+        with connections[using].cursor() as cursor:
+            cursor.execute("DELETE FROM testapp_hospital WHERE id = %s", [other.pk])
+
+    return receiver
+
+
+def test_a_delete_does_not_hide_a_post_delete_receivers_raw_delete(frag, using):
+    ModelTagManager.register_model(Hospital)
+    doomed = Hospital.objects.using(using).create(name="doomed")
+    other = Hospital.objects.using(using).create(name="other")
+    tags = [("Hospital", str(other.pk))]
+    warm(frag, tags)
+    receiver = _raw_delete_other(using, other)
+    post_delete.connect(receiver, sender=Hospital)
+    try:
+        doomed.delete()
+    finally:
+        post_delete.disconnect(receiver, sender=Hospital)
+    assert not Hospital.objects.using(using).filter(pk=other.pk).exists()
+    assert not is_warm(frag, tags), "the row is gone, its entry is still served"
+
+
+def test_a_set_null_cascade_does_not_hide_a_receivers_update_of_other_children(frag, using):
+    ModelTagManager.register_model(Hospital)
+    ModelTagManager.register_model(NetVisit)
+    hospital = Hospital.objects.using(using).create(name="closing")
+    NetVisit.objects.using(using).create(hospital=hospital)
+    elsewhere = NetVisit.objects.using(using).create(hospital=None, note="waiting")
+    tags = [("NetVisit", str(elsewhere.pk))]
+    warm(frag, tags)
+
+    def reassign(sender, instance, **kwargs):  # e.g. flag the waiting list for review
+        NetVisit.objects.using(using).filter(hospital=None).update(note="to review")
+
+    post_delete.connect(reassign, sender=Hospital)
+    try:
+        hospital.delete()
+    finally:
+        post_delete.disconnect(reassign, sender=Hospital)
+    assert NetVisit.objects.using(using).get(pk=elsewhere.pk).note == "to review"
+    assert not is_warm(frag, tags), "the row changed, its entry is still served"
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("first", ["SET LOCAL lock_timeout = '5s'", "SELECT 1"])
+def test_a_write_after_a_first_statement_that_cannot_write_is_netted(frag, first):
+    ModelTagManager.register_model(Hospital)
+    hospital = Hospital.objects.using("pg").create(name="h")
+    tags = [("Hospital", str(hospital.pk))]
+    warm(frag, tags)
+    with transaction.atomic(using="pg"), connections["pg"].cursor() as cursor:
+        cursor.execute(f"{first}; UPDATE testapp_hospital SET name = 'x' WHERE id = {hospital.pk}")
+    assert Hospital.objects.using("pg").get(pk=hospital.pk).name == "x"
+    assert not is_warm(frag, tags), "the row changed, its entry is still served"

@@ -603,3 +603,28 @@ def test_a_save_through_the_parent_calls_a_child_callback_with_the_child_as_it_w
     place.save()
     assert sorted(seen) == ["new", "old"]  # the child row as it is and as it was
     assert not any(s() for s in lists)
+
+
+@pytest.mark.parametrize("shape", ["distinct", "outer-join", "annotated"])
+def test_update_through_the_cache_aware_manager_accepts_what_django_accepts(frag, db, shape):
+    """``CacheAwareQuerySet.update()`` locks the rows it reads: never a query Django's own refuses.
+
+    PostgreSQL rejects ``FOR UPDATE`` with ``DISTINCT``, ``GROUP BY`` and on the
+    nullable side of an outer join; Django's ``update()`` accepts such querysets.
+    """
+    from django.db.models import Count
+
+    ModelTagManager.register_model(Patient)
+    hospital = Hospital.objects.using(db).create(name="h")
+    patient = Patient.objects.using(db).create(name="p", hospital=hospital)
+    served = cached(frag, "patient", [("Patient", patient.pk)])
+    qs = Patient.objects.using(db)
+    if shape == "distinct":
+        qs = qs.filter(hospital__name="h").distinct()
+    elif shape == "outer-join":
+        qs = qs.filter(doctors__isnull=True)
+    else:
+        qs = qs.annotate(n=Count("doctors")).filter(n=0)
+    assert qs.update(name="x") == 1
+    assert Patient.objects.using(db).get(pk=patient.pk).name == "x"
+    assert not served()

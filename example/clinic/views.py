@@ -5,11 +5,14 @@ from __future__ import annotations
 from django.core.cache import caches
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from fragmented_keys_django.views import tagged_cache_page
+
 from . import services
-from .models import Patient
+from .models import Hospital, Patient
 
 
 @require_GET
@@ -20,6 +23,21 @@ def hospitals(request: HttpRequest) -> JsonResponse:
 @require_GET
 def hospital_patients(request: HttpRequest, hospital_id: int) -> JsonResponse:
     return JsonResponse({"tenant": request.tenant_id, **services.hospital_patients(hospital_id)})
+
+
+@require_GET
+@tagged_cache_page(services.TIMEOUT, tags=["Patient:{patient_id}"])
+def patient_card(request: HttpRequest, patient_id: int) -> HttpResponse:
+    """A whole page cached per tenant; the patient's save (tag ``Patient:<n>``) invalidates it."""
+    patient = get_object_or_404(Patient.objects.current(), number=patient_id)
+    return HttpResponse(f"<p>patient card</p><h1>{patient.name}</h1><p>{patient.notes}</p>")
+
+
+@require_GET
+def hospital_page(request: HttpRequest, hospital_id: int) -> HttpResponse:
+    """An uncached page holding a cached fragment: ``{% tagged_cache %}`` in the template."""
+    hospital = get_object_or_404(Hospital.objects.current(), number=hospital_id)
+    return render(request, "clinic/hospital.html", {"hospital": hospital})
 
 
 @csrf_exempt  # demo only: lets curl and the scripted walkthrough post without a token

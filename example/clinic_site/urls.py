@@ -9,6 +9,8 @@ urlpatterns = [
     path(
         "hospitals/<int:hospital_id>/patients/", views.hospital_patients, name="hospital-patients"
     ),
+    path("hospitals/<int:hospital_id>/", views.hospital_page, name="hospital"),
     path("patients/<int:patient_id>/", views.patient, name="patient"),
+    path("patients/<int:patient_id>/card/", views.patient_card, name="patient-card"),
     path("admin-ops/flush/", views.flush_tenant, name="flush-tenant"),
 ]

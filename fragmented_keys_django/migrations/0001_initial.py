@@ -24,6 +24,7 @@ class Migration(migrations.Migration):
                 ("tenant", models.TextField(blank=True, null=True)),
                 ("keys", models.JSONField(blank=True, null=True)),
                 ("tags", models.JSONField(blank=True, default=list)),
+                ("fanout", models.BooleanField(default=False)),
             ],
             options={
                 "verbose_name": "pending bump",

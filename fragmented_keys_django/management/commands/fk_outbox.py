@@ -66,10 +66,12 @@ class Command(BaseCommand):
             raise CommandError(f"{report.failed} pending bump(s) could not be applied")
 
     def _list(self, dbs: list[str]) -> None:
-        model = outbox._model()
         total = 0
         for db in dbs:
-            for row in model.objects.using(db).order_by("pk"):
-                total += 1
-                self.stdout.write(f"[{db}] {row.created:%Y-%m-%d %H:%M:%S} {row}")
+            last = 0
+            while rows := outbox.pending(db, after=last):
+                last = rows[-1].pk
+                for row in rows:
+                    total += 1
+                    self.stdout.write(f"[{db}] {row.created:%Y-%m-%d %H:%M:%S} {row}")
         self.stdout.write(f"{total} pending bump(s)")

@@ -113,6 +113,8 @@ def entries(store: Any) -> int:
 HOSPITALS = "/hospitals/"
 H1_PATIENTS = "/hospitals/1/patients/"
 PATIENT_1 = "/patients/1/"
+CARD_1 = "/patients/1/card/"  # @tagged_cache_page: the whole response
+HOSPITAL_1 = "/hospitals/1/"  # {% tagged_cache %}: the patient list fragment
 READS = [HOSPITALS, H1_PATIENTS, PATIENT_1]
 
 
@@ -399,9 +401,10 @@ class Command(BaseCommand):
 
         self.own_store()
         self.live_config_change()
+        self.page_and_fragment()
 
         # Totals from the signals must agree with what the responses said.
-        expected_bumps = {"acme": 2, OWN_STORE: 1}
+        expected_bumps = {"acme": 3, OWN_STORE: 1}
         expected_flushes = {"globex": 1}
         for tenant in SEED:
             s = self.stats[tenant]
@@ -490,6 +493,27 @@ class Command(BaseCommand):
         page = got[PATIENT_1].content.decode()
         self.expect(edited in page, "initech's page after moving back lacks the edit made away")
         self.reads(OWN_STORE, dict.fromkeys(READS, "HIT"), "(warm again)")
+
+    def page_and_fragment(self) -> None:
+        """A cached page and a cached template fragment, invalidated by an edit in acme only."""
+        self.say(
+            f"10. a cached page ({CARD_1}, @tagged_cache_page) and a template fragment "
+            f"({HOSPITAL_1}, {{% tagged_cache %}})"
+        )
+        both = (CARD_1, HOSPITAL_1)
+        for tenant in ("acme", "globex"):
+            self.reads(tenant, dict.fromkeys(both, "MISS"))
+            self.reads(tenant, dict.fromkeys(both, "HIT"), quiet=True)
+        renamed = "Alice Archer-Jones"
+        mark = len(self.bumped)
+        self.request("acme", "POST", PATIENT_1, {"name": renamed})
+        self.say(f"   acme renames patient 1; bumped: {self.bumps_since(mark)}")
+        got = self.reads("acme", dict.fromkeys(both, "MISS"), "(both recomputed)")
+        for path in both:
+            self.expect(renamed in got[path].content.decode(), f"acme {path} lacks the new name")
+        got = self.reads("globex", dict.fromkeys(both, "HIT"), "(globex stays warm)")
+        for path in both:
+            self.expect("Gina Gomez" in got[path].content.decode(), f"globex {path} is not Gina's")
 
     # -- report ----------------------------------------------------------------
 
