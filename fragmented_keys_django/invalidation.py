@@ -825,7 +825,7 @@ class _Retrier:
         unsaved = [i for i in items if i.unsaved]
         if not unsaved:
             return
-        refs = outbox.record(None, [(i.alias, i.tenant, i.keys, i.tags, i.flush) for i in unsaved])
+        refs = outbox.record(None, [(i.alias, i.tenant, i.keys, i.tags, i.fanout) for i in unsaved])
         for item, ref in zip(unsaved, refs, strict=True):
             item.unsaved = False
             item.outbox = item.outbox if ref is None else (*item.outbox, ref)
