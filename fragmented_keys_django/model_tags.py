@@ -59,6 +59,7 @@ from .keys import register_global_tag
 from .signals import model_registry_changed
 from .sql_writes import bare_table_name
 from .tags import normalize_tags
+from .tenancy.context import write_tenant_id
 
 __all__ = ["CacheAwareManager", "CacheAwareQuerySet", "ModelTagManager"]
 
@@ -533,6 +534,8 @@ class _Bumps:
         try:
             for tenant, tags in self.by_tenant.items():
                 if tags:
+                    if tenant is ...:  # the row names no tenant: the write's (its schema)
+                        tenant = write_tenant_id(using)
                     bump_tags(tags, tenant=tenant, using=using)
         finally:
             if self.error is not None:
