@@ -137,6 +137,41 @@ def _backend(alias: str) -> Any:
     return get_cache(alias)
 
 
+def _placements(items: list[_Bump]) -> dict[str, Any]:
+    """Check, now, the tenant config version of every alias with TENANT_STORES among *items*.
+
+    Returns ``{alias: version}`` for :func:`_moved_since`. So a tenant's bump
+    goes to the store it uses now, even in a process that has not rechecked
+    its config lately (another process moved the tenant): the entries to
+    invalidate are there.
+    """
+    found: dict[str, Any] = {}
+    for item in items:
+        if item.alias in found or (item.tenant is None and not item.fanout):
+            continue
+        try:
+            ts = _backend(item.alias).tenant_stores
+            if ts is not None:
+                found[item.alias] = ts.sync()
+        except Exception as exc:  # the bump goes to the store known so far; logged
+            metrics.record_error(item.alias, item.tenant, "tenant_config_check", exc)
+    return found
+
+
+def _moved_since(versions: dict[str, Any], items: list[_Bump]) -> list[_Bump]:
+    """The *items* of aliases whose tenant config version moved since :func:`_placements`."""
+    if not versions:
+        return []
+    moved = set()
+    for alias, version in versions.items():
+        try:
+            if _backend(alias).tenant_stores.sync() != version:
+                moved.add(alias)
+        except Exception as exc:  # logged; the arrival bump of the move covers the rest
+            metrics.record_error(alias, None, "tenant_config_check", exc)
+    return [replace(i, outbox=()) for i in items if i.alias in moved]
+
+
 def _expand(item: _Bump) -> list[_Bump]:
     """Return the bumps *item* stands for: itself, or for a fan-out one every tenant's store too.
 
@@ -181,6 +216,7 @@ def apply_bumps(
     raise_errors: bool = False,
     using: str | None = None,
     markers: dict[tuple[str, str | None], outbox.Ref] | None = None,
+    moves_left: int = 3,
 ) -> None:
     """Write *items* now: one ``set_many`` per store. Failures are kept and retried.
 
@@ -198,6 +234,7 @@ def apply_bumps(
     markers = markers or {}
     landed: list[outbox.Ref] = []
     error: BaseException | None = None
+    moved = _placements(items)
     groups, lost = _by_store(items)
     for item, exc in lost:
         _failed([item], exc, using, markers)
@@ -221,6 +258,9 @@ def apply_bumps(
     done = [ref for ref in dict.fromkeys(landed) if ref not in kept]
     outbox.forget(ref for ref in done if outbox.deletes_inline(ref[0]))  # in a next transaction
     _retrier.forget([ref for ref in done if not outbox.deletes_inline(ref[0])])
+    again = _moved_since(moved, items) if moves_left else []
+    if again:  # a tenant moved store while we bumped: its new store must see the bump too
+        apply_bumps(again, raise_errors=raise_errors, using=using, moves_left=moves_left - 1)
     if error is not None:
         raise error
 
@@ -724,11 +764,19 @@ class _Retrier:
     def _try(item: _Bump) -> bool:
         """Bump *item* once (every part of a fan-out one); return True if it all landed."""
         try:
-            for part in _expand(item):
-                backend = _backend(part.alias)
-                store = backend._store_of(part.tenant)
-                timeout, verify = backend.options.version_timeout, backend.verify_bumps_on(store)
-                bump(store, part.keys, timeout, verify)
+            moved = _placements([item])
+            for _ in range(3):  # again if the tenant moved store meanwhile
+                for part in _expand(item):
+                    backend = _backend(part.alias)
+                    store = backend._store_of(part.tenant)
+                    timeout, verify = (
+                        backend.options.version_timeout,
+                        backend.verify_bumps_on(store),
+                    )
+                    bump(store, part.keys, timeout, verify)
+                if not _moved_since(moved, [item]):
+                    break
+                moved = _placements([item])
         except Exception as exc:  # retried later; counted and logged each time
             metrics.record_store_error(item.alias, item.tenant, "bump_retry", exc)
             return False
