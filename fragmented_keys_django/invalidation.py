@@ -20,6 +20,7 @@ import atexit
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -729,8 +730,40 @@ class _Retrier:
         outbox.forget(r for r in dict.fromkeys(landed) if r not in kept)
         self._recover_stores()
         self.forget_now()
+        self._drain_orphans()
         with self._lock:
             return not self._pending and not self._recovering
+
+    #: Seconds between two drains of orphaned outbox rows by a running retry thread.
+    orphans_every = 60.0
+    _next_orphans = 0.0
+
+    def _drain_orphans(self) -> None:
+        """Now and then, apply outbox rows that their processes left (killed after a commit).
+
+        Rows older than ``outbox.MARKER_GRACE`` only: younger ones belong to
+        live processes about to write or retry them. So a ``kill -9`` is
+        repaired by the next process whose retry thread runs (any process
+        writing in transactions on PostgreSQL, every second or so), besides
+        ``fk_outbox --drain`` and the Celery task.
+        """
+        now = time.monotonic()
+        if now < self._next_orphans:
+            return
+        self._next_orphans = now + self.orphans_every
+        try:
+            report = outbox.drain(
+                older_than=outbox.MARKER_GRACE, markers_older_than=outbox.MARKER_GRACE
+            )
+        except Exception as exc:  # the database is down: next time
+            metrics.record_error("-", None, "outbox_drain", exc, what="outbox")
+            return
+        if report.applied:
+            logger.warning(
+                "applied %d bump(s) left in the outbox by other processes",
+                report.applied,
+                extra={"operation": "outbox_drain"},
+            )
 
     def _recover_stores(self) -> None:
         """For each store recovering from an error: if it answers, drain the outbox, serve again."""
@@ -744,7 +777,10 @@ class _Retrier:
                 metrics.record_store_error(alias, tenant, "recover_probe", exc)
                 continue
             try:
-                report = outbox.drain(older_than=0.0, markers_older_than=outbox.MARKER_GRACE)
+                # Every row, markers of any age too: a process may have died with its
+                # bump hanging on this store moments ago (a marker drained while its
+                # writer still bumps costs an extra flush, never a stale read).
+                report = outbox.drain(older_than=0.0, markers_older_than=0.0)
             except Exception as exc:  # the database is down too: keep bypassing, try again
                 metrics.record_error(alias, tenant, "outbox_drain", exc, what="outbox")
                 continue
@@ -796,13 +832,15 @@ class _Retrier:
             except Exception as exc:  # never let the retry thread die silently
                 metrics.record_error("-", None, "bump_retry", exc, what="bump retry loop failed")
             finally:
-                connections.close_all()  # this thread's own connections (the outbox)
+                for conn in connections.all(initialized_only=True):
+                    conn.close_if_unusable_or_obsolete()  # kept between rounds otherwise
             with self._lock:
                 # Decide to exit under the lock: an add() racing with this
                 # either lands first (and we go on) or finds no thread and
                 # starts one.
                 if not self._pending and not self._recovering and not self._landed:
                     self._thread = None
+                    connections.close_all()  # this thread's own connections (the outbox)
                     return
             delay = min(delay * 2, self.max_interval)
 
