@@ -446,15 +446,17 @@ def bench(plan: Plan, client: Any, log: Any) -> tuple[list[h.Row], dict[str, Any
                     obj.counter += 1
                     obj.save(using=db)
 
-            def without_outbox(db: str = db, obj: Any = saved) -> None:
+            assert outbox.available(db)
+            table = outbox._tables[db]
+
+            def without_outbox(db: str = db, obj: Any = saved, table: Any = table) -> None:
                 # The same save with the outbox table "absent" (no marker).
-                outbox._tables[db] = False
+                outbox._tables[db] = None
                 try:
                     save_in_atomic(obj)
                 finally:
-                    outbox._tables[db] = True
+                    outbox._tables[db] = table
 
-            assert outbox.available(db)
             how = (
                 "+1 INSERT, +1 DELETE in the same commit"
                 if outbox.deletes_inline(db)

@@ -149,6 +149,41 @@ def _backend(alias: str) -> Any:
     return get_cache(alias)
 
 
+def _placements(items: list[_Bump]) -> dict[str, Any]:
+    """Check, now, the tenant config version of every alias with TENANT_STORES among *items*.
+
+    Returns ``{alias: version}`` for :func:`_moved_since`. So a tenant's bump
+    goes to the store it uses now, even in a process that has not rechecked
+    its config lately (another process moved the tenant): the entries to
+    invalidate are there.
+    """
+    found: dict[str, Any] = {}
+    for item in items:
+        if item.alias in found or (item.tenant is None and not item.fanout):
+            continue
+        try:
+            ts = _backend(item.alias).tenant_stores
+            if ts is not None:
+                found[item.alias] = ts.sync()
+        except Exception as exc:  # the bump goes to the store known so far; logged
+            metrics.record_error(item.alias, item.tenant, "tenant_config_check", exc)
+    return found
+
+
+def _moved_since(versions: dict[str, Any], items: list[_Bump]) -> list[_Bump]:
+    """The *items* of aliases whose tenant config version moved since :func:`_placements`."""
+    if not versions:
+        return []
+    moved = set()
+    for alias, version in versions.items():
+        try:
+            if _backend(alias).tenant_stores.sync() != version:
+                moved.add(alias)
+        except Exception as exc:  # logged; the arrival bump of the move covers the rest
+            metrics.record_error(alias, None, "tenant_config_check", exc)
+    return [replace(i, outbox=()) for i in items if i.alias in moved]
+
+
 def _expand(item: _Bump) -> list[_Bump]:
     """Return the bumps *item* stands for: itself, or for a fan-out one every tenant's store too.
 
@@ -193,6 +228,7 @@ def apply_bumps(
     raise_errors: bool = False,
     using: str | None = None,
     markers: dict[tuple[str, str | None], outbox.Ref] | None = None,
+    moves_left: int = 3,
 ) -> None:
     """Write *items* now: one ``set_many`` per store. Failures are kept and retried.
 
@@ -210,6 +246,7 @@ def apply_bumps(
     markers = markers or {}
     landed: list[outbox.Ref] = []
     error: BaseException | None = None
+    moved = _placements(items)
     groups, lost = _by_store(items)
     for item, exc in lost:
         _failed([item], exc, using, markers)
@@ -234,6 +271,9 @@ def apply_bumps(
     done = [ref for ref in dict.fromkeys(landed) if ref not in kept]
     outbox.forget(ref for ref in done if outbox.deletes_inline(ref[0]))  # in a next transaction
     _retrier.forget([ref for ref in done if not outbox.deletes_inline(ref[0])])
+    again = _moved_since(moved, items) if moves_left else []
+    if again:  # a tenant moved store while we bumped: its new store must see the bump too
+        apply_bumps(again, raise_errors=raise_errors, using=using, moves_left=moves_left - 1)
     if error is not None:
         raise error
 
@@ -816,19 +856,59 @@ class _Retrier:
             kept = {r for i in [*self._pending, *self._inflight.values()] for r in i.outbox}
         outbox.forget(r for r in dict.fromkeys(landed) if r not in kept)
         self.forget_now()
+        self._drain_orphans()
         with self._lock:
             return not self._pending and not self._recovering
 
     @staticmethod
     def _save(items: list[_Bump]) -> None:
-        """Keep in the outbox the flushes queued without it (:func:`keep_flush`)."""
+        """Keep in the outbox the flushes queued without it (:func:`keep_flush`).
+
+        Not on SQLite, where no background thread writes the outbox (see
+        ``outbox.deletes_inline``): there they stay in this process's memory.
+        """
         unsaved = [i for i in items if i.unsaved]
         if not unsaved:
+            return
+        if outbox.deletes_inline(outbox._db_for_write()):
+            for item in unsaved:
+                item.unsaved = False
             return
         refs = outbox.record(None, [(i.alias, i.tenant, i.keys, i.tags, i.fanout) for i in unsaved])
         for item, ref in zip(unsaved, refs, strict=True):
             item.unsaved = False
             item.outbox = item.outbox if ref is None else (*item.outbox, ref)
+
+    #: Seconds between two drains of orphaned outbox rows by a running retry thread.
+    orphans_every = 60.0
+    _next_orphans = 0.0
+
+    def _drain_orphans(self) -> None:
+        """Now and then, apply outbox rows that their processes left (killed after a commit).
+
+        Rows older than ``outbox.MARKER_GRACE`` only: younger ones belong to
+        live processes about to write or retry them. So a ``kill -9`` is
+        repaired by the next process whose retry thread runs (any process
+        writing in transactions on PostgreSQL, every second or so), besides
+        ``fk_outbox --drain`` and the Celery task.
+        """
+        now = time.monotonic()
+        if now < self._next_orphans:
+            return
+        self._next_orphans = now + self.orphans_every
+        try:
+            report = outbox.drain(
+                older_than=outbox.MARKER_GRACE, markers_older_than=outbox.MARKER_GRACE
+            )
+        except Exception as exc:  # the database is down: next time
+            metrics.record_error("-", None, "outbox_drain", exc, what="outbox")
+            return
+        if report.applied:
+            logger.warning(
+                "applied %d bump(s) left in the outbox by other processes",
+                report.applied,
+                extra={"operation": "outbox_drain"},
+            )
 
     def _recover_stores(self) -> None:
         """For each store whose breaker is due: if it answers, drain the outbox, close the breaker."""
@@ -850,7 +930,10 @@ class _Retrier:
                         self._next_probe[space] = time.monotonic() + _breaker_seconds(alias)
                 continue
             try:
-                report = outbox.drain(older_than=0.0, markers_older_than=outbox.MARKER_GRACE)
+                # Every row, markers of any age too: a process may have died with its
+                # bump hanging on this store moments ago (a marker drained while its
+                # writer still bumps costs an extra flush, never a stale read).
+                report = outbox.drain(older_than=0.0, markers_older_than=0.0)
             except Exception as exc:  # the database is down too: keep bypassing, try again
                 metrics.record_error(alias, tenant, "outbox_drain", exc, what="outbox")
                 continue
@@ -871,11 +954,19 @@ class _Retrier:
     def _try(item: _Bump) -> bool:
         """Bump *item* once (every part of a fan-out one); return True if it all landed."""
         try:
-            for part in _expand(item):
-                backend = _backend(part.alias)
-                store = backend._store_of(part.tenant)
-                timeout, verify = backend.options.version_timeout, backend.verify_bumps_on(store)
-                bump(store, part.keys, timeout, verify)
+            moved = _placements([item])
+            for _ in range(3):  # again if the tenant moved store meanwhile
+                for part in _expand(item):
+                    backend = _backend(part.alias)
+                    store = backend._store_of(part.tenant)
+                    timeout, verify = (
+                        backend.options.version_timeout,
+                        backend.verify_bumps_on(store),
+                    )
+                    bump(store, part.keys, timeout, verify)
+                if not _moved_since(moved, [item]):
+                    break
+                moved = _placements([item])
         except Exception as exc:  # retried later; counted and logged each time
             metrics.record_store_error(item.alias, item.tenant, "bump_retry", exc)
             return False
@@ -895,13 +986,15 @@ class _Retrier:
             except Exception as exc:  # never let the retry thread die silently
                 metrics.record_error("-", None, "bump_retry", exc, what="bump retry loop failed")
             finally:
-                connections.close_all()  # this thread's own connections (the outbox)
+                for conn in connections.all(initialized_only=True):
+                    conn.close_if_unusable_or_obsolete()  # kept between rounds otherwise
             with self._lock:
                 # Decide to exit under the lock: an add() racing with this
                 # either lands first (and we go on) or finds no thread and
                 # starts one.
                 if not self._pending and not self._recovering and not self._landed:
                     self._thread = None
+                    connections.close_all()  # this thread's own connections (the outbox)
                     return
             delay = min(delay * 2, self.max_interval)
 

@@ -59,7 +59,7 @@ from .keys import register_global_tag
 from .signals import model_registry_changed
 from .sql_writes import bare_table_name
 from .tags import normalize_tags
-from .tenancy.context import current_tenant_id
+from .tenancy.context import current_tenant_id, write_tenant_id
 
 __all__ = ["CacheAwareManager", "CacheAwareQuerySet", "ModelTagManager"]
 
@@ -535,6 +535,8 @@ class _Bumps:
         try:
             for tenant, tags in self.by_tenant.items():
                 if tags:
+                    if tenant is ...:  # the row names no tenant: the write's (its schema)
+                        tenant = write_tenant_id(using)
                     bump_tags(tags, tenant=tenant, using=using)
         finally:
             if self.error is not None:
@@ -677,15 +679,20 @@ def refuse_unbumpable(
     no_tenant, global_tags = bump_refusals()
     if not (no_tenant or global_tags):
         return
+    # The tenant of a row that names none, as _Bumps.send resolves it: the
+    # write's (its schema, with django-tenants), else the current one.
+    default = write_tenant_id(using)
+    if default is ...:
+        default = current_tenant_id()
     for target, row, fetch in _reached(targets, rows, event):
         reg = target.reg
-        if reg.tenant_attname is None and not global_tags and current_tenant_id() is not None:
-            continue  # bumps in the current tenant: nothing to refuse
+        if reg.tenant_attname is None and not global_tags and default is not None:
+            continue  # bumps in the write's tenant: nothing to refuse
         shown = _as_registered(target, row, using) if fetch else row  # as the bump reads it
         if shown is None:
             continue
         tenant = _tenant(reg, shown)
-        tid = current_tenant_id() if tenant is ... else tenant
+        tid = default if tenant is ... else tenant
         if tid is not None and not global_tags:
             continue
         try:

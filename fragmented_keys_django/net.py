@@ -68,7 +68,7 @@ from .exceptions import ConfigurationError
 from .model_tags import ModelTagManager
 from .signals import model_registry_changed
 from .sql_writes import EVERY_TABLE, bare_table_name, may_write, written_tables
-from .tenancy.context import current_tenant_id
+from .tenancy.context import current_tenant_id, write_tenant_id
 from .transactions import _real_blocks
 
 __all__ = [
@@ -313,7 +313,9 @@ def _netted(execute: Any, sql: Any, params: Any, many: bool, context: dict) -> A
                 budgets.append((budget, table, kind))
     if not names and not budgets:
         return execute(sql, params, many, context)
-    tenant = current_tenant_id()
+    tenant = write_tenant_id(using)  # the written schema's, where the source tells
+    if tenant is ...:
+        tenant = current_tenant_id()
     targets = {(n, None if tenant is None or n in _all_tenants else tenant) for n in names}
     if any(scope is None for _, scope in targets):
         _refuse_unlistable()

@@ -257,9 +257,10 @@ def purge_here(using: str) -> list[int]:
     """
     with _deferred_lock:
         ids = sorted(_deferred.get(using, ()))
-    if ids:
+    if ids and available(using):
         _delete_ids(using, ids)
-    return ids
+        return ids
+    return []
 
 
 def _delete_ids(using: str, ids: list[int]) -> None:

@@ -397,3 +397,29 @@ def test_on_sqlite_markers_of_threads_that_end_are_deleted_too():
         left = outbox._model().objects.count()
         outbox.forget_deferred()
         assert left <= 2, f"{left} landed markers left in the outbox after 21 transactions"
+
+
+def test_a_kill_9_is_repaired_by_the_next_process_whose_retry_thread_runs(server, monkeypatch):
+    """No drain scheduled: another process writing in a transaction applies the orphan."""
+    monkeypatch.setattr(outbox, "MARKER_GRACE", 0.5)
+    monkeypatch.setattr(_retrier, "_next_orphans", 0.0)
+    with override_settings(CACHES=caches_for(server.url)):
+        item, served = _setup(server)
+        other = Item.objects.using("pg").create(name="other", qty=0)
+        server.pause()
+        writer = Writer("hang", server, item)
+        try:
+            writer.expect("saving")
+            _committed(item, 7)  # committed; the bump hangs on the paused store
+        finally:
+            writer.kill()
+        server.resume()
+        assert served()
+        time.sleep(0.6)  # the marker is now older than the grace
+        with TenantContext.use_tenant("elsewhere"), transaction.atomic(using="pg"):
+            other.qty = 1
+            other.save()  # this process's retry thread starts (it deletes its marker)
+        deadline = time.monotonic() + 15
+        while served():
+            assert time.monotonic() < deadline, "the orphaned marker was never applied"
+            time.sleep(0.05)

@@ -125,7 +125,7 @@ def test_django_tenants_source_without_django_tenants_connection():
 def test_django_tenants_suite():
     """Run tests/tenants_suite with tests.settings_tenants on PostgreSQL (must pass, never skip)."""
     out = run_suite("tests.settings_tenants", "tests/tenants_suite")
-    assert re.search(r"\b8 passed", out), out[-3000:]
+    assert re.search(r"\b9 passed", out), out[-3000:]
 
 
 @pytest.mark.postgres

@@ -709,13 +709,6 @@ def test_across_a_switch_another_process_is_stale_at_most_until_it_rechecks(two_
     assert reads[-1]["alias"] == tenant  # and it moved to the tenant's store
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a process that has not seen the switch yet (recheck path) bumps the tenant in the "
-    "store it left; readers of the store it moved to keep the entry that save invalidated "
-    "until that process uses the tenant again after its recheck (its arrival bump), for good "
-    "if it never does: not bounded by TENANT_CONFIG_RECHECK",
-)
 def test_a_save_in_a_process_that_has_not_seen_the_switch_is_not_lost(monkeypatch):
     """X4/T11 from the writer's side: a save that returned is never lost by a store switch.
 

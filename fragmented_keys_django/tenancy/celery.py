@@ -6,7 +6,9 @@ Three Celery signal receivers:
   is none) into the message headers as ``fkd_tenant``, unless the caller
   already set that header (``task.apply_async(headers={"fkd_tenant":
   "acme"})`` targets a tenant explicitly);
-* ``task_prerun`` enters ``TenantContext.use_tenant(...)`` with that id. A
+* ``task_prerun`` enters that tenant: through the tenant source where it can
+  (django-tenants: ``schema_context(id)``, so a task that switches schema later
+  works in that schema, bumps included), else ``TenantContext.use_tenant(...)``. A
   ``None`` header names no tenant: inside the task the configured tenant
   source decides (django-tenants' ``schema_context``, omnitenant's
   ``use_tenant``), and without one the public namespace is current. So a task
@@ -31,7 +33,7 @@ import logging
 import threading
 from typing import Any
 
-from .context import TenantContext, current_tenant_id
+from .context import TenantContext, current_tenant_id, enter_source_tenant
 
 __all__ = ["HEADER", "install", "install_if_available", "installed", "uninstall"]
 
@@ -72,7 +74,11 @@ def _prerun(
     present, tenant = _header(task if task is not None else sender)
     if not present:
         return
-    cm = TenantContext.use_tenant(tenant or None)
+    # In the source's own terms where it can (django-tenants: schema_context), so
+    # that a task switching schema afterwards works in that schema; else ours.
+    cm = (enter_source_tenant(tenant) if tenant else None) or TenantContext.use_tenant(
+        tenant or None
+    )
     cm.__enter__()
     _active.setdefault(task_id or "", []).append(cm)
 

@@ -107,6 +107,26 @@ def tenant_id_of(tenant: Any) -> str:
     return tid
 
 
+def write_tenant_id(using: str | None) -> Any:
+    """Return the tenant whose rows a write on connection *using* changes, if the source says.
+
+    ``...`` when the tenant source cannot tell (no source, or one without
+    ``of_connection``): then the current tenant is the write's. With
+    django-tenants it is the connection's schema (``None``: public).
+    """
+    of_connection = getattr(_source, "of_connection", None)
+    if of_connection is None:
+        return ...
+    tenant = of_connection(using)
+    return None if tenant is None else tenant_id_of(tenant)
+
+
+def enter_source_tenant(tenant_id: str) -> Any:
+    """A context manager making *tenant_id* current through the source (``None`` if it cannot)."""
+    enter = getattr(_source, "enter", None)
+    return None if enter is None else enter(tenant_id)
+
+
 def current_tenant_id() -> str | None:
     """Return the current tenant id, or ``None`` outside any tenant (public)."""
     cur = _current.get()

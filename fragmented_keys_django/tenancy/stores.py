@@ -418,6 +418,17 @@ class TenantStores:
                 hit = self._stores[tenant_id] = self._place(tenant_id, moved=False)
         return hit[1]
 
+    def sync(self) -> Any:
+        """Check the config version now, whatever the recheck interval; return it.
+
+        Before a bump: a tenant's bump must go to the store the tenant uses
+        now, not the one this process placed it in before another process
+        moved it (the entries it must invalidate are there). The caller checks
+        again after the bump and bumps again if the version moved meanwhile.
+        """
+        self._check_version(time.monotonic())
+        return self._config_version
+
     def store_alias(self, tenant_id: str) -> str:
         """Return the name of *tenant_id*'s store (its ``ALIAS``, or the shared store alias)."""
         while True:
@@ -687,7 +698,10 @@ def notify_tenant_config_changed(tenant_id: str | None = None) -> None:
 
     urls: dict[str, None] = {}
     for ts in _registered():
-        ts.relocate(tenant_id)
+        # The version first, then the arrival bump: a process bumping the tenant
+        # checks the version before and after its bump (see TenantStores.sync),
+        # so a bump that still went to the old store came before this arrival
+        # bump, which invalidates whatever the new store holds from before.
         try:
             get_cache(ts.template_name).set(CONFIG_VERSION_KEY, fresh_token(), timeout=None)
         except Exception as exc:  # never raised: other processes still recheck in time
@@ -698,6 +712,7 @@ def notify_tenant_config_changed(tenant_id: str | None = None) -> None:
                 exc,
                 what="tenant config notification failed",
             )
+        ts.relocate(tenant_id)
         if ts.channel_url:
             urls[ts.channel_url] = None
     for url in urls:

@@ -142,12 +142,6 @@ def test_no_tenant_anywhere_is_still_the_public_namespace_or_refused(tenants):
             assert strict.get("setting") is None  # acme is current: no error
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the Celery header of a task enqueued in tenant acme enters use_tenant('acme') "
-    "explicitly in the worker, and an explicit tenant outranks the schema: a task that "
-    "writes (or caches) inside schema_context('globex') bumps acme, and globex stays stale",
-)
 @pytest.mark.filterwarnings("ignore:Call to deprecated setex:DeprecationWarning")
 def test_a_task_enqueued_in_one_tenant_bumps_the_schema_it_writes_in(tenants, worker, registered):
     """django-tenants' pattern: a job started from one tenant's request writes another schema."""
