@@ -676,6 +676,8 @@ class FragmentedKeysCacheBackend(BaseCache):
         timeout = self._timeout(timeout)
         try:
             store = self._live_store(tenant)
+            if self._suspect(tenant):
+                return False  # a bump pending: the entry is not known to be live
             raw = _read(store, [ek.entry, *ek.version_keys])
             if not _decode(ek, raw)[0]:
                 return False
@@ -692,6 +694,8 @@ class FragmentedKeysCacheBackend(BaseCache):
         timeout = self._timeout(timeout)
         try:
             store = self._live_store(tenant)
+            if self._suspect(tenant):
+                return False
             raw = await _aread(store, [ek.entry, *ek.version_keys])
             if not _decode(ek, raw)[0]:
                 return False
@@ -748,7 +752,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         store = self._live_store(tenant)
         raw = _read(store, [ek.entry, *ek.version_keys])
         hit, value = _decode(ek, raw)
-        if not hit:
+        if not hit or self._suspect(tenant):  # suspect: a bump pending, the value untrusted
             raise ValueError(f"Key '{key}' not found")
         new = value + delta
         self._put(
@@ -762,7 +766,7 @@ class FragmentedKeysCacheBackend(BaseCache):
         store = self._live_store(tenant)
         raw = await _aread(store, [ek.entry, *ek.version_keys])
         hit, value = _decode(ek, raw)
-        if not hit:
+        if not hit or self._suspect(tenant):
             raise ValueError(f"Key '{key}' not found")
         new = value + delta
         await self._aput(

@@ -628,3 +628,21 @@ def test_update_through_the_cache_aware_manager_accepts_what_django_accepts(frag
     assert qs.update(name="x") == 1
     assert Patient.objects.using(db).get(pk=patient.pk).name == "x"
     assert not served()
+
+
+def test_incr_and_touch_never_build_on_an_entry_a_pending_bump_invalidated(frag, monkeypatch):
+    """A failed bump pending for the tenant: incr must not add to the old value (nor touch it)."""
+    from fragmented_keys_django.invalidation import _Bump, _retrier, _space
+
+    monkeypatch.setattr(_retrier, "interval", 3600.0)  # the bump stays pending here
+    with use_tenant("acme"):
+        frag.set("counter", 41)
+        item = _Bump("fragmented", "acme", ["some-version-key"], space=_space("fragmented", "acme"))
+        _retrier.add([item])
+        try:
+            with pytest.raises(ValueError):
+                frag.incr("counter")
+            assert frag.touch("counter") is False
+        finally:
+            _retrier.reset()
+        assert frag.incr("counter") == 42
