@@ -1569,7 +1569,10 @@ class FragmentedKeysCacheBackend(BaseCache):
         specs = [s for s in normalize_tags(tags) if not s.constant]
         if specs and keys_mod._global_tags and self.options.tenant_stores is not None:
             self._no_global_tags(specs)
-        tenant = self._tenant()
+        # Global tags have no tenant: bumping only those needs none (TENANT_REQUIRED
+        # included), as bump_tags() and registered models' bumps do.
+        common = bool(keys_mod._global_tags) and all(keys_mod.is_global_tag(s.name) for s in specs)
+        tenant = None if common else self._tenant()
         return invalidation.tag_bumps(
             self, tenant, list(dict.fromkeys((s.name, s.instance) for s in specs))
         )

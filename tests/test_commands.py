@@ -187,7 +187,7 @@ def test_fk_flush_tenant(kind):
 def test_fk_tenants(kind):
     out = run("fk_tenants")
     lines = out.strip().splitlines()
-    assert lines[0] == "alias fragmented: 3 tenant(s)"
+    assert lines[0] == "alias fragmented: 3 tenant(s), and the public namespace"
     assert lines[1].split()[:3] == ["TENANT", "STORE", "BACKEND"]
     rows = {line.split()[0]: line for line in lines[2:]}
     assert set(rows) == {"(public)", "acme", "big", "globex"}

@@ -133,3 +133,25 @@ def test_dummy_store_is_refused_at_first_use():
     }
     with override_settings(CACHES=conf), pytest.raises(ConfigurationError, match="DummyCache"):
         caches["fragmented"].get("k")
+
+
+def test_global_tags_are_bumped_outside_a_tenant_on_a_tenant_required_alias(global_hospital_tag):
+    """invalidate_tags() of global tags needs no tenant, as bump_tags() (docs: TENANT_REQUIRED)."""
+    from fragmented_keys_django import bump_tags
+    from fragmented_keys_django.exceptions import TenantRequired
+    from fragmented_keys_django.keys import register_global_tag
+
+    register_global_tag("Country")
+    with override_settings(CACHES=store_settings("locmem", OPTIONS={"TENANT_REQUIRED": True})):
+        _global_bumps_need_no_tenant(caches["fragmented"], bump_tags, TenantRequired)
+
+
+def _global_bumps_need_no_tenant(frag_required, bump_tags, TenantRequired):
+    with TenantContext.use_tenant("acme"):
+        frag_required.set_with_tags("countries", ["FR"], [("Country", "")])
+    assert frag_required.invalidate_tags([("Country", "")]) == 1  # outside any tenant
+    with TenantContext.use_tenant("acme"):
+        assert frag_required.get_with_tags("countries", [("Country", "")]) is None
+    assert bump_tags([("Country", "")]) == 1
+    with pytest.raises(TenantRequired):
+        frag_required.invalidate_tags([("Country", ""), ("Local", "1")])  # one is not global

@@ -33,7 +33,9 @@ class Command(FragmentedCommand):
             store = f"{info.alias} (own)" if info.own else info.alias
             rows.append((label(tenant), store, info.backend, info.location))
         widths = [max(len(r[i]) for r in rows) for i in range(3)]
-        self.stdout.write(f"alias {backend.alias}: {len(tenants)} tenant(s)")
+        self.stdout.write(
+            f"alias {backend.alias}: {len(tenants)} tenant(s), and the public namespace"
+        )
         for row in rows:
             self.stdout.write(
                 "  ".join(c.ljust(w) for c, w in zip(row[:3], widths, strict=True)) + "  " + row[3]
