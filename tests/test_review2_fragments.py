@@ -1,0 +1,70 @@
+"""Review 2 (issue 13, item 1): ``{% tagged_cache %}`` vary-on values that share a fragment.
+
+docs/views.md: "then any number of *vary-on* values, as for ``{% cache %}``:
+each distinct list of values has its own entry". The key is Django's
+``make_template_fragment_key``, which hashes ``str(value) + ":"`` per value, so
+``["x:y", "z"]`` and ``["x", "y:z"]`` hash the same text (``"x:y:z:"``), as do
+``None`` and ``"None"``: one visitor's fragment is served for the other's
+values.
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.core.cache import caches
+from django.template import Context, Template, TemplateSyntaxError
+from django.test import override_settings
+
+from fragmented_keys_django import TenantContext
+
+from .conftest import store_settings
+
+
+@pytest.fixture(autouse=True)
+def locmem_store():
+    with override_settings(CACHES=store_settings("locmem")):
+        caches["fragmented"].clear()
+        yield caches["fragmented"]
+
+
+def render(source: str, **context) -> str:
+    return Template("{% load fragmented_keys %}" + source).render(Context(context))
+
+
+NOTE = '{% tagged_cache 600 note owner topic tags="Note" %}{{ owner }} / {{ topic }}{% endtagged_cache %}'
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review2 F1: Django's fragment key hashes 'x:y' + ':' + 'z' and 'x' + ':' + 'y:z' alike: "
+    "the second list of vary-on values gets the first one's fragment",
+)
+def test_vary_on_values_containing_colons_never_share_a_fragment():
+    with TenantContext.use_tenant("acme"):
+        assert render(NOTE, owner="ann:admin", topic="pay") == "ann:admin / pay"
+        assert render(NOTE, owner="ann", topic="admin:pay") == "ann / admin:pay"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review2 F2: str(None) == 'None': a vary-on value None shares the fragment of the "
+    "string 'None'",
+)
+def test_none_and_the_string_none_never_share_a_fragment():
+    source = (
+        "{% tagged_cache 600 who name tags='User' %}"
+        "{% if name is None %}nobody{% else %}{{ name }}{% endif %}{% endtagged_cache %}"
+    )
+    with TenantContext.use_tenant("acme"):
+        assert render(source, name=None) == "nobody"
+        assert render(source, name="None") == "None"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review2 F3: an infinite timeout variable raises OverflowError from int(), not the "
+    "documented TemplateSyntaxError",
+)
+def test_an_infinite_timeout_raises_the_documented_template_syntax_error():
+    with TenantContext.use_tenant("acme"), pytest.raises(TemplateSyntaxError, match="timeout"):
+        render("{% tagged_cache t f %}x{% endtagged_cache %}", t=float("inf"))
