@@ -15,19 +15,29 @@ Two throwaway Redis servers: the shared store and tenant ``big``'s own store.
   the shared store hung, each bump of a tenant whose own store is healthy waits
   for two socket timeouts, every time (3 bumps: 6 timeouts, 3 s with 0.5 s
   timeouts), and the shared store's breaker never opens.
+* B3: while a process's breaker is open, its bumps are skipped (kept and
+  retried after the probe) even when the store already answers again: another
+  process, whose breaker never opened, serves what a returned save replaced
+  for up to ``CIRCUIT_BREAKER`` seconds (plus a retry round) after every store
+  error the writer saw. X4 says no read that starts after a commit returned is
+  older; before the breaker the bump was simply sent.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 
 import pytest
+import redis as redis_py
 from django.core.cache import caches
 from django.test import override_settings
 
 from fragmented_keys_django import TenantContext, metrics
 from fragmented_keys_django.invalidation import _retrier
 from tests.race_support import RedisServer, reset_retrier, wrapper_alias
+from tests.redis_dbs import base_url
+from tests.test_tenant_stores import CONFIG_DB, Reader
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
 
@@ -101,3 +111,53 @@ def test_a_hung_shared_store_costs_a_tenant_stores_bumps_one_timeout_at_most(ser
             if r.name == LOGGER and getattr(r, "operation", None) == "tenant_config_check"
         ]
         assert len(reached) <= 1, f"{len(reached)} socket timeouts on the shared store"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review2 B3: a bump made while this process's breaker is open is skipped although the "
+    "store answers: another process serves what the returned save replaced until the probe",
+)
+def test_a_save_that_returned_is_seen_by_another_process_once_the_store_answers(
+    servers, monkeypatch
+):
+    """X4 across the breaker: the store is back, this process's breaker is still open.
+
+    ``CIRCUIT_BREAKER`` is large here so that the window cannot close by chance;
+    with the default (1 s) the same stale read happens for up to a second
+    after every store error a web process sees.
+    """
+    shared, _own = servers
+    p = f"fkd-b3-{uuid.uuid4().hex[:8]}"
+    cfg_hash, truth = f"fkd-test:{p}:configs", f"fkd-test:{p}:truth"
+    monkeypatch.setenv("FKD_CFG_HASH", cfg_hash)  # no tenant has its own store
+    conf = {
+        "default": shared.store(timeout=0.5),
+        "fragmented": wrapper_alias(
+            OPTIONS={
+                "TENANT_STORES": "tests.tenant_config_probe.redis_config",
+                "CIRCUIT_BREAKER": 3600,
+            }
+        ),
+    }
+    cfg = redis_py.Redis.from_url(f"{base_url()}/{CONFIG_DB}")
+    cfg.set(truth, "v1")
+    reader = None
+    try:
+        with override_settings(CACHES=conf):
+            frag = caches["fragmented"]
+            reader = Reader(conf, cfg_hash, truth)
+            assert reader.read("acme")["value"] == "v1"  # cached by the other process
+            shared.pause()
+            with TenantContext.use_tenant("acme"):
+                frag.get("anything")  # one timeout here: this process's breaker opens
+            shared.resume()  # the store answers again
+            cfg.set(truth, "v2")  # a save in acme ...
+            with TenantContext.use_tenant("acme"):
+                frag.invalidate_tags([("Report", "")])  # ... and its bump: the save returned
+            assert reader.read("acme")["value"] == "v2", "the other process serves the old value"
+    finally:
+        if reader is not None:
+            reader.stop()
+        cfg.delete(cfg_hash, truth)
+        cfg.close()
