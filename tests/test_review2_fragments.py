@@ -6,14 +6,21 @@ each distinct list of values has its own entry". The key is Django's
 ``["x:y", "z"]`` and ``["x", "y:z"]`` hash the same text (``"x:y:z:"``), as do
 ``None`` and ``"None"``: one visitor's fragment is served for the other's
 values.
+
+F4: a fragment that renders ``{% csrf_token %}`` is stored with the first
+visitor's masked token and served to the next visitors: their forms fail the
+CSRF check, and each of them can unmask the first visitor's CSRF secret
+(Django's ``{% cache %}`` does the same; our page cache refuses such pages
+because "it embeds one browser's secret", the fragment tag does not).
 """
 
 from __future__ import annotations
 
 import pytest
 from django.core.cache import caches
-from django.template import Context, Template, TemplateSyntaxError
-from django.test import override_settings
+from django.middleware.csrf import _unmask_cipher_token
+from django.template import Context, RequestContext, Template, TemplateSyntaxError
+from django.test import RequestFactory, override_settings
 
 from fragmented_keys_django import TenantContext
 
@@ -68,3 +75,27 @@ def test_none_and_the_string_none_never_share_a_fragment():
 def test_an_infinite_timeout_raises_the_documented_template_syntax_error():
     with TenantContext.use_tenant("acme"), pytest.raises(TemplateSyntaxError, match="timeout"):
         render("{% tagged_cache t f %}x{% endtagged_cache %}", t=float("inf"))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review2 F4: a fragment holding {% csrf_token %} is cached with the first visitor's "
+    "token: the next visitor gets it and can unmask the first visitor's CSRF secret",
+)
+def test_a_fragment_never_serves_one_visitors_csrf_token_to_another():
+    form = Template(
+        "{% load fragmented_keys %}{% tagged_cache 600 form tags='Form' %}"
+        "<input name=csrfmiddlewaretoken value={{ csrf_token }}>{% endtagged_cache %}"
+    )
+
+    def token_in_page_of(secret: str) -> str:
+        request = RequestFactory().get("/form/")
+        request.META["CSRF_COOKIE"] = secret  # what CsrfViewMiddleware reads from the cookie
+        html = form.render(RequestContext(request))
+        return html.split("value=")[1].split(">")[0]
+
+    with TenantContext.use_tenant("acme"):
+        alice = "a" * 32
+        assert _unmask_cipher_token(token_in_page_of(alice)) == alice
+        bob = "b" * 32
+        assert _unmask_cipher_token(token_in_page_of(bob)) == bob, "Bob got Alice's secret"
