@@ -11,7 +11,9 @@ import datetime
 import decimal
 import enum
 import functools
+import hashlib
 import inspect
+import marshal
 import pathlib
 import string
 import uuid
@@ -184,6 +186,38 @@ _BUILTIN_VALUE: dict[type, Callable[[Any], Any]] = {
 }
 
 
+def _function_key(func: Callable[..., Any]) -> str:
+    """The key base of a decorated function: its dotted name, made unique where that is not.
+
+    Lambdas share the name ``<lambda>``, and the functions a factory returns
+    share ``factory.<locals>.name`` while closing over different values: for
+    those, the function's code (a digest of its bytecode) and the stable
+    identity of each value it closes over join the name. A closed-over value
+    without a stable identity raises ``TypeError`` naming it (pass
+    ``key_name=``, or decorate a module-level function taking it as an argument).
+    """
+    name = f"{func.__module__}.{func.__qualname__}"
+    if "<lambda>" not in func.__qualname__ and "<locals>" not in func.__qualname__:
+        return name
+    code = getattr(func, "__code__", None)
+    if code is None:
+        return name
+    parts: list[Any] = [hashlib.sha256(marshal.dumps(code)).hexdigest()[:16]]
+    for var, cell in zip(code.co_freevars, getattr(func, "__closure__", None) or (), strict=False):
+        try:
+            value = cell.cell_contents
+        except ValueError:  # not bound yet (a recursive helper): its name is enough
+            parts.append((var, None))
+            continue
+        if callable(value) and not isinstance(value, type):
+            parts.append(
+                (var, f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', '')}")
+            )
+            continue
+        parts.append((var, _identity(value, f"{var} (closed over by {func.__qualname__})")))
+    return f"{name}:{hashlib.sha256(repr(parts).encode()).hexdigest()[:16]}"
+
+
 def _qualname(kind: type) -> str:
     return f"{kind.__module__}.{kind.__qualname__}"
 
@@ -317,7 +351,7 @@ def tagged_cache(
             vary = list(vary_on)
             for name in vary:
                 argmap.check(_root(name), "vary_on")
-        base = key_name or f"{func.__module__}.{func.__qualname__}"
+        base = key_name or _function_key(func)
         if version is not None:
             base = f"{base}:v{version}"
         var_kinds = {n: p.kind for n, p in sig.parameters.items()}

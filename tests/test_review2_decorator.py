@@ -29,11 +29,6 @@ def locmem_store():
         yield caches["fragmented"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review2 D1: two lambdas decorated in one scope share the key "
-    "'<module>.<qualname>' ('...<lambda>'): triple(2) returns double(2)'s 4",
-)
 def test_two_decorated_lambdas_never_share_an_entry():
     try:
         double = tagged_cache(tags=[])(lambda x: x * 2)
@@ -53,11 +48,6 @@ def _report_for(region: str):
     return total
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review2 D2: functions made by one factory share '<module>._report_for.<locals>.total':"
-    " the south report returns the west one",
-)
 def test_functions_made_by_one_factory_never_share_an_entry():
     try:
         west = _report_for("west")

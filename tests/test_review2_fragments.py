@@ -41,22 +41,12 @@ def render(source: str, **context) -> str:
 NOTE = '{% tagged_cache 600 note owner topic tags="Note" %}{{ owner }} / {{ topic }}{% endtagged_cache %}'
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review2 F1: Django's fragment key hashes 'x:y' + ':' + 'z' and 'x' + ':' + 'y:z' alike: "
-    "the second list of vary-on values gets the first one's fragment",
-)
 def test_vary_on_values_containing_colons_never_share_a_fragment():
     with TenantContext.use_tenant("acme"):
         assert render(NOTE, owner="ann:admin", topic="pay") == "ann:admin / pay"
         assert render(NOTE, owner="ann", topic="admin:pay") == "ann / admin:pay"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review2 F2: str(None) == 'None': a vary-on value None shares the fragment of the "
-    "string 'None'",
-)
 def test_none_and_the_string_none_never_share_a_fragment():
     source = (
         "{% tagged_cache 600 who name tags='User' %}"
@@ -67,21 +57,11 @@ def test_none_and_the_string_none_never_share_a_fragment():
         assert render(source, name="None") == "None"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review2 F3: an infinite timeout variable raises OverflowError from int(), not the "
-    "documented TemplateSyntaxError",
-)
 def test_an_infinite_timeout_raises_the_documented_template_syntax_error():
     with TenantContext.use_tenant("acme"), pytest.raises(TemplateSyntaxError, match="timeout"):
         render("{% tagged_cache t f %}x{% endtagged_cache %}", t=float("inf"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review2 F4: a fragment holding {% csrf_token %} is cached with the first visitor's "
-    "token: the next visitor gets it and can unmask the first visitor's CSRF secret",
-)
 def test_a_fragment_never_serves_one_visitors_csrf_token_to_another():
     form = Template(
         "{% load fragmented_keys %}{% tagged_cache 600 form tags='Form' %}"

@@ -40,35 +40,49 @@ not a tag.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
 from typing import Any
 
 from django import template
-from django.core.cache.utils import make_template_fragment_key
 from django.db import models
 from django.template import Context, Node, NodeList, TemplateSyntaxError, VariableDoesNotExist
 from django.template.base import FilterExpression, Parser, Token, Variable
 
-from ..conf import get_cache, resolve_alias
+from ..conf import MAX_TIMEOUT, check_seconds, get_cache, resolve_alias
 from ..decorators import _formatter, _Template
 from ..exceptions import ConfigurationError, InvalidTag, InvalidTagTemplate
+from ..keys import encode_parts
 
 __all__ = ["TaggedCacheNode", "do_tagged_cache", "fragment_key", "register"]
 
 register = template.Library()
 
 _TAG = "tagged_cache"
+_CSRF_USED = "CSRF_COOKIE_NEEDS_UPDATE"
 
 
 def fragment_key(fragment_name: str, vary_on: list[Any] | None = None) -> str:
     """Return the cache key of a ``{% tagged_cache %}`` fragment (before tags and tenant).
 
-    Django's ``make_template_fragment_key`` (the key ``{% cache %}`` uses);
-    the entry key also holds the tags and the tenant, so pass the same tags
-    to ``delete_with_tags(fragment_key(name, vary_on), tags)`` to delete one
-    fragment by hand (rarely needed: bump a tag instead).
+    Like Django's ``make_template_fragment_key``, but each vary-on value is
+    encoded with its type and length, so distinct lists never share a key
+    (Django's joins ``str(value) + ":"``: ``["a:b", "c"]`` and ``["a", "b:c"]``
+    collide, as do ``None`` and ``"None"``). The entry key also holds the tags
+    and the tenant, so pass the same tags to ``delete_with_tags(fragment_key(
+    name, vary_on), tags)`` to delete one fragment by hand (rarely needed:
+    bump a tag instead).
     """
-    return make_template_fragment_key(fragment_name, vary_on)
+    parts = [f"{type(v).__module__}.{type(v).__qualname__}:{v}" for v in vary_on or ()]
+    digest = hashlib.sha256(encode_parts(fragment_name, *parts)).hexdigest()
+    return f"fragmented_keys.fragment.{digest}"
+
+
+class _NotStored(Exception):
+    """Leaves the loader with a rendering that must not be cached (it holds a CSRF token)."""
+
+    def __init__(self, rendered: str) -> None:
+        super().__init__("fragment not stored")
+        self.rendered = rendered
 
 
 class _AnyName:
@@ -166,11 +180,18 @@ class TaggedCacheNode(Node):
         if value is None:
             return None
         try:
-            return int(value)
+            seconds = float(value)
         except (ValueError, TypeError) as exc:
             raise TemplateSyntaxError(
                 f"{_TAG!r} tag got a non-integer timeout value: {value!r} (seconds, or None for "
                 f"no expiry)"
+            ) from exc
+        try:
+            return int(check_seconds(seconds, f"{_TAG!r} tag timeout", error=ValueError))
+        except (ValueError, OverflowError) as exc:
+            raise TemplateSyntaxError(
+                f"{_TAG!r} tag got a bad timeout value: {value!r} (a finite number of seconds "
+                f"up to {MAX_TIMEOUT}, or None for no expiry): {exc}"
             ) from exc
 
     def _backend(self, context: Context) -> Any:
@@ -192,10 +213,31 @@ class TaggedCacheNode(Node):
                 tags.append(tag.resolve(context))
             else:
                 tags += _tags_of(tag.resolve(context, ignore_failures=True), context)
-        render: Callable[[], str] = lambda: self.nodelist.render(context)  # noqa: E731
-        return backend.get_or_set_with_tags(
-            make_template_fragment_key(self.fragment_name, vary_on), render, tags, timeout=timeout
-        )
+        request = getattr(context, "request", None) or context.get("request")
+        meta = getattr(request, "META", None)
+
+        def render() -> str:
+            if meta is None:
+                return self.nodelist.render(context)
+            # Django's get_token() sets this flag: cleared while the fragment renders,
+            # it tells whether the fragment itself holds the visitor's CSRF token.
+            had = meta.pop(_CSRF_USED, None)
+            try:
+                rendered = self.nodelist.render(context)
+                used = meta.get(_CSRF_USED)
+            finally:
+                if had:
+                    meta[_CSRF_USED] = had
+            if used:
+                raise _NotStored(rendered)  # never served to another visitor
+            return rendered
+
+        try:
+            return backend.get_or_set_with_tags(
+                fragment_key(self.fragment_name, vary_on), render, tags, timeout=timeout
+            )
+        except _NotStored as kept:
+            return kept.rendered
 
 
 @register.tag(_TAG)
