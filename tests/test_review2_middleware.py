@@ -56,11 +56,6 @@ def test_the_whitelisted_route_needs_no_tenant(site):
     assert Client().get("/health/").status_code == 200
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review2 M1: the route prefix 'health*' also matches the url name 'health_records': "
-    "that tenant view runs whitelisted, without TENANT_ACCESS",
-)
 def test_a_route_prefix_never_whitelists_a_view_by_its_url_name(site):
     response = Client(headers={"X-Tenant": "acme"}).get("/patients/records/")
     assert response.status_code == 403, response.content  # TENANT_ACCESS refuses

@@ -102,8 +102,12 @@ class MiddlewareSettings:
         An entry names a dotted view path, a route pattern or a url name
         (matched with ``django.urls.resolve`` on the path as received), or,
         starting with ``/``, the path itself. A trailing ``*`` makes it a
-        prefix: ``"admin/*"`` (every route under ``admin/``), ``"admin:*"``
-        (every url name of the ``admin`` namespace), ``"/static/*"``.
+        prefix, of the kind its shape names: with a ``/``, of route patterns
+        (``"admin/*"``); else with a ``:``, of url names (``"admin:*"``: the
+        ``admin`` namespace); else with a ``.``, of dotted view paths
+        (``"myapp.views.*"``); else of route patterns (``"health*"``); starting
+        with ``/``, of paths (``"/static/*"``). So a route prefix never
+        whitelists a view by its url name.
         """
         if not self.whitelist:
             return False
@@ -118,13 +122,27 @@ class MiddlewareSettings:
         names = (match._func_path, match.route, match.view_name)
         if any(name in wl for name in names):
             return True
-        prefixes = self.prefixes
-        return bool(prefixes) and any(name.startswith(prefixes) for name in names)
+        views, routes, url_names = self.prefixes
+        return (
+            bool(views and match._func_path.startswith(views))
+            or bool(routes and match.route.startswith(routes))
+            or bool(url_names and (match.view_name or "").startswith(url_names))
+        )
 
     @cached_property
-    def prefixes(self) -> tuple[str, ...]:
-        """The prefixes of ``WHITELIST_ROUTES`` entries ending in ``*`` (views, routes, names)."""
-        return tuple(e[:-1] for e in self.whitelist if e.endswith("*") and not e.startswith("/"))
+    def prefixes(self) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+        """``WHITELIST_ROUTES`` prefixes (entries ending in ``*``): (view paths, routes, url names)."""
+        found: tuple[list[str], list[str], list[str]] = ([], [], [])
+        for e in self.whitelist:
+            if not e.endswith("*") or e.startswith("/"):
+                continue
+            prefix = e[:-1]
+            if "/" in prefix:  # a route pattern may hold ":" or "." ("<int:pk>/", "v1.0/")
+                kind = 1
+            else:
+                kind = 2 if ":" in prefix else 0 if "." in prefix else 1
+            found[kind].append(prefix)
+        return (tuple(found[0]), tuple(found[1]), tuple(found[2]))
 
     @cached_property
     def path_prefixes(self) -> tuple[str, ...]:
