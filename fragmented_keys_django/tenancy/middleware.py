@@ -137,10 +137,9 @@ class MiddlewareSettings:
             if not e.endswith("*") or e.startswith("/"):
                 continue
             prefix = e[:-1]
-            if "/" in prefix:  # a route pattern may hold ":" or "." ("<int:pk>/", "v1.0/")
-                kind = 1
-            else:
-                kind = 2 if ":" in prefix else 0 if "." in prefix else 1
+            # A route pattern may hold ":" or "." ("<int:pk>/", "v1.0/"): "/" decides first.
+            route = "/" in prefix or not (":" in prefix or "." in prefix)
+            kind = 1 if route else 2 if ":" in prefix else 0
             found[kind].append(prefix)
         return (tuple(found[0]), tuple(found[1]), tuple(found[2]))
 
