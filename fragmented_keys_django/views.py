@@ -20,6 +20,10 @@ URL's header list, then the page). Differences, each on purpose:
 * the page also depends on its tags and the tenant (the fragmented alias);
 * a response whose rendering used the CSRF token (``get_token``) is not cached:
   it embeds one browser's secret;
+* a view that read ``request.session`` gets ``Vary: Cookie`` before the key is
+  learned (``SessionMiddleware`` adds it only after ``cache_page`` stored the
+  page), so one anonymous visitor's session data never reaches another; a view
+  that wrote the session is not cached;
 * no ``Expires``/``max-age`` is added to the response (``cache_page`` adds
   them): a browser or proxy would keep the page after a bump, which it cannot
   hear about. Add ``@cache_control`` yourself if that staleness is acceptable;
@@ -38,9 +42,9 @@ decorator placed above it (``login_required``, ``permission_required``): a
 cached page is served only to a request that passed all of them. With
 ``per_user=True`` (the default) the page of an authenticated user
 (``request.user.is_authenticated``) is an entry of that user alone; anonymous
-requests share one entry per tenant. ``per_user=False`` shares a tenant's page
-between every user who passes the checks above it: only for pages that show
-nothing user-specific. Django's ``CacheMiddleware`` runs before the view stack
+requests share one entry per tenant (one per session if the view read it).
+``per_user=False`` shares a tenant's page between every user who passes the
+checks above it: only for pages that show nothing user-specific. Django's ``CacheMiddleware`` runs before the view stack
 and knows neither, so it is not the way to cache authenticated pages.
 """
 
@@ -48,6 +52,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -58,7 +63,7 @@ from django.utils.cache import get_cache_key as _django_cache_key
 from django.utils.cache import get_max_age, has_vary_header, learn_cache_key, patch_vary_headers
 from django.utils.http import parse_http_date_safe
 
-from .conf import get_cache, resolve_alias
+from .conf import check_seconds, get_cache, resolve_alias
 from .decorators import _MISSING, _Args, _Template
 from .exceptions import InvalidTagTemplate, InvalidTimeout
 
@@ -73,6 +78,35 @@ class _Uncacheable(Exception):
     def __init__(self, response: HttpResponseBase) -> None:
         super().__init__("response not cacheable")
         self.response = response
+
+
+class _SessionUse:
+    """Whether the view read or wrote ``request.session`` (``SessionMiddleware``'s flags).
+
+    ``accessed`` is cleared around the view and set back afterwards (OR-ed, so
+    ``SessionMiddleware`` still adds ``Vary: Cookie``): a read by the page
+    cache itself (``request.user`` loads the session) is not the view's.
+    """
+
+    def __init__(self, request: HttpRequest) -> None:
+        self.session = getattr(request, "session", None)
+        self.before = False
+        self.read = False
+
+    def __enter__(self) -> _SessionUse:
+        if self.session is not None:
+            self.before = self.session.accessed
+            self.session.accessed = False
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.session is not None:
+            self.read = self.session.accessed
+            self.session.accessed = self.before or self.read
+
+    @property
+    def written(self) -> bool:
+        return self.session is not None and bool(self.session.modified)
 
 
 class _Probe:
@@ -134,13 +168,7 @@ class PageCache:
         cache: str | None = None,
         key_prefix: str | None = None,
     ) -> None:
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0
-        ):
-            raise InvalidTimeout(
-                f"tagged_cache_page timeout must be seconds >= 0 or None, got {timeout!r}"
-            )
-        self.timeout = timeout
+        self.timeout = check_seconds(timeout, "tagged_cache_page timeout", error=InvalidTimeout)
         self.per_user = per_user
         self.cache = cache
         self.key_prefix = key_prefix or ""
@@ -170,10 +198,21 @@ class PageCache:
 
     # -- Django's rules ---------------------------------------------------------
 
-    def _check(self, request: HttpRequest, response: HttpResponseBase) -> None:
-        """Raise ``_Uncacheable`` unless Django's page cache would store *response*."""
+    def _check(
+        self, request: HttpRequest, response: HttpResponseBase, session: _SessionUse
+    ) -> None:
+        """Raise ``_Uncacheable`` unless Django's page cache would store *response*.
+
+        A view that read the session gets ``Vary: Cookie`` before the key is
+        learned (what ``SessionMiddleware`` adds after the page is stored), so
+        each session has its own entry; one that wrote it is not stored.
+        """
         if response.streaming or response.status_code != 200:
             raise _Uncacheable(response)
+        if session.written:
+            raise _Uncacheable(response)  # the visitor's cookie is set after the view
+        if session.read:
+            patch_vary_headers(response, ("Cookie",))
         if response.cookies and has_vary_header(response, "Cookie"):
             raise _Uncacheable(response)
         cache_control = response.get("Cache-Control", "").lower()
@@ -217,8 +256,9 @@ class PageCache:
         key = self._page_key(request, request.method, headers, user)
 
         def compute() -> HttpResponseBase:
-            response = view()
-            self._check(request, response)
+            with _SessionUse(request) as session:
+                response = view()
+            self._check(request, response, session)
             learned, header_entry = self._learn(request, response)
             backend.set(*header_entry)
             if (f"{learned}|{user}" if user else learned) != key:
@@ -253,8 +293,9 @@ class PageCache:
         key = self._page_key(request, request.method, headers, user)
 
         async def compute() -> HttpResponseBase:
-            response = await view()
-            self._check(request, response)
+            with _SessionUse(request) as session:
+                response = await view()
+            self._check(request, response, session)
             learned, header_entry = self._learn(request, response)
             await backend.aset(*header_entry)
             if (f"{learned}|{user}" if user else learned) != key:
@@ -345,7 +386,14 @@ def tagged_cache_page(
 
 
 class TaggedCachePageMixin:
-    """Class-based-view support for the page cache (put it before ``View`` in the bases).
+    """Class-based-view support for the page cache.
+
+    Put it after every access mixin and before ``View`` in the bases
+    (``class V(LoginRequiredMixin, TaggedCachePageMixin, DetailView)``): its
+    ``dispatch`` serves a cached page without calling the ones after it. A
+    class with an ``AccessMixin`` (``LoginRequiredMixin``,
+    ``PermissionRequiredMixin``, ``UserPassesTestMixin``) after it raises
+    ``TypeError`` when it is defined.
 
     Class attributes: ``cache_timeout`` (seconds, ``None``: until a bump),
     ``cache_tags`` (templates resolved from the URL's kwargs, ``self.kwargs``,
@@ -362,6 +410,28 @@ class TaggedCachePageMixin:
 
     request: HttpRequest
     kwargs: dict[str, Any]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # No import of django.contrib.auth (it needs the app installed): without the
+        # module loaded, no base can be one of its mixins.
+        mixins = sys.modules.get("django.contrib.auth.mixins")
+        mro = cls.__mro__
+        after = mro[mro.index(TaggedCachePageMixin) + 1 :]
+        guards = [
+            k
+            for k in after
+            if mixins is not None
+            and issubclass(k, mixins.AccessMixin)
+            and k is not mixins.AccessMixin
+        ]
+        if guards:
+            raise TypeError(
+                f"{cls.__qualname__}: TaggedCachePageMixin comes before {guards[0].__name__} in "
+                f"the bases, so a cached page would be served before the access check runs. "
+                f"Put the access mixins first: class {cls.__name__}({guards[0].__name__}, "
+                f"TaggedCachePageMixin, ...)."
+            )
 
     @classmethod
     def _page_cache(cls) -> tuple[PageCache, list[_Template]]:

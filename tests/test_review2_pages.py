@@ -57,6 +57,19 @@ def add_to_cart(request, item):
     return HttpResponse("added")
 
 
+@tagged_cache_page(600, tags=["Visits"])
+def counted_visit(request):
+    """Writes the session: the response's cookie is set after the view, never stored."""
+    request.session["visits"] = request.session.get("visits", 0) + 1
+    return HttpResponse(f"visit {request.session['visits']} #{next(calls)}")
+
+
+@tagged_cache_page(600, tags=["Profile"])
+def profile(request):
+    """Reads no session itself (the page cache reads the user for its per-user key)."""
+    return HttpResponse(f"profile of {request.user.username} #{next(calls)}")
+
+
 def login_as(request, username):
     from django.contrib.auth import login
 
@@ -64,8 +77,8 @@ def login_as(request, username):
     return HttpResponse("logged in")
 
 
-class Dashboard(TaggedCachePageMixin, LoginRequiredMixin, View):
-    """The mixin first, as in docs/views.md; the access check after it."""
+class Dashboard(LoginRequiredMixin, TaggedCachePageMixin, View):
+    """The access check first, then the page cache (the order docs/views.md shows)."""
 
     cache_tags = ["Dashboard"]
     cache_per_user = False  # "for pages that show nothing user-specific"
@@ -79,6 +92,8 @@ urlpatterns = [
     path("cart/", cart),
     path("cart/add/<str:item>/", add_to_cart),
     path("login/<str:username>/", login_as),
+    path("visit/", counted_visit),
+    path("profile/", profile),
     path("dashboard/", Dashboard.as_view()),
 ]
 
@@ -110,11 +125,6 @@ def visitor() -> Client:
     return Client(headers={"X-Tenant": "acme"}, raise_request_exception=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review2 P1: the page is stored before SessionMiddleware adds 'Vary: Cookie': one "
-    "anonymous visitor's session data is served to every other anonymous visitor",
-)
 def test_an_anonymous_visitors_session_data_never_reaches_another_visitor(site):
     alice, bob = visitor(), visitor()
     alice.get("/cart/add/pregnancy-test/")
@@ -129,12 +139,39 @@ def test_anonymous_visitors_without_session_data_still_share_the_page(site):
     assert visitor().get("/cart/").content == first
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review2 P2: TaggedCachePageMixin.dispatch serves the cached page before "
-    "LoginRequiredMixin.dispatch runs: an anonymous request gets the page a user cached",
-)
-def test_an_access_mixin_after_the_page_cache_mixin_still_guards_the_page(site):
+def test_a_visitor_with_session_data_never_gets_the_page_a_visitor_without_cached(site):
+    bob, alice = visitor(), visitor()
+    assert b"cart: empty" in bob.get("/cart/").content  # cached for session-less visitors
+    alice.get("/cart/add/book/")
+    assert b"cart: book" in alice.get("/cart/").content
+
+
+def test_a_page_whose_view_wrote_the_session_is_never_stored(site):
+    alice = visitor()
+    assert b"visit 1 " in alice.get("/visit/").content
+    assert b"visit 2 " in alice.get("/visit/").content
+    assert b"visit 1 " in visitor().get("/visit/").content
+
+
+def test_the_page_caches_own_read_of_the_user_does_not_make_a_page_vary_on_cookie(site):
+    """Two logins of one user share the user's entry when the view reads no session."""
+    User.objects.create(username="ann")
+    first, second = visitor(), visitor()
+    first.get("/login/ann/")
+    second.get("/login/ann/")
+    page = first.get("/profile/")
+    assert b"profile of ann" in page.content
+    assert second.get("/profile/").content == page.content
+
+
+def test_the_page_cache_mixin_before_an_access_mixin_is_refused_when_the_class_is_defined():
+    with pytest.raises(TypeError, match="LoginRequiredMixin, TaggedCachePageMixin"):
+
+        class Unguarded(TaggedCachePageMixin, LoginRequiredMixin, View):
+            cache_tags = ["Dashboard"]
+
+
+def test_an_access_mixin_before_the_page_cache_mixin_guards_the_cached_page(site):
     User.objects.create(username="staff")
     staff = visitor()
     staff.get("/login/staff/")
@@ -143,11 +180,6 @@ def test_an_access_mixin_after_the_page_cache_mixin_still_guards_the_page(site):
     assert anonymous.status_code == 302, anonymous.content  # to the login page
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review2 P3: a NaN (or inf, or 1e18) page timeout is accepted at decoration; every "
-    "request then raises InvalidTimeout",
-)
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), 1e18])
 def test_a_bad_page_timeout_is_refused_when_the_view_is_decorated(bad):
     with pytest.raises(InvalidTimeout):
