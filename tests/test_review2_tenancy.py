@@ -128,11 +128,6 @@ def config_table(django_db_blocker):
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.xfail(
-    strict=True,
-    reason="review2 S2: a tenant row with a mistyped cache config raises ImportError/ValueError "
-    "from post_save after the row is committed (arrive() catches ConfigurationError only)",
-)
 @pytest.mark.parametrize(
     "config",
     [

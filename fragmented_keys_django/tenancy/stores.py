@@ -494,7 +494,8 @@ class TenantStores:
         """Bump *tenant_id*'s namespace in the store *config* names (``None``: the shared store).
 
         For a tenant row about to commit a new config (a model source): the
-        store is built for the bump only, then retired. Errors are logged.
+        store is built for the bump only, then retired. Never raises: a bad config
+        (any exception building it) or a store error is logged and counted.
         """
         from django.conf import settings
 
@@ -509,13 +510,12 @@ class TenantStores:
                     import_string(merged["BACKEND"])(merged.get("LOCATION", ""), params)
                 )
             self._bump_arrival(tenant_id, store, name)
-        except ConfigurationError as exc:  # the bad config raises where the store is used
-            logger.error(
-                "tenant %s has a bad cache config (alias=%s): %s",
-                tenant_id,
-                self.alias,
-                exc,
-                extra={"alias": self.alias, "tenant": tenant_id, "operation": "tenant_move"},
+        except Exception as exc:  # a bad config raises where the store is used
+            # The row is committed (or about to be): raising here would skip the other
+            # processes' notification. A mistyped BACKEND (ImportError) or LOCATION
+            # (ValueError) is as bad as a ConfigurationError: logged, counted, survived.
+            metrics.record_error(
+                self.alias, tenant_id, "tenant_move", exc, what="bad tenant cache config"
             )
         finally:
             if store is not None:
