@@ -67,14 +67,15 @@ def fragment_key(fragment_name: str, vary_on: list[Any] | None = None) -> str:
     Like Django's ``make_template_fragment_key``, but each vary-on value is
     encoded with its type and length, so distinct lists never share a key
     (Django's joins ``str(value) + ":"``: ``["a:b", "c"]`` and ``["a", "b:c"]``
-    collide, as do ``None`` and ``"None"``). The entry key also holds the tags
+    collide, as do ``None`` and ``"None"``); shaped like Django's
+    (``template.cache.<name>.<digest>``). The entry key also holds the tags
     and the tenant, so pass the same tags to ``delete_with_tags(fragment_key(
     name, vary_on), tags)`` to delete one fragment by hand (rarely needed:
     bump a tag instead).
     """
     parts = [f"{type(v).__module__}.{type(v).__qualname__}:{v}" for v in vary_on or ()]
     digest = hashlib.sha256(encode_parts(fragment_name, *parts)).hexdigest()
-    return f"fragmented_keys.fragment.{digest}"
+    return f"template.cache.{fragment_name}.{digest}"  # Django's shape, readable in the panel
 
 
 class _NotStored(Exception):
