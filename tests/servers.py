@@ -451,13 +451,13 @@ class SlotMigration:
         )
         return self
 
-    def stored_keys(self) -> list[bytes]:
+    def keys_left(self) -> list[bytes]:
         """Keys of the slot still on the source."""
         return self.source.client().execute_command("CLUSTER", "GETKEYSINSLOT", self.slot, 100_000)
 
     def move_keys(self, count: int | None = None) -> SlotMigration:
         """``MIGRATE`` *count* keys (all when ``None``) of the slot to the target."""
-        keys = self.keys()
+        keys = self.keys_left()
         if count is not None:
             keys = keys[:count]
         if keys:
@@ -539,7 +539,8 @@ class SentinelTopology:
                 f"dir {workdir}\n"
                 f"sentinel monitor {SERVICE} 127.0.0.1 {primary.port} 2\n"
                 f"sentinel down-after-milliseconds {SERVICE} {self.down_after_ms}\n"
-                f"sentinel failover-timeout {SERVICE} 10000\n"
+                # A sentinel waits twice this after a failover before starting another.
+                f"sentinel failover-timeout {SERVICE} 2500\n"
                 f"sentinel parallel-syncs {SERVICE} 1\n"
             )
             self.sentinels.append(SentinelServer(conf, port).start())
