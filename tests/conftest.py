@@ -48,6 +48,13 @@ def store_settings(kind: str, **wrapper: object) -> dict:
             "LOCATION": servers.memcached().location,
             "KEY_PREFIX": uuid.uuid4().hex[:8],
         }
+    elif kind == "django-valkey":  # valkey-py talking to the suite's Redis 7
+        store = {
+            "BACKEND": "django_valkey.cache.ValkeyCache",
+            "LOCATION": redis_url("store").replace("redis://", "valkey://"),
+            "KEY_PREFIX": uuid.uuid4().hex[:8],
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 2, "SOCKET_TIMEOUT": 2},
+        }
     elif kind == "file":
         import tempfile
 
