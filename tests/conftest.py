@@ -151,3 +151,12 @@ def sentinel() -> servers.SentinelTopology:
     topology = servers.sentinel()
     topology.heal()
     return topology
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Say how long each throwaway server of tests/servers.py took to start (when any did)."""
+    if servers.started:
+        terminalreporter.write_line(
+            "test servers started: "
+            + ", ".join(f"{name} in {seconds:.2f}s" for name, seconds in servers.started.items())
+        )
