@@ -523,11 +523,15 @@ class SentinelTopology:
         dirs = [self.root / "primary", self.root / "replica"]
         for d in dirs:
             d.mkdir()
-        primary = RedisServer(*_FAST_SYNC, workdir=str(dirs[0])).start()
+        # Each process is listed before it starts, so stop() ends it if a later step fails.
+        primary = RedisServer(*_FAST_SYNC, workdir=str(dirs[0]))
+        self.servers = [primary]
+        primary.start()
         replica = RedisServer(
             *_FAST_SYNC, "--replicaof", "127.0.0.1", str(primary.port), workdir=str(dirs[1])
-        ).start()
-        self.servers = [primary, replica]
+        )
+        self.servers.append(replica)
+        replica.start()
         from .race_support import free_port
 
         for i in range(3):
@@ -543,7 +547,8 @@ class SentinelTopology:
                 f"sentinel failover-timeout {SERVICE} 2500\n"
                 f"sentinel parallel-syncs {SERVICE} 1\n"
             )
-            self.sentinels.append(SentinelServer(conf, port).start())
+            self.sentinels.append(SentinelServer(conf, port))
+            self.sentinels[-1].start()
         self.wait_healthy()
         started["redis sentinel"] = time.monotonic() - t0
         return self
@@ -687,7 +692,13 @@ _servers: dict[str, object] = {}
 def _get(name: str, make):
     server = _servers.get(name)
     if server is None:
-        server = _servers[name] = make().start()
+        server = make()
+        try:
+            server.start()
+        except BaseException:
+            server.stop()  # what did start is ended; the test fails with the error
+            raise
+        _servers[name] = server
         _own(server.stop)
     return server
 
