@@ -9,6 +9,8 @@
 # run as root). With FKD_TEST_REDIS_DBS set (the databases the suite may use
 # on an existing server), it checks that the server at FKD_TEST_REDIS_URL
 # (default redis://127.0.0.1:6379) answers, and starts nothing.
+# memcached and redis-cli (Redis Cluster creation) are installed the same way:
+# the suite starts its own memcached, cluster and sentinels (tests/servers.py).
 # PostgreSQL is optional: a stopped local cluster is started, but PostgreSQL is
 # never installed automatically; if it is missing, a message says which tests
 # will fail and the script still exits 0.
@@ -61,17 +63,24 @@ PY
     ' "$REDIS_HOST" "$REDIS_PORT" 2>/dev/null
 }
 
-install_redis() {
+# install_pkg PACKAGE: apt-get install it when run as root (apt-get update once per run).
+APT_UPDATED=
+install_pkg() {
     if [[ $(id -u) -ne 0 ]] || ! have apt-get; then
-        log "redis-server is not installed and cannot be installed automatically"
-        log "(need root and apt-get); install it with: apt-get install -y redis-server"
+        log "$1 is not installed and cannot be installed automatically"
+        log "(need root and apt-get); install it with: apt-get install -y $1"
         return 1
     fi
-    log "installing redis-server with apt-get ..."
+    log "installing $1 with apt-get ..."
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >/dev/null
-    apt-get install -y -qq redis-server >/dev/null
+    if [[ -z $APT_UPDATED ]]; then
+        apt-get update -qq >/dev/null
+        APT_UPDATED=1
+    fi
+    apt-get install -y -qq "$1" >/dev/null
 }
+
+install_redis() { install_pkg redis-server; }
 
 ensure_redis() {
     if [[ -n ${FKD_TEST_REDIS_DBS:-} ]]; then
@@ -89,6 +98,29 @@ ensure_redis() {
     fi
     echo "redis: FAILED (redis-server is not installed: apt-get install -y redis-server)"
     return 1
+}
+
+# --- memcached, Redis Cluster and Sentinel ----------------------------------
+# The suite starts its own throwaway servers on free loopback ports (tests/servers.py):
+# memcached, a 6-node Redis Cluster (redis-server --cluster-enabled + redis-cli --cluster
+# create) and a Sentinel topology (redis-server --sentinel). Only the programs are needed;
+# a memcached or redis-sentinel service the OS packages start is never used.
+
+ensure_servers() {
+    local rc=0
+    if have memcached || install_pkg memcached; then
+        echo "memcached: ok (the suite starts its own throwaway memcached on a free port)"
+    else
+        echo "memcached: FAILED (not installed: apt-get install -y memcached); tests marked 'memcached' will fail"
+        rc=1
+    fi
+    if have redis-cli || install_pkg redis-tools; then
+        echo "redis-cli: ok (the suite creates its own Redis Cluster and Sentinel topology)"
+    else
+        echo "redis-cli: FAILED (not installed: apt-get install -y redis-tools); tests marked 'cluster' will fail"
+        rc=1
+    fi
+    return $rc
 }
 
 # --- PostgreSQL -------------------------------------------------------------
@@ -176,6 +208,7 @@ case "${1:-}" in
     ensure)
         rc=0
         ensure_redis || rc=1
+        ensure_servers || rc=1
         ensure_pg
         exit $rc
         ;;

@@ -1,7 +1,9 @@
 """Fixtures shared by the suite.
 
 ``store`` runs a test once per store kind (locmem, the database cache, Redis
-through django-redis); ``frag`` is the fragmented alias over that store.
+through django-redis, memcached through Django's ``PyMemcacheCache``); ``frag`` is
+the fragmented alias over that store. ``memcached_server``, ``redis_cluster`` and
+``sentinel`` are the throwaway servers of ``tests/servers.py``, started on first use.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from fragmented_keys_django import keys as keys_mod
 from fragmented_keys_django.config import reset_configuration
 from fragmented_keys_django.model_tags import ModelTagManager
 
+from . import servers
 from .redis_dbs import redis_url
 
 
@@ -36,6 +39,19 @@ def store_settings(kind: str, **wrapper: object) -> dict:
         store = {
             "BACKEND": "django_redis.cache.RedisCache",
             "LOCATION": redis_url("store"),
+            "KEY_PREFIX": uuid.uuid4().hex[:8],
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 2, "SOCKET_TIMEOUT": 2},
+        }
+    elif kind == "memcached":
+        store = {
+            "BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache",
+            "LOCATION": servers.memcached().location,
+            "KEY_PREFIX": uuid.uuid4().hex[:8],
+        }
+    elif kind == "django-valkey":  # valkey-py talking to the suite's Redis 7
+        store = {
+            "BACKEND": "django_valkey.cache.ValkeyCache",
+            "LOCATION": redis_url("store").replace("redis://", "valkey://"),
             "KEY_PREFIX": uuid.uuid4().hex[:8],
             "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 2, "SOCKET_TIMEOUT": 2},
         }
@@ -67,6 +83,7 @@ STORES = [
     pytest.param("locmem", id="locmem"),
     pytest.param("db", id="db", marks=pytest.mark.django_db(transaction=True)),
     pytest.param("redis", id="redis", marks=pytest.mark.redis),
+    pytest.param("memcached", id="memcached", marks=pytest.mark.memcached),
 ]
 
 
@@ -109,3 +126,37 @@ def _clean_state():
     if keys_mod._global_tags != global_tags:
         keys_mod._global_tags = global_tags
         keys_mod.clear_memos()
+
+
+# -- throwaway servers (tests/servers.py): started on first use, stopped at exit -----------
+
+
+@pytest.fixture(scope="session")
+def memcached_server() -> servers.Memcached:
+    """The session's memcached; a test that asks for it fails if memcached cannot start."""
+    return servers.memcached()
+
+
+@pytest.fixture
+def redis_cluster() -> servers.RedisClusterTopology:
+    """The session's Redis Cluster (3 primaries, 3 replicas), healed after earlier tests' faults."""
+    cluster = servers.redis_cluster()
+    cluster.heal()
+    return cluster
+
+
+@pytest.fixture
+def sentinel() -> servers.SentinelTopology:
+    """The session's Sentinel topology (primary, replica, 3 sentinels), healed first."""
+    topology = servers.sentinel()
+    topology.heal()
+    return topology
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Say how long each throwaway server of tests/servers.py took to start (when any did)."""
+    if servers.started:
+        terminalreporter.write_line(
+            "test servers started: "
+            + ", ".join(f"{name} in {seconds:.2f}s" for name, seconds in servers.started.items())
+        )

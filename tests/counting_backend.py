@@ -19,12 +19,13 @@ import threading
 from collections import Counter
 
 from django.core.cache.backends.locmem import LocMemCache
+from django.core.cache.backends.memcached import PyMemcacheCache
 
 COUNTED = ("get", "get_many", "set", "set_many", "add", "delete", "delete_many", "touch")
 
 
-def _counted(name: str):
-    base = getattr(LocMemCache, name)
+def _counted(name: str, cls: type = LocMemCache):
+    base = getattr(cls, name)
 
     @functools.wraps(base)
     def method(self, *args, **kwargs):
@@ -61,3 +62,30 @@ class CountingLocMemCache(LocMemCache):
 
 for _name in COUNTED:
     setattr(CountingLocMemCache, _name, _counted(_name))
+
+
+def counting(cls: type) -> type:
+    """A subclass of the cache backend *cls* counting top-level calls as CountingLocMemCache does.
+
+    On a networked store each counted call is one round trip (e.g. Django's
+    ``PyMemcacheCache``: ``get_many`` is one ``get_multi``). The package does not
+    know the subclass by name: set ``VERIFY_BUMPS`` to what *cls* gets by default.
+    """
+
+    def __init__(self, *args, **kwargs):
+        cls.__init__(self, *args, **kwargs)
+        self.calls = Counter()
+        self._calls_lock = threading.Lock()
+        self._depth = threading.local()
+
+    counted = type(f"Counting{cls.__name__}", (cls,), {"__init__": __init__})
+    counted.__module__ = __name__
+    for attr in ("reset_calls", "total"):
+        setattr(counted, attr, getattr(CountingLocMemCache, attr))
+    for name in COUNTED:
+        setattr(counted, name, _counted(name, cls))
+    return counted
+
+
+#: Django's PyMemcacheCache, counted (tests/test_memcached.py).
+CountingPyMemcacheCache = counting(PyMemcacheCache)

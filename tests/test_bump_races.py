@@ -76,6 +76,11 @@ def caches_conf(request, tmp_path, django_db_blocker):
         with override_settings(CACHES=conf):
             yield kind, conf
             settle_retries()
+    elif kind == "memcached":  # a fresh KEY_PREFIX: nothing to clean up
+        conf = {"default": store_settings("memcached")["default"], "fragmented": wrapper}
+        with override_settings(CACHES=conf):
+            yield kind, conf
+            settle_retries()
     elif kind == "redis":
         conf = {"default": store_settings("redis")["default"], "fragmented": wrapper}
         with override_settings(CACHES=conf):
@@ -165,6 +170,7 @@ def _check_bumps(results, keys):
         pytest.param("locmem", id="locmem"),
         pytest.param("db", id="db"),
         pytest.param("redis", id="redis", marks=pytest.mark.redis),
+        pytest.param("memcached", id="memcached", marks=pytest.mark.memcached),
     ],
     indirect=True,
 )
@@ -247,6 +253,7 @@ def test_concurrent_bumps_threads_and_processes(caches_conf, tmp_path):
         pytest.param("locmem", id="locmem"),
         pytest.param("db", id="db"),
         pytest.param("redis", id="redis", marks=pytest.mark.redis),
+        pytest.param("memcached", id="memcached", marks=pytest.mark.memcached),
     ],
     indirect=True,
 )

@@ -14,6 +14,7 @@ from tests.conftest import store_settings
 KINDS = [
     pytest.param("file", id="file"),
     pytest.param("django-redis-builtin", id="django-RedisCache", marks=pytest.mark.redis),
+    pytest.param("django-valkey", id="django-valkey", marks=pytest.mark.redis),
 ]
 
 

@@ -1,7 +1,8 @@
 """Redis Cluster readiness: every key one read needs lives in one hash slot.
 
-Starts a throwaway three-node cluster on loopback ports (``redis-server
---cluster-enabled yes`` + ``redis-cli --cluster create``) and runs the exact
+Uses the suite's throwaway cluster (tests/servers.py: three primaries and their
+replicas on loopback ports, ``redis-server --cluster-enabled yes`` + ``redis-cli
+--cluster create``) and runs the exact
 ``MGET`` a tagged read sends: Redis Cluster rejects a multi-key command whose
 keys span slots (``CROSSSLOT``), so success proves the read stays one round
 trip on a cluster. Our backends talk to Cluster through a single-slot MGET;
@@ -10,107 +11,20 @@ django-redis itself has no cluster client, so the backend is not run here.
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-import time
-
 import pytest
 
 from fragmented_keys_django.keys import entry_keys, lock_key, namespace_key
 from fragmented_keys_django.tags import normalize_tags
 
-pytestmark = [pytest.mark.redis, pytest.mark.slow]
+pytestmark = [pytest.mark.redis, pytest.mark.cluster]
 
 
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_ports(n: int) -> list[int]:
-    """Ports whose cluster bus port (port + 10000) is free too."""
-    import random
-
-    ports: list[int] = []
-    while len(ports) < n:
-        port = random.randint(20000, 50000)
-        if port not in ports and _free(port) and _free(port + 10000):
-            ports.append(port)
-    return ports
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    server = shutil.which("redis-server")
-    cli = shutil.which("redis-cli")
-    assert server and cli, (
-        "redis-server and redis-cli must be installed (apt-get install redis-server)"
-    )
-    ports = _free_ports(3)
-    procs = []
-    for port in ports:
-        d = tmp_path_factory.mktemp(f"node{port}")
-        procs.append(
-            subprocess.Popen(
-                [
-                    server,
-                    "--port",
-                    str(port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    str(d / "nodes.conf"),
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    str(d),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
-    try:
-        deadline = time.monotonic() + 10
-        for port in ports:
-            while (
-                subprocess.run([cli, "-p", str(port), "ping"], capture_output=True).stdout.strip()
-                != b"PONG"
-            ):
-                assert time.monotonic() < deadline, f"cluster node on {port} did not start"
-                time.sleep(0.05)
-        subprocess.run(
-            [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports), "--cluster-yes"],
-            check=True,
-            capture_output=True,
-            timeout=30,
-        )
-        import redis.cluster
-
-        client = redis.cluster.RedisCluster(host="127.0.0.1", port=ports[0])
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                client.set("probe", 1)
-                break
-            except Exception:
-                assert time.monotonic() < deadline, "cluster did not become ready"
-                time.sleep(0.2)
-                client = redis.cluster.RedisCluster(host="127.0.0.1", port=ports[0])
-        yield client
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(timeout=10)
+@pytest.fixture
+def cluster(redis_cluster):
+    """A redis-py ``RedisCluster`` client of the session's cluster (tests/servers.py)."""
+    client = redis_cluster.client()
+    yield client
+    client.close()
 
 
 @pytest.mark.parametrize("tenant", [None, "acme", "ten{ant}:with*odd?chars\n", "x" * 10_000])

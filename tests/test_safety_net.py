@@ -43,6 +43,7 @@ DBS = [
 STORES = [
     pytest.param("locmem", id="locmem"),
     pytest.param("redis", id="redis", marks=pytest.mark.redis),
+    pytest.param("memcached", id="memcached", marks=pytest.mark.memcached),
 ]
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "pg"])

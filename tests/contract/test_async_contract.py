@@ -18,6 +18,7 @@ from .test_django_cache_contract import (
     DJANGO_REDIS_PKG_CACHES,
     LOCMEM_CACHES,
     STORE_SUFFIX,
+    memcached_caches,
 )
 
 
@@ -26,11 +27,14 @@ from .test_django_cache_contract import (
         pytest.param(LOCMEM_CACHES, id="locmem"),
         pytest.param(DJANGO_REDIS_CACHES, id="django-redis-cache", marks=pytest.mark.redis),
         pytest.param(DJANGO_REDIS_PKG_CACHES, id="django_redis", marks=pytest.mark.redis),
+        # A callable: memcached starts when a test uses it, not at collection.
+        pytest.param(memcached_caches, id="memcached", marks=pytest.mark.memcached),
     ]
 )
 def cache(request):
-    with override_settings(CACHES=request.param):
-        for alias in request.param:
+    setting = request.param() if callable(request.param) else request.param
+    with override_settings(CACHES=setting):
+        for alias in setting:
             if alias.endswith(STORE_SUFFIX):
                 caches[alias].clear()
         yield caches["default"]
