@@ -61,7 +61,7 @@ from .exceptions import (
 )
 from .keys import EntryKeys, TagSpec, entry_keys, lock_key, namespace_key, tag_version_key
 from .redis_access import redis_access
-from .signals import cache_hit, cache_missed, entry_stored
+from .signals import cache_hit, cache_missed, entry_stored, use_sender
 from .tags import normalize_tags
 from .tenancy.context import current_tenant_id, tenant_id_of
 from .transactions import (
@@ -1648,3 +1648,6 @@ class FragmentedKeysCacheBackend(BaseCache):
         key = self.tag_version_key(tag_name, instance)
         value = await self._live_store(self._tenant()).aget(key)
         return 0 if value is None else int(value)
+
+
+use_sender(FragmentedKeysCacheBackend)

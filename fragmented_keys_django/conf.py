@@ -418,30 +418,25 @@ def _resolve_alias(name: str | None) -> str:
     )
 
 
-def on_setting_changed(*, setting: str, **kwargs: Any) -> None:
-    """Forget cached choices when ``CACHES`` or ``FRAGMENTED_KEYS`` change (``override_settings``)."""
+def forget_choices(setting: str) -> None:
+    """Forget this module's cached choices after *setting* changed (``override_settings``).
+
+    ``FRAGMENTED_KEYS``: the default alias and tenant source are installed
+    again; ``CACHES``: resolved aliases are forgotten. Called by the
+    ``setting_changed`` receiver in ``apps.py``, which resets the other
+    modules' state too.
+    """
+    global _default_alias
     if setting == "FRAGMENTED_KEYS":
         set_default_alias(None)
         apply_project_settings()
     if setting in ("CACHES", "FRAGMENTED_KEYS"):
         _resolved.clear()
-    if setting in ("DATABASES", "FRAGMENTED_KEYS"):
-        from .outbox import reset as forget_outbox_tables
+    if setting == "CACHES" and _default_alias is not None:
+        from django.conf import settings
 
-        forget_outbox_tables()
-    if setting == "CACHES":
-        from .invalidation import _retrier
-        from .tenancy.stores import reset_registry
-
-        _retrier.reset()
-
-        reset_registry()
-        global _default_alias
-        if _default_alias is not None:
-            from django.conf import settings
-
-            if _default_alias not in settings.CACHES:
-                _default_alias = None
+        if _default_alias not in settings.CACHES:
+            _default_alias = None
 
 
 # -- project-wide settings: settings.FRAGMENTED_KEYS ---------------------------

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import atexit
+import datetime
 import logging
 import os
 import threading
@@ -26,13 +27,14 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.utils import timezone
 
 from . import keys as keys_mod
 from . import metrics, outbox
 from .conf import fragmented_aliases
 from .exceptions import BumpFailed, StoreUnavailable, TenantRequired
 from .keys import is_global_tag, namespace_key, tag_version_key
-from .signals import tags_bumped, tenant_flushed
+from .signals import sender, tags_bumped, tenant_flushed
 from .tags import normalize_tags
 from .tenancy.context import current_tenant_id, tenant_id_of
 from .transactions import CommitHook, note_pending_bump, on_commit, open_transactions
@@ -373,6 +375,61 @@ def bump_now(
     return [id(item) not in failed for item in items]
 
 
+def drain_outbox(
+    older_than: float = 0.0,
+    markers_older_than: float | None = None,
+    using: Iterable[str] | None = None,
+    batch: int = 500,
+) -> outbox.DrainReport:
+    """Apply and delete outbox rows older than *older_than* seconds; return a :class:`DrainReport`.
+
+    Each row's version keys are bumped (a marker, whose keys are unknown,
+    flushes its tenant's namespace) in its alias's store, one ``set_many``
+    per store and batch; rows whose bump fails are left for a later drain.
+    Markers are taken only once older than *markers_older_than* seconds
+    (default: the larger of *older_than* and :data:`MARKER_GRACE`): younger
+    ones belong to transactions whose process is writing the bump now. Rows
+    naming an alias no longer in ``CACHES`` are deleted with a warning.
+    """
+    report = outbox.DrainReport()
+    aliases = set(fragmented_aliases())
+    now = timezone.now()
+    grace = (
+        max(older_than, outbox.MARKER_GRACE) if markers_older_than is None else markers_older_than
+    )
+    keyed_before = now - datetime.timedelta(seconds=older_than)
+    marked_before = now - datetime.timedelta(seconds=grace)
+    for db in list(using) if using is not None else outbox.databases():
+        last = 0
+        while True:
+            rows = outbox.pending(db, keyed_before, marked_before, after=last, limit=batch)
+            if not rows:
+                break
+            last = rows[-1].pk
+            waiting = outbox.waiting(db)  # applied already, their DELETE waits (SQLite)
+            rows = [row for row in rows if row.pk not in waiting]
+            done: list[outbox.Ref | None] = []
+            for row in rows:
+                if row.alias not in aliases:
+                    logger.warning(
+                        "dropping outbox row %s: alias %r is not in CACHES", row.pk, row.alias
+                    )
+                    report.dropped += 1
+                    done.append((db, row.pk))
+            todo = [row for row in rows if row.alias in aliases]
+            landed = bump_now(
+                [(r.alias, r.tenant, r.keys, r.tags, r.fanout) for r in todo], report.errors
+            )
+            for row, ok in zip(todo, landed, strict=True):
+                if ok:
+                    report.applied += 1
+                    done.append((db, row.pk))
+                else:
+                    report.failed += 1
+            outbox.forget(done)
+    return report
+
+
 def _breaker_check(group: list[_Bump]) -> None:
     """Raise ``StoreUnavailable`` if the circuit breaker of a store *group* bumps is open."""
     if not _retrier._suspect:
@@ -404,14 +461,12 @@ def _announce(group: list[_Bump]) -> None:
     """Send ``tags_bumped`` / ``tenant_flushed`` for landed bumps; a receiver's error is logged."""
     if not (tenant_flushed.receivers or tags_bumped.receivers):
         return
-    from .backend import FragmentedKeysCacheBackend as sender
-
     for item in group:
         try:
             if item.flush:
-                tenant_flushed.send(sender, alias=item.alias, tenant=item.tenant)
+                tenant_flushed.send(sender(), alias=item.alias, tenant=item.tenant)
             else:
-                tags_bumped.send(sender, alias=item.alias, tenant=item.tenant, tags=item.tags)
+                tags_bumped.send(sender(), alias=item.alias, tenant=item.tenant, tags=item.tags)
         except Exception as exc:  # the bump has landed; a receiver's bug must not undo that
             metrics.record_error(
                 item.alias, item.tenant, "bump_signal", exc, what="signal receiver failed"
@@ -897,7 +952,7 @@ class _Retrier:
             return
         self._next_orphans = now + self.orphans_every
         try:
-            report = outbox.drain(
+            report = drain_outbox(
                 older_than=outbox.MARKER_GRACE, markers_older_than=outbox.MARKER_GRACE
             )
         except Exception as exc:  # the database is down: next time
@@ -933,7 +988,7 @@ class _Retrier:
                 # Every row, markers of any age too: a process may have died with its
                 # bump hanging on this store moments ago (a marker drained while its
                 # writer still bumps costs an extra flush, never a stale read).
-                report = outbox.drain(older_than=0.0, markers_older_than=0.0)
+                report = drain_outbox(older_than=0.0, markers_older_than=0.0)
             except Exception as exc:  # the database is down too: keep bypassing, try again
                 metrics.record_error(alias, tenant, "outbox_drain", exc, what="outbox")
                 continue
