@@ -12,10 +12,10 @@ def on_setting_changed(*, setting: str, **kwargs: Any) -> None:
 
     The one ``setting_changed`` receiver for the package's process state:
     resolved aliases and the project settings (``conf``), the outbox tables
-    found per database, the retry queue and the tenant stores (they name
-    aliases that may be gone).
+    found per database, the retry queue, the routes and store adapters, and
+    the tenant stores (they name aliases that may be gone).
     """
-    from . import conf, outbox
+    from . import conf, outbox, routing
     from .invalidation import _retrier
     from .tenancy.stores import reset_registry
 
@@ -24,6 +24,7 @@ def on_setting_changed(*, setting: str, **kwargs: Any) -> None:
         outbox.reset()
     if setting == "CACHES":
         _retrier.reset()
+        routing.reset()
         reset_registry()
 
 
