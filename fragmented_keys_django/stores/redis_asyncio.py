@@ -49,9 +49,19 @@ class AsyncRedisAdapter:
         return str(value).encode()
 
     async def read(self, keys: Sequence[str], entries: int) -> list[Any]:
-        """One ``MGET``; see :meth:`.redis_py.RedisAdapter.read`."""
-        inner = self.codec.inner
-        raws = await self._client.execute_command("MGET", *[inner(k) for k in keys])
+        """One ``MGET``, packed once per set of keys; see :meth:`.redis_py.RedisAdapter.read`."""
+        pool = self._client.connection_pool
+        options = pool.connection_kwargs
+        packed = self.codec.mget(
+            keys, options.get("encoding", "utf-8"), options.get("encoding_errors", "strict")
+        )
+        conn = await pool.get_connection()
+        try:
+            raws = await conn.retry.call_with_retry(
+                lambda: _exchange(conn, packed), lambda _error: conn.disconnect()
+            )
+        finally:
+            await pool.release(conn)
         decode = self.codec.decode_entry
         for i in range(entries):
             raws[i] = decode(raws[i])
@@ -166,6 +176,11 @@ class AsyncRedisAdapter:
         except NoScriptError:  # first call on a server
             await client.script_load(STAMP_LUA)
             return await client.execute_command("EVALSHA", STAMP_SHA, len(keys), *keys, *args)
+
+
+async def _exchange(conn: Any, packed: bytes) -> Any:
+    await conn.send_packed_command((packed,))  # an iterable of chunks
+    return await conn.read_response()
 
 
 def _async_pool(url: str, pool_class: type, kwargs: dict[str, Any]) -> aioredis.ConnectionPool:

@@ -128,6 +128,8 @@ class RedisCodec:
         self._keys: dict[str, str] = {}
         # Last stamp written per tuple of version keys: the expected stamp of the next write.
         self._stamps: dict[tuple[str, ...], bytes] = {}
+        # The MGET of a tuple of keys, packed (RESP): reads of the same entry repeat it.
+        self._mgets: dict[tuple[str, ...], bytes] = {}
 
     def inner(self, key: str) -> str:
         """Return the store's own key for our *key* (its KEY_PREFIX and VERSION applied)."""
@@ -137,6 +139,25 @@ class RedisCodec:
                 self._keys.clear()
             made = self._keys[key] = str(self.store.make_key(key))
         return made
+
+    def mget(self, keys: Sequence[str], encoding: str, errors: str) -> bytes:
+        """The ``MGET`` of *keys* in RESP (the store's keys, text encoded as its connections do).
+
+        Remembered per tuple of keys: a read of the same entry sends the same
+        bytes, packed once.
+        """
+        packed = self._mgets.get(keys) if type(keys) is tuple else None  # type: ignore[arg-type]
+        if packed is not None:
+            return packed
+        args = [b"MGET", *[self.inner(k).encode(encoding, errors) for k in keys]]
+        packed = b"".join(
+            [b"*%d\r\n" % len(args), *[b"$%d\r\n%s\r\n" % (len(a), a) for a in args]]
+        )
+        if type(keys) is tuple:
+            if len(self._mgets) >= 8192:
+                self._mgets.clear()
+            self._mgets[keys] = packed
+        return packed
 
     def px(self, timeout: Any) -> int:
         """Milliseconds to keep a key for Django *timeout*: -1 = forever; <= 0 = expire now."""

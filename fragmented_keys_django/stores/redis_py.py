@@ -7,8 +7,13 @@ store's redis-py client (same connection pool, serializer and compressor),
 always to the primary: a replica's lag could serve an entry whose tag was
 already bumped there. The encoding is :mod:`.redis_codec`'s.
 
-* :meth:`RedisAdapter.read` is one ``MGET`` (sent with ``execute_command``:
-  ``Redis.mget``'s argument handling cost about 10 µs per call).
+* :meth:`RedisAdapter.read` is one ``MGET``, packed once per set of keys and
+  sent on a pooled connection with redis-py's own connection calls and retry
+  policy (``get_connection``, ``send_packed_command``, ``read_response``,
+  ``release``): ``execute_command`` packed the same keys again on every call
+  and recorded redis-py's OpenTelemetry metrics, about 5 µs of a 20 µs read
+  (measured, redis-py 8.1; ``Redis.mget`` cost 10 µs more). So a read does not
+  appear in redis-py's own command metrics.
 * Writes that must read the versions first run one Lua script
   (:meth:`~RedisAdapter.stamp`); bumps and version creation are one pipeline
   (no ``MULTI``).
@@ -58,12 +63,36 @@ class RedisAdapter:
 
     def read(self, keys: Sequence[str], entries: int) -> list[Any]:
         """One ``MGET``; the first *entries* values decoded as envelopes, the rest left as bytes."""
-        inner = self.codec.inner
-        raws = self._client().execute_command("MGET", *[inner(k) for k in keys])
+        pool = self._client().connection_pool
+        options = pool.connection_kwargs
+        packed = self.codec.mget(
+            keys, options.get("encoding", "utf-8"), options.get("encoding_errors", "strict")
+        )
+        raws = self._send(pool, packed)
         decode = self.codec.decode_entry
         for i in range(entries):
             raws[i] = decode(raws[i])
         return raws
+
+    @staticmethod
+    def _send(pool: Any, packed: bytes) -> Any:
+        """Send one packed command on a connection of *pool*; return its reply.
+
+        What ``Redis.execute_command`` does, minus the packing and the metrics:
+        the connection's retry policy (a connection error disconnects, then
+        retries), the maintenance reconnect, the release to the pool.
+        """
+        conn = pool.get_connection()
+        try:
+            return conn.retry.call_with_retry(
+                lambda: _exchange(conn, packed), lambda _error: conn.disconnect()
+            )
+        finally:
+            reconnect = getattr(conn, "should_reconnect", None)
+            if reconnect is not None and reconnect():
+                conn.disconnect()
+                conn.connect()
+            pool.release(conn)
 
     def write(self, key: str, envelope: Envelope, timeout: Any, add: bool = False) -> bool:
         """One ``SET`` (``NX`` with *add*; a ``DEL`` for a timeout of 0)."""
@@ -203,6 +232,11 @@ class RedisAdapter:
     def close(self) -> None:
         """Forget the async clients (their pools close when collected); the store keeps its own."""
         self._aio.clear()
+
+
+def _exchange(conn: Any, packed: bytes) -> Any:
+    conn.send_packed_command((packed,))  # an iterable of chunks
+    return conn.read_response()
 
 
 def _django_redis_connection(store: Any) -> tuple[str, type, dict[str, Any]] | None:
