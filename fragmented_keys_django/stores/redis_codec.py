@@ -150,9 +150,7 @@ class RedisCodec:
         if packed is not None:
             return packed
         args = [b"MGET", *[self.inner(k).encode(encoding, errors) for k in keys]]
-        packed = b"".join(
-            [b"*%d\r\n" % len(args), *[b"$%d\r\n%s\r\n" % (len(a), a) for a in args]]
-        )
+        packed = b"".join([b"*%d\r\n" % len(args), *[b"$%d\r\n%s\r\n" % (len(a), a) for a in args]])
         if type(keys) is tuple:
             if len(self._mgets) >= 8192:
                 self._mgets.clear()
