@@ -1,8 +1,9 @@
 """Behaviour of FragmentedKeysCacheBackend over every store (locmem, database cache, Redis).
 
-Every test runs once per store through the ``frag`` fixture, except the
-round-trip counts, which use the counting store (``tests/counting_backend.py``)
-or Redis's own command statistics.
+Every test runs once per store through the ``frag`` fixture, and once per API
+(sync, and async through ``async_to_sync``), except the round-trip counts,
+which use the counting store (``tests/counting_backend.py``) or Redis's own
+command statistics.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from .redis_dbs import redis_db, redis_url
 
 use_tenant = TenantContext.use_tenant
 MISS = object()
+#: Every ``frag`` test runs through the sync API and through the async one (tests/conftest.py).
+BOTH_APIS = True
 
 
 class Loader:
