@@ -159,20 +159,24 @@ def fill_dependents(frag: Any, store: Any, n: int, tags: list[tuple[str, str]]) 
     sample back through ``get_with_tags``); batching only saves the set-up time
     of 100k entries. Falls back to ``set_with_tags`` if the check fails.
     """
+    from fragmented_keys_django import protocol
+    from fragmented_keys_django.drivers import run
     from fragmented_keys_django.tags import normalize_tags
 
     specs = normalize_tags(tags)
     try:
         ek0 = frag._keys("dep:0", specs, "", None, False)[1]
-        tokens = frag._write_tokens(store, ek0, None)
+        adapter = frag._adapter(frag._tenant())
+        vt = frag.options.version_timeout
+        tokens = run(protocol.write_tokens(adapter, ek0.version_keys, vt), adapter)
         batch: dict[str, Any] = {}
         for i in range(n):
             batch[frag._keys(f"dep:{i}", specs, "", None, False)[1].entry] = (tokens, VALUE)
             if len(batch) == 5000:
-                store.set_many(batch, timeout=3600)
+                adapter.set_many(batch, 3600)
                 batch = {}
         if batch:
-            store.set_many(batch, timeout=3600)
+            adapter.set_many(batch, 3600)
         ok = all(frag.get_with_tags(f"dep:{i}", tags) == VALUE for i in (0, n // 2, n - 1))
     except (AttributeError, TypeError):
         ok = False

@@ -23,10 +23,10 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from .base import AsyncStoreAdapter, Envelope, StoreAdapter, ThreadedAsyncAdapter
-from .redis_codec import STAMP_LUA, STAMP_SHA, RedisCodec
+from .redis_codec import Plan, RedisCodec
 
 __all__ = ["AsyncRedisAdapter", "for_running_loop"]
 
@@ -34,7 +34,11 @@ _lock = threading.Lock()
 
 
 class AsyncRedisAdapter:
-    """A :class:`~.base.AsyncStoreAdapter` on a ``redis.asyncio`` client bound to one event loop."""
+    """A :class:`~.base.AsyncStoreAdapter` on a ``redis.asyncio`` client bound to one event loop.
+
+    Each method sends the same :class:`~.redis_codec.Plan` as the sync adapter's
+    (see :mod:`.redis_py`), in one round trip, awaited.
+    """
 
     stamps = True
     atomic_create = True
@@ -45,47 +49,29 @@ class AsyncRedisAdapter:
         self.codec = codec
         self._client = client
 
+    async def _do(self, plan: Plan) -> Any:
+        """Send *plan* on a pooled connection (retry policy as redis.asyncio's); finish it."""
+        pool = self._client.connection_pool
+        conn = await pool.get_connection()
+        try:
+            replies = await conn.retry.call_with_retry(
+                lambda: _exchange(conn, plan), lambda _error: conn.disconnect()
+            )
+        finally:
+            await pool.release(conn)
+        return plan.finish(replies)
+
     def token(self, value: int) -> bytes:
         return str(value).encode()
 
     async def read(self, keys: Sequence[str], entries: int) -> list[Any]:
-        """One ``MGET``, packed once per set of keys; see :meth:`.redis_py.RedisAdapter.read`."""
-        pool = self._client.connection_pool
-        options = pool.connection_kwargs
-        packed = self.codec.mget(
-            keys, options.get("encoding", "utf-8"), options.get("encoding_errors", "strict")
-        )
-        conn = await pool.get_connection()
-        try:
-            raws = await conn.retry.call_with_retry(
-                lambda: _exchange(conn, packed), lambda _error: conn.disconnect()
-            )
-        finally:
-            await pool.release(conn)
-        decode = self.codec.decode_entry
-        for i in range(entries):
-            raws[i] = decode(raws[i])
-        return raws
+        return await self._do(self.codec.read(keys, entries))
 
     async def write(self, key: str, envelope: Envelope, timeout: Any, add: bool = False) -> bool:
-        c = self.codec
-        px = c.px(timeout)
-        if px == 0:
-            await self._client.delete(c.inner(key))
-            return True
-        data = c.entry_bytes(envelope)
-        return bool(await self._client.set(c.inner(key), data, px=None if px < 0 else px, nx=add))
+        return await self._do(self.codec.write(key, envelope, timeout, add))
 
     async def write_unlock(self, key: str, envelope: Envelope, timeout: Any, lock: str) -> None:
-        c = self.codec
-        px = c.px(timeout)
-        pipe = self._client.pipeline(transaction=False)
-        if px == 0:
-            pipe.delete(c.inner(key))
-        else:
-            pipe.set(c.inner(key), c.entry_bytes(envelope), px=None if px < 0 else px)
-        pipe.delete(c.inner(lock))
-        await pipe.execute()
+        await self._do(self.codec.write_unlock(key, envelope, timeout, lock))
 
     async def stamp(
         self,
@@ -123,64 +109,47 @@ class AsyncRedisAdapter:
                 fixed[3] = stamp
 
     async def set_tokens(self, tokens: Mapping[str, int], timeout: float | None) -> None:
-        inner, px = self.codec.inner, self.codec.version_px(timeout)
-        pipe = self._client.pipeline(transaction=False)
-        for key, token in tokens.items():
-            pipe.set(inner(key), token, px=px)
-        await pipe.execute()
+        await self._do(self.codec.set_tokens(tokens, timeout))
 
     async def create_tokens(
         self, tokens: Mapping[str, int], timeout: float | None
     ) -> dict[str, Any]:
-        inner, px = self.codec.inner, self.codec.version_px(timeout)
-        pipe = self._client.pipeline(transaction=False)
-        for key, token in tokens.items():
-            pipe.set(inner(key), token, px=px, nx=True)
-            pipe.get(inner(key))
-        replies = await pipe.execute()
-        return {k: replies[2 * i + 1] for i, k in enumerate(tokens) if replies[2 * i + 1]}
+        return await self._do(self.codec.create_tokens(tokens, timeout))
 
     async def delete(self, key: str) -> bool:
-        return bool(await self._client.delete(self.codec.inner(key)))
+        return await self._do(self.codec.delete(key))
 
     async def delete_many(self, keys: Sequence[str]) -> None:
         if keys:
-            inner = self.codec.inner
-            await self._client.delete(*[inner(k) for k in keys])
+            await self._do(self.codec.delete_many(keys))
 
     async def touch(self, key: str, timeout: Any) -> bool:
-        c = self.codec
-        px = c.px(timeout)
-        if px < 0:
-            return bool(await self._client.persist(c.inner(key)))
-        if px == 0:
-            return bool(await self._client.delete(c.inner(key)))
-        return bool(await self._client.pexpire(c.inner(key), px))
+        return await self._do(self.codec.touch(key, timeout))
 
     async def set_many(self, envelopes: Mapping[str, Envelope], timeout: Any) -> list[str]:
-        c = self.codec
-        px = c.px(timeout)
-        pipe = self._client.pipeline(transaction=False)
-        for key, envelope in envelopes.items():
-            if px == 0:
-                pipe.delete(c.inner(key))
-            else:
-                pipe.set(c.inner(key), c.entry_bytes(envelope), px=None if px < 0 else px)
-        await pipe.execute()
-        return []
+        return await self._do(self.codec.set_many(envelopes, timeout)) if envelopes else []
 
     async def _eval(self, keys: Sequence[Any], args: Sequence[Any]) -> Any:
-        client = self._client
         try:
-            return await client.execute_command("EVALSHA", STAMP_SHA, len(keys), *keys, *args)
+            return await self._do(self.codec.evalsha(keys, args))
         except NoScriptError:  # first call on a server
-            await client.script_load(STAMP_LUA)
-            return await client.execute_command("EVALSHA", STAMP_SHA, len(keys), *keys, *args)
+            await self._do(self.codec.script_load())
+            return await self._do(self.codec.evalsha(keys, args))
 
 
-async def _exchange(conn: Any, packed: bytes) -> Any:
-    await conn.send_packed_command((packed,))  # an iterable of chunks
-    return await conn.read_response()
+async def _exchange(conn: Any, plan: Plan) -> list[Any]:
+    """Send *plan* on *conn* and read every reply (see ``redis_py._exchange``)."""
+    await conn.send_packed_command((plan.packed,))  # an iterable of chunks
+    replies, error = [], None
+    for _ in range(plan.replies):
+        try:
+            replies.append(await conn.read_response())
+        except ResponseError as exc:  # Redis replied with an error: read the others first
+            error = error or exc
+            replies.append(None)
+    if error is not None:
+        raise error
+    return replies
 
 
 def _async_pool(url: str, pool_class: type, kwargs: dict[str, Any]) -> aioredis.ConnectionPool:

@@ -16,6 +16,11 @@ unpickling. Entries written through the store's own Django API (a pickled
 
 Tokens read from Redis stay bytes (``b"123"``): a read compares them with the
 stamp's parts as they are, never converting them.
+
+Each operation is a :class:`Plan` made here: its commands packed in RESP (a
+read's ``MGET`` packed once per set of keys), the number of replies, and what
+to make of them. The sync and the async adapter only send a plan in one round
+trip and finish it, so they cannot differ in what they send.
 """
 
 from __future__ import annotations
@@ -23,11 +28,19 @@ from __future__ import annotations
 import hashlib
 import pickle
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT
 
-__all__ = ["HEADER", "HEADER_META", "STAMP_CHUNK", "STAMP_LUA", "STAMP_SHA", "RedisCodec"]
+__all__ = [
+    "HEADER",
+    "HEADER_META",
+    "STAMP_CHUNK",
+    "STAMP_LUA",
+    "STAMP_SHA",
+    "Plan",
+    "RedisCodec",
+]
 
 HEADER = b"\x00fk1:"
 #: Entries that also carry (expiry, compute seconds) for early recomputation.
@@ -98,6 +111,30 @@ return stamp
 STAMP_SHA = hashlib.sha1(STAMP_LUA.encode()).hexdigest()
 
 
+class Plan(NamedTuple):
+    """One round trip: *packed* commands (RESP), the *replies* they get, and *finish(replies)*."""
+
+    packed: bytes
+    replies: int
+    finish: Callable[[list[Any]], Any]
+
+
+def _first(replies: list[Any]) -> Any:
+    return replies[0]
+
+
+def _none(replies: list[Any]) -> None:
+    return None
+
+
+def _true(replies: list[Any]) -> bool:
+    return True
+
+
+def _truth(replies: list[Any]) -> bool:
+    return bool(replies[0])
+
+
 def _stamp_bytes(tokens: Sequence[Any]) -> bytes:
     """The comma-joined tokens of a stamp (bytes as read from Redis, or ints)."""
     try:
@@ -120,11 +157,15 @@ class RedisCodec:
         dumps: Callable[[Any], bytes],
         loads: Callable[[bytes], Any],
         fallback_loads: Callable[[bytes], Any],
+        encoding: str = "utf-8",
+        errors: str = "strict",
     ) -> None:
         self.store = store
         self.dumps = dumps
         self.loads = loads
         self.fallback_loads = fallback_loads
+        self.encoding = encoding  # of text sent, as the store's connections encode it
+        self.errors = errors
         self._keys: dict[str, str] = {}
         # Last stamp written per tuple of version keys: the expected stamp of the next write.
         self._stamps: dict[tuple[str, ...], bytes] = {}
@@ -140,22 +181,107 @@ class RedisCodec:
             made = self._keys[key] = str(self.store.make_key(key))
         return made
 
-    def mget(self, keys: Sequence[str], encoding: str, errors: str) -> bytes:
-        """The ``MGET`` of *keys* in RESP (the store's keys, text encoded as its connections do).
+    def pack(self, *commands: Sequence[Any]) -> bytes:
+        """*commands* in RESP: each argument bytes, text (encoded) or a number."""
+        out = []
+        encoding, errors = self.encoding, self.errors
+        for command in commands:
+            out.append(b"*%d\r\n" % len(command))
+            for arg in command:
+                if type(arg) is not bytes:
+                    arg = (arg if type(arg) is str else repr(arg)).encode(encoding, errors)
+                out.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+        return b"".join(out)
 
-        Remembered per tuple of keys: a read of the same entry sends the same
-        bytes, packed once.
+    # -- plans: one round trip each ------------------------------------------------
+
+    def read(self, keys: Sequence[str], entries: int) -> Plan:
+        """One ``MGET``; the first *entries* values decoded as envelopes, the rest left as bytes.
+
+        Packed once per tuple of keys: a read of the same entry sends the same bytes.
         """
         packed = self._mgets.get(keys) if type(keys) is tuple else None  # type: ignore[arg-type]
-        if packed is not None:
-            return packed
-        args = [b"MGET", *[self.inner(k).encode(encoding, errors) for k in keys]]
-        packed = b"".join([b"*%d\r\n" % len(args), *[b"$%d\r\n%s\r\n" % (len(a), a) for a in args]])
-        if type(keys) is tuple:
-            if len(self._mgets) >= 8192:
-                self._mgets.clear()
-            self._mgets[keys] = packed
-        return packed
+        if packed is None:
+            inner = self.inner
+            packed = self.pack(("MGET", *[inner(k) for k in keys]))
+            if type(keys) is tuple:
+                if len(self._mgets) >= 8192:
+                    self._mgets.clear()
+                self._mgets[keys] = packed  # type: ignore[index]
+        decode = self.decode_entry
+
+        def finish(replies: list[Any]) -> list[Any]:
+            raws = replies[0]
+            for i in range(entries):
+                raws[i] = decode(raws[i])
+            return raws
+
+        return Plan(packed, 1, finish)
+
+    def write(self, key: str, envelope: Sequence[Any], timeout: Any, add: bool) -> Plan:
+        """One ``SET`` (``NX`` with *add*; a ``DEL`` for a timeout of 0)."""
+        px = self.px(timeout)
+        if px == 0:
+            return Plan(self.pack(("DEL", self.inner(key))), 1, _true)
+        command = ["SET", self.inner(key), self.entry_bytes(envelope)]
+        if px > 0:
+            command += ("PX", px)
+        if add:
+            command.append("NX")
+        return Plan(self.pack(command), 1, _truth)
+
+    def write_unlock(self, key: str, envelope: Sequence[Any], timeout: Any, lock: str) -> Plan:
+        """The entry's ``SET`` (or ``DEL``) and the lock's ``DEL``, pipelined."""
+        first = self.write(key, envelope, timeout, False)
+        return Plan(first.packed + self.pack(("DEL", self.inner(lock))), 2, _none)
+
+    def set_tokens(self, tokens: Mapping[str, int], timeout: float | None) -> Plan:
+        """``SET ... PX`` of each token, pipelined, no ``MULTI``."""
+        inner, px = self.inner, self.version_px(timeout)
+        tail = () if px is None else ("PX", px)
+        packed = self.pack(*[("SET", inner(k), t, *tail) for k, t in tokens.items()])
+        return Plan(packed, len(tokens), _none)
+
+    def create_tokens(self, tokens: Mapping[str, int], timeout: float | None) -> Plan:
+        """``SET NX`` + ``GET`` per key, pipelined: every key's token after the creation."""
+        inner, px = self.inner, self.version_px(timeout)
+        tail = ("NX",) if px is None else ("PX", px, "NX")
+        commands = []
+        for key, token in tokens.items():
+            commands += (("SET", inner(key), token, *tail), ("GET", inner(key)))
+        keys = list(tokens)
+
+        def finish(replies: list[Any]) -> dict[str, Any]:
+            return {k: replies[2 * i + 1] for i, k in enumerate(keys) if replies[2 * i + 1]}
+
+        return Plan(self.pack(*commands), len(commands), finish)
+
+    def delete(self, key: str) -> Plan:
+        return Plan(self.pack(("DEL", self.inner(key))), 1, _truth)
+
+    def delete_many(self, keys: Sequence[str]) -> Plan:
+        return Plan(self.pack(("DEL", *[self.inner(k) for k in keys])), 1, _none)
+
+    def touch(self, key: str, timeout: Any) -> Plan:
+        """``PEXPIRE`` (``PERSIST`` for ``None``, ``DEL`` for 0), as Django's ``touch``."""
+        px = self.px(timeout)
+        if px < 0:
+            return Plan(self.pack(("PERSIST", self.inner(key))), 1, _truth)
+        if px == 0:
+            return Plan(self.pack(("DEL", self.inner(key))), 1, _truth)
+        return Plan(self.pack(("PEXPIRE", self.inner(key), px)), 1, _truth)
+
+    def set_many(self, envelopes: Mapping[str, Sequence[Any]], timeout: Any) -> Plan:
+        """The entries' ``SET`` (envelopes whose stamps the caller read), pipelined."""
+        plans = [self.write(k, e, timeout, False) for k, e in envelopes.items()]
+        return Plan(b"".join(p.packed for p in plans), len(plans), lambda replies: [])
+
+    def evalsha(self, keys: Sequence[Any], args: Sequence[Any]) -> Plan:
+        """One call of the stamping script (the caller loads it on ``NOSCRIPT``)."""
+        return Plan(self.pack(("EVALSHA", STAMP_SHA, len(keys), *keys, *args)), 1, _first)
+
+    def script_load(self) -> Plan:
+        return Plan(self.pack(("SCRIPT", "LOAD", STAMP_LUA)), 1, _none)
 
     def px(self, timeout: Any) -> int:
         """Milliseconds to keep a key for Django *timeout*: -1 = forever; <= 0 = expire now."""

@@ -7,16 +7,18 @@ store's redis-py client (same connection pool, serializer and compressor),
 always to the primary: a replica's lag could serve an entry whose tag was
 already bumped there. The encoding is :mod:`.redis_codec`'s.
 
-* :meth:`RedisAdapter.read` is one ``MGET``, packed once per set of keys and
-  sent on a pooled connection with redis-py's own connection calls and retry
-  policy (``get_connection``, ``send_packed_command``, ``read_response``,
-  ``release``): ``execute_command`` packed the same keys again on every call
-  and recorded redis-py's OpenTelemetry metrics, about 5 µs of a 20 µs read
-  (measured, redis-py 8.1; ``Redis.mget`` cost 10 µs more). So a read does not
-  appear in redis-py's own command metrics.
-* Writes that must read the versions first run one Lua script
-  (:meth:`~RedisAdapter.stamp`); bumps and version creation are one pipeline
-  (no ``MULTI``).
+* Each call is one round trip: its commands, packed by the codec (a read's
+  ``MGET`` once per set of keys), are sent on a pooled connection with
+  redis-py's own connection calls and retry policy (``get_connection``,
+  ``send_packed_command``, ``read_response``, ``release``).
+  ``execute_command`` and redis-py's pipelines packed the same commands again
+  on every call and recorded redis-py's OpenTelemetry metrics: about 5 µs of a
+  20 µs read, and most of a bump's client CPU (measured, redis-py 8.1;
+  ``Redis.mget`` cost 10 µs more). So these calls do not appear in redis-py's
+  own command metrics.
+* A read is one ``MGET``; writes that must read the versions first run one
+  Lua script (:meth:`~RedisAdapter.stamp`); bumps and version creation are
+  one pipeline (no ``MULTI``).
 
 Its async twin (:meth:`RedisAdapter.aio`) is :mod:`.redis_asyncio`'s, on a
 ``redis.asyncio`` client built from the same connection settings.
@@ -28,7 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .base import AsyncStoreAdapter, Envelope
-from .redis_codec import STAMP_LUA, STAMP_SHA, RedisCodec, django_codec, django_redis_codec
+from .redis_codec import Plan, RedisCodec, django_codec, django_redis_codec
 
 __all__ = ["RedisAdapter", "redis_adapter"]
 
@@ -40,7 +42,8 @@ class RedisAdapter:
     the store may rebuild it); *connection* is how :mod:`.redis_asyncio`
     reaches the same server: ``(url, pool class, pool keyword arguments)``,
     or ``None`` when it cannot (sentinel, custom connection factories): the
-    async face then runs this adapter in a worker thread.
+    async face then runs this adapter in a worker thread. Each method sends
+    the codec's :class:`~.redis_codec.Plan` in one round trip.
     """
 
     stamps = True
@@ -61,31 +64,19 @@ class RedisAdapter:
         self._client = client
         self._aio: dict[int, tuple[Any, int, AsyncStoreAdapter]] = {}
 
-    def read(self, keys: Sequence[str], entries: int) -> list[Any]:
-        """One ``MGET``; the first *entries* values decoded as envelopes, the rest left as bytes."""
-        pool = self._client().connection_pool
-        options = pool.connection_kwargs
-        packed = self.codec.mget(
-            keys, options.get("encoding", "utf-8"), options.get("encoding_errors", "strict")
-        )
-        raws = self._send(pool, packed)
-        decode = self.codec.decode_entry
-        for i in range(entries):
-            raws[i] = decode(raws[i])
-        return raws
+    def _do(self, plan: Plan) -> Any:
+        """Send *plan* on a pooled connection, in one round trip; return what it makes of the replies.
 
-    @staticmethod
-    def _send(pool: Any, packed: bytes) -> Any:
-        """Send one packed command on a connection of *pool*; return its reply.
-
-        What ``Redis.execute_command`` does, minus the packing and the metrics:
-        the connection's retry policy (a connection error disconnects, then
-        retries), the maintenance reconnect, the release to the pool.
+        What ``Redis.execute_command`` (and a pipeline without ``MULTI``) does,
+        minus the packing and the metrics: the connection's retry policy (a
+        connection error disconnects, then the whole plan is sent again: every
+        plan is idempotent), the maintenance reconnect, the release to the pool.
         """
+        pool = self._client().connection_pool
         conn = pool.get_connection()
         try:
-            return conn.retry.call_with_retry(
-                lambda: _exchange(conn, packed), lambda _error: conn.disconnect()
+            replies = conn.retry.call_with_retry(
+                lambda: _exchange(conn, plan), lambda _error: conn.disconnect()
             )
         finally:
             reconnect = getattr(conn, "should_reconnect", None)
@@ -93,28 +84,19 @@ class RedisAdapter:
                 conn.disconnect()
                 conn.connect()
             pool.release(conn)
+        return plan.finish(replies)
+
+    def read(self, keys: Sequence[str], entries: int) -> list[Any]:
+        """One ``MGET``; the first *entries* values decoded as envelopes, the rest left as bytes."""
+        return self._do(self.codec.read(keys, entries))
 
     def write(self, key: str, envelope: Envelope, timeout: Any, add: bool = False) -> bool:
         """One ``SET`` (``NX`` with *add*; a ``DEL`` for a timeout of 0)."""
-        c = self.codec
-        px = c.px(timeout)
-        if px == 0:
-            self._client().delete(c.inner(key))
-            return True
-        data = c.entry_bytes(envelope)
-        return bool(self._client().set(c.inner(key), data, px=None if px < 0 else px, nx=add))
+        return self._do(self.codec.write(key, envelope, timeout, add))
 
     def write_unlock(self, key: str, envelope: Envelope, timeout: Any, lock: str) -> None:
-        """One pipeline: the entry's ``SET`` (or ``DEL``) and the lock's ``DEL``."""
-        c = self.codec
-        px = c.px(timeout)
-        pipe = self._client().pipeline(transaction=False)
-        if px == 0:
-            pipe.delete(c.inner(key))
-        else:
-            pipe.set(c.inner(key), c.entry_bytes(envelope), px=None if px < 0 else px)
-        pipe.delete(c.inner(lock))
-        pipe.execute()
+        """The entry's ``SET`` (or ``DEL``) and the lock's ``DEL``, pipelined."""
+        self._do(self.codec.write_unlock(key, envelope, timeout, lock))
 
     def stamp(
         self,
@@ -154,69 +136,42 @@ class RedisAdapter:
                 fixed[3] = stamp
 
     def set_tokens(self, tokens: Mapping[str, int], timeout: float | None) -> None:
-        """One pipeline of ``SET ... PX``, no ``MULTI``."""
-        inner, px = self.codec.inner, self.codec.version_px(timeout)
-        pipe = self._client().pipeline(transaction=False)
-        for key, token in tokens.items():
-            pipe.set(inner(key), token, px=px)
-        pipe.execute()
+        """``SET ... PX`` of each token, pipelined, no ``MULTI``."""
+        self._do(self.codec.set_tokens(tokens, timeout))
 
     def create_tokens(self, tokens: Mapping[str, int], timeout: float | None) -> dict[str, Any]:
-        """One pipeline of ``SET NX`` + ``GET`` per key."""
-        inner, px = self.codec.inner, self.codec.version_px(timeout)
-        pipe = self._client().pipeline(transaction=False)
-        for key, token in tokens.items():
-            pipe.set(inner(key), token, px=px, nx=True)
-            pipe.get(inner(key))
-        replies = pipe.execute()
-        return {k: replies[2 * i + 1] for i, k in enumerate(tokens) if replies[2 * i + 1]}
+        """``SET NX`` + ``GET`` per key, pipelined."""
+        return self._do(self.codec.create_tokens(tokens, timeout))
 
     def token(self, value: int) -> bytes:
         return str(value).encode()
 
     def delete(self, key: str) -> bool:
-        return bool(self._client().delete(self.codec.inner(key)))
+        return self._do(self.codec.delete(key))
 
     def delete_many(self, keys: Sequence[str]) -> None:
         if keys:
-            inner = self.codec.inner
-            self._client().delete(*[inner(k) for k in keys])
+            self._do(self.codec.delete_many(keys))
 
     def touch(self, key: str, timeout: Any) -> bool:
         """``PEXPIRE`` (``PERSIST`` for ``None``, ``DEL`` for 0), as Django's ``touch``."""
-        c = self.codec
-        px = c.px(timeout)
-        if px < 0:
-            return bool(self._client().persist(c.inner(key)))
-        if px == 0:
-            return bool(self._client().delete(c.inner(key)))
-        return bool(self._client().pexpire(c.inner(key), px))
+        return self._do(self.codec.touch(key, timeout))
 
     def set_many(self, envelopes: Mapping[str, Envelope], timeout: Any) -> list[str]:
-        """One pipeline of ``SET`` (entries whose stamps the caller read)."""
-        c = self.codec
-        px = c.px(timeout)
-        pipe = self._client().pipeline(transaction=False)
-        for key, envelope in envelopes.items():
-            if px == 0:
-                pipe.delete(c.inner(key))
-            else:
-                pipe.set(c.inner(key), c.entry_bytes(envelope), px=None if px < 0 else px)
-        pipe.execute()
-        return []
+        """The entries' ``SET``, pipelined."""
+        return self._do(self.codec.set_many(envelopes, timeout)) if envelopes else []
 
     def _eval(self, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """Run the stamping script (``EVALSHA``; loaded first if the server lacks it)."""
-        client = self._client()
         try:
-            return client.execute_command("EVALSHA", STAMP_SHA, len(keys), *keys, *args)
+            return self._do(self.codec.evalsha(keys, args))
         except Exception as exc:
             from redis.exceptions import NoScriptError  # cold path: first call on a server
 
             if not isinstance(exc, NoScriptError):
                 raise
-            client.script_load(STAMP_LUA)
-            return client.execute_command("EVALSHA", STAMP_SHA, len(keys), *keys, *args)
+            self._do(self.codec.script_load())
+            return self._do(self.codec.evalsha(keys, args))
 
     def aio(self) -> AsyncStoreAdapter:
         """Return the async adapter for the running event loop (one per loop and process).
@@ -234,9 +189,28 @@ class RedisAdapter:
         self._aio.clear()
 
 
-def _exchange(conn: Any, packed: bytes) -> Any:
-    conn.send_packed_command((packed,))  # an iterable of chunks
-    return conn.read_response()
+def _exchange(conn: Any, plan: Plan) -> list[Any]:
+    """Send *plan* on *conn* and read every reply; a reply that fails leaves no others unread."""
+    conn.send_packed_command((plan.packed,))  # an iterable of chunks
+    replies, error = [], None
+    for _ in range(plan.replies):
+        try:
+            replies.append(conn.read_response())
+        except Exception as exc:  # a reply error: read the others, then raise the first
+            if not _is_reply_error(exc):
+                raise
+            error = error or exc
+            replies.append(None)
+    if error is not None:
+        raise error
+    return replies
+
+
+def _is_reply_error(exc: BaseException) -> bool:
+    """True for an error Redis replied with (the connection is still in step), not a broken one."""
+    from redis.exceptions import ResponseError  # redis-py is optional: imported once in use
+
+    return isinstance(exc, ResponseError)
 
 
 def _django_redis_connection(store: Any) -> tuple[str, type, dict[str, Any]] | None:
@@ -272,7 +246,7 @@ def redis_adapter(store: Any) -> RedisAdapter | None:
 
     if isinstance(store, RedisCache):
         cache_client = store._cache
-        return RedisAdapter(
+        return _adapter(
             store,
             lambda: cache_client.get_client(None, write=True),
             django_codec(store),
@@ -290,9 +264,22 @@ def redis_adapter(store: Any) -> RedisAdapter | None:
         client, (ShardClient, HerdClient, SentinelClient)
     ):
         return None
-    return RedisAdapter(
+    return _adapter(
         store,
         lambda: client.get_client(write=True),
         django_redis_codec(store),
         _django_redis_connection(store),
     )
+
+
+def _adapter(
+    store: Any,
+    client: Callable[[], Any],
+    codec: RedisCodec,
+    connection: tuple[str, type, dict[str, Any]] | None,
+) -> RedisAdapter:
+    """The adapter, its codec encoding text as the store's connections do."""
+    options = client().connection_pool.connection_kwargs
+    codec.encoding = options.get("encoding", "utf-8")
+    codec.errors = options.get("encoding_errors", "strict")
+    return RedisAdapter(store, client, codec, connection)
