@@ -222,3 +222,30 @@ def test_a_backend_per_request_finds_the_store_adapter_warm():
             t.join()
         assert len({id(s[0]) for s in seen}) == 3  # three backends, as Django builds them
         assert len({id(s[1]) for s in seen}) == 1  # one store behind them
+
+
+def test_a_cancelled_read_never_hands_its_reply_to_the_next_call():
+    """A task cancelled while its reply is on the way: the next call on that loop gets its own."""
+    busy = redis.Redis.from_url(redis_url("store"))
+    with override_settings(CACHES=store_settings("redis")):
+        frag = caches["fragmented"]
+
+        async def scenario():
+            async with TenantContext.use_tenant("acme"):
+                await frag.aset_with_tags("a", "A", TAGS)
+                await frag.aset_with_tags("b", "B", TAGS)
+                # The server runs a script for 0.3 s: the read below is sent, its reply waits.
+                script = "local t = redis.call('TIME'); local e = t[1] * 1e6 + t[2] + 300000; "
+                script += "repeat t = redis.call('TIME') until t[1] * 1e6 + t[2] > e; return 1"
+                blocker = asyncio.get_running_loop().run_in_executor(
+                    None, lambda: busy.eval(script, 0)
+                )
+                await asyncio.sleep(0.05)
+                read = asyncio.ensure_future(frag.aget_with_tags("a", TAGS))
+                await asyncio.sleep(0.05)
+                read.cancel()
+                await blocker
+                return [await frag.aget_with_tags("b", TAGS) for _ in range(3)]
+
+        assert async_to_sync(scenario)() == ["B", "B", "B"]
+    busy.close()
