@@ -380,10 +380,26 @@ _options: dict[str, BackendOptions] = {}
 
 
 def fragmented_aliases() -> list[str]:
-    """Return the ``CACHES`` aliases whose BACKEND is ``FragmentedKeysCacheBackend``."""
-    from django.conf import settings
+    """Return the ``CACHES`` aliases whose BACKEND is ``FragmentedKeysCacheBackend``.
 
-    return [a for a, c in settings.CACHES.items() if c.get("BACKEND") in BACKEND_PATHS]
+    Read once per process (every bump asks), until ``CACHES`` changes.
+    """
+    found = _fragmented
+    if found is None:
+        from django.conf import settings
+
+        aliases = settings.CACHES.items()
+        found = [a for a, c in aliases if c.get("BACKEND") in BACKEND_PATHS]
+        _remember_aliases(found)
+    return list(found)
+
+
+_fragmented: list[str] | None = None
+
+
+def _remember_aliases(found: list[str] | None) -> None:
+    global _fragmented
+    _fragmented = found
 
 
 def alias_of(params: dict[str, Any]) -> str:
@@ -474,6 +490,7 @@ def forget_choices(setting: str) -> None:
         _resolved.clear()
     if setting == "CACHES":
         _options.clear()
+        _remember_aliases(None)
     if setting == "CACHES" and _default_alias is not None:
         from django.conf import settings
 

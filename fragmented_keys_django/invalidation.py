@@ -272,11 +272,12 @@ def apply_bumps(
             continue
         landed += [markers[(i.alias, i.tenant)] for i in group if (i.alias, i.tenant) in markers]
         _announce(group)
-    parts = [i for _, _, group in groups for i in group] + [i for i, _ in lost]
-    kept = {ref for item in parts for ref in item.outbox}  # refs of bumps that failed
-    done = [ref for ref in dict.fromkeys(landed) if ref not in kept]
-    outbox.forget(ref for ref in done if outbox.deletes_inline(ref[0]))  # in a next transaction
-    _retrier.forget([ref for ref in done if not outbox.deletes_inline(ref[0])])
+    if landed:
+        parts = [i for _, _, group in groups for i in group] + [i for i, _ in lost]
+        kept = {ref for item in parts for ref in item.outbox}  # refs of bumps that failed
+        done = [ref for ref in dict.fromkeys(landed) if ref not in kept]
+        outbox.forget(r for r in done if outbox.deletes_inline(r[0]))  # in a next transaction
+        _retrier.forget([r for r in done if not outbox.deletes_inline(r[0])])
     again = _moved_since(moved, items) if moves_left else []
     if again:  # a tenant moved store while we bumped: its new store must see the bump too
         apply_bumps(again, raise_errors=raise_errors, using=using, moves_left=moves_left - 1)

@@ -184,13 +184,18 @@ class RedisCodec:
     def pack(self, *commands: Sequence[Any]) -> bytes:
         """*commands* in RESP: each argument bytes, text (encoded) or a number."""
         out = []
-        encoding, errors = self.encoding, self.errors
+        append, encoding, errors = out.append, self.encoding, self.errors
         for command in commands:
-            out.append(b"*%d\r\n" % len(command))
+            append(b"*%d\r\n" % len(command))
             for arg in command:
-                if type(arg) is not bytes:
-                    arg = (arg if type(arg) is str else repr(arg)).encode(encoding, errors)
-                out.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+                kind = type(arg)
+                if kind is str:
+                    arg = arg.encode(encoding, errors)
+                elif kind is int:
+                    arg = b"%d" % arg
+                elif kind is not bytes:
+                    arg = repr(arg).encode()
+                append(b"$%d\r\n%s\r\n" % (len(arg), arg))
         return b"".join(out)
 
     # -- plans: one round trip each ------------------------------------------------
