@@ -13,7 +13,8 @@ The one place that knows where data lives, used by the backend, the bumps
   store keys and learnt stamps, its async clients per event loop) is made
   once per store alias and process, and every backend instance finds it
   warm. Adapters of stores Django keeps per thread (the generic path:
-  memcached clients are not thread-safe) are made once per store object.
+  memcached clients are not thread-safe) are made once per store alias and
+  thread or async context, and die with it.
 
 Everything here is forgotten when ``CACHES`` changes (:func:`reset`, from the
 ``setting_changed`` receiver in ``apps.py``).
@@ -22,8 +23,9 @@ Everything here is forgotten when ``CACHES`` changes (:func:`reset`, from the
 from __future__ import annotations
 
 import threading
-import weakref
 from typing import Any
+
+from asgiref.local import Local
 
 from . import keys as keys_mod
 from .conf import BACKEND_PATHS, BackendOptions, alias_options, get_cache
@@ -39,8 +41,9 @@ _lock = threading.Lock()
 _routes: dict[str, Route] = {}
 # Per-process adapters (Redis), by (store alias, adapter class).
 _by_name: dict[tuple[str, Any], StoreAdapter] = {}
-# Adapters of per-thread stores (the generic path), by store object.
-_by_store: weakref.WeakKeyDictionary[Any, dict[Any, StoreAdapter]] = weakref.WeakKeyDictionary()
+# Adapters of the stores Django keeps per thread and async context (the generic path),
+# in the same scope as Django's own: ``adapters`` by (store alias, adapter class).
+_by_context = [Local()]
 
 
 class Route:
@@ -164,21 +167,26 @@ def store_adapter(alias: str, name: str, adapter_class: Any = None) -> StoreAdap
 
     Chosen once per store by what it is (:func:`.stores.adapter_for`), or
     *adapter_class*. A per-process adapter (Redis) is kept per store alias;
-    others per store object (Django's per-thread instance).
+    others per store alias and thread or async context, as Django keeps the
+    store itself (its instance dies with the context, and so does the adapter).
     """
-    hit = _by_name.get((name, adapter_class))
+    key = (name, adapter_class)
+    hit = _by_name.get(key)
     if hit is not None:
         return hit
-    raw = _shared_store(alias, name)
-    per_store = _by_store.get(raw)
-    if per_store is not None and adapter_class in per_store:
-        return per_store[adapter_class]
-    adapter = adapter_for(isolate(raw), adapter_class)
-    with _lock:
-        if adapter.per_process:
-            adapter = _by_name.setdefault((name, adapter_class), adapter)
-        else:
-            _by_store.setdefault(raw, {})[adapter_class] = adapter
+    scope = _by_context[0]
+    adapters = getattr(scope, "adapters", None)
+    if adapters is None:
+        adapters = scope.adapters = {}
+    hit = adapters.get(key)
+    if hit is not None:
+        return hit
+    adapter = adapter_for(isolate(_shared_store(alias, name)), adapter_class)
+    if adapter.per_process:
+        with _lock:
+            adapter = _by_name.setdefault(key, adapter)
+    else:
+        adapters[key] = adapter
     return adapter
 
 
@@ -188,6 +196,6 @@ def reset() -> None:
         adapters = list(_by_name.values())
         _routes.clear()
         _by_name.clear()
-        _by_store.clear()
+        _by_context[0] = Local()  # every context's generic adapters are forgotten
     for adapter in adapters:
         adapter.close()

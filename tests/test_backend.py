@@ -604,8 +604,9 @@ def test_async_and_sync_share_entries(frag):
 def counting_caches(**wrapper) -> dict:
     """CACHES over the counting store; a LocMemCache subclass, so its writes land or raise.
 
-    The library recognises reliable stores by import path only, so bump
-    read-back is switched off explicitly (VERIFY_BUMPS=False).
+    The library recognises that by class (subclasses included); bump read-back
+    is also switched off explicitly (VERIFY_BUMPS=False), so the counts below
+    do not depend on it.
     """
     return {
         "default": {

@@ -102,3 +102,41 @@ def test_a_bad_store_adapter_is_reported_and_raised():
         assert "STORE_ADAPTER" in msg.msg and "no.such.Adapter" in msg.msg
         with pytest.raises(ConfigurationError, match=r"no\.such\.Adapter"):
             caches["fragmented"].get("k")
+
+
+@pytest.mark.parametrize("kind", ["locmem", "file"])
+def test_adapters_of_per_thread_stores_die_with_their_thread(kind):
+    """The generic path keeps an adapter per store and thread, as Django keeps the store: none outlives it."""
+    import gc
+    import shutil
+    import threading
+    import weakref
+
+    from .conftest import store_settings
+
+    alive = []
+    errors = []
+
+    def in_a_thread() -> None:
+        try:
+            frag = caches["fragmented"]
+            with TenantContext.use_tenant("acme"):
+                frag.set("k", 1)
+                assert frag.get("k") == 1
+            alive.append(weakref.ref(frag._adapter(None)))
+        except Exception as exc:  # reported by the test's own thread
+            errors.append(exc)
+
+    conf = store_settings(kind)
+    with override_settings(CACHES=conf):
+        for _ in range(5):
+            thread = threading.Thread(target=in_a_thread)
+            thread.start()
+            thread.join()
+        gc.collect()
+        survivors = [ref() for ref in alive]  # before CACHES changes back (that forgets all)
+    if kind == "file":
+        shutil.rmtree(conf["default"]["LOCATION"], ignore_errors=True)
+    assert errors == []
+    assert len(alive) == 5
+    assert survivors == [None] * 5
