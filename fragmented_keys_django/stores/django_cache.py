@@ -34,10 +34,8 @@ def writes_land_or_raise(store: Any) -> bool:
     try:
         from django_redis.cache import RedisCache as DjangoRedisCache
     except ImportError:  # django-redis not installed: no store can be one
-        pass
-    else:
-        reliable += (DjangoRedisCache,)
-    return isinstance(store, reliable)
+        return isinstance(store, reliable)
+    return isinstance(store, (*reliable, DjangoRedisCache))
 
 
 class DjangoCacheAdapter:
