@@ -38,6 +38,12 @@ def writes_land_or_raise(store: Any) -> bool:
     return isinstance(store, (*reliable, DjangoRedisCache))
 
 
+def _stored(envelope: Envelope) -> tuple:
+    """*envelope* as kept in a Django cache: its tokens a tuple (the format every version reads)."""
+    tokens = envelope[0]
+    return envelope if type(tokens) is tuple else (tuple(tokens), *envelope[1:])
+
+
 class DjangoCacheAdapter:
     """A :class:`~.base.StoreAdapter` over a Django cache's own API."""
 
@@ -58,13 +64,13 @@ class DjangoCacheAdapter:
     def write(self, key: str, envelope: Envelope, timeout: Any, add: bool = False) -> bool:
         """``set`` (or ``add``) of *envelope*; a ``set`` counts as written (Django returns None)."""
         if add:
-            return bool(self.store.add(key, envelope, timeout=timeout))
-        self.store.set(key, envelope, timeout=timeout)
+            return bool(self.store.add(key, _stored(envelope), timeout=timeout))
+        self.store.set(key, _stored(envelope), timeout=timeout)
         return True
 
     def write_unlock(self, key: str, envelope: Envelope, timeout: Any, lock: str) -> None:
         """``set`` of *envelope*, then ``delete`` of *lock*: two store calls."""
-        self.store.set(key, envelope, timeout=timeout)
+        self.store.set(key, _stored(envelope), timeout=timeout)
         self.store.delete(lock)
 
     def stamp(self, *args: Any) -> bool:
@@ -106,7 +112,8 @@ class DjangoCacheAdapter:
         return bool(self.store.touch(key, timeout))
 
     def set_many(self, envelopes: Mapping[str, Envelope], timeout: Any) -> list[str]:
-        return list(self.store.set_many(dict(envelopes), timeout=timeout) or ())
+        stored = {k: _stored(e) for k, e in envelopes.items()}
+        return list(self.store.set_many(stored, timeout=timeout) or ())
 
     def aio(self) -> ThreadedAsyncAdapter:
         """The async face: one ``sync_to_async`` hop per call (as Django's ``a*`` methods)."""
