@@ -613,6 +613,38 @@ def bench(plan: Plan, client: Any, log: Any) -> tuple[list[h.Row], dict[str, Any
         sql_statements(measure, plan)
         net_reads(measure, plan, frag)
 
+    # -- the protocol's driver: what running an operation as steps costs ---------
+    from fragmented_keys_django.drivers import run as drive
+    from fragmented_keys_django.policy import request as one_request
+
+    class NoStore:
+        """An adapter whose one method returns at once: only the driver is measured."""
+
+        def read(self, keys: Any, entries: int) -> Any:
+            return keys
+
+    nostore = NoStore()
+    keys = ("a", "b")
+    measure(
+        "driver",
+        [
+            h.Op(
+                "driver_direct",
+                "adapter.read called directly",
+                lambda: nostore.read(keys, 1),
+                inner=1000,
+            ),
+            h.Op(
+                "driver_steps",
+                "the same read as protocol steps, run by the sync driver",
+                lambda: drive(one_request(nostore, "read", keys, 1), nostore),
+                inner=1000,
+            ),
+        ],
+        plan.tenant_rounds,
+        "driver_direct",
+    )
+
     # -- tenant context --------------------------------------------------------
     var: contextvars.ContextVar[Any] = contextvars.ContextVar("bench", default=None)
     value = (TENANT, TENANT)

@@ -17,7 +17,8 @@ driver's own steps:
 An exception raised by a request (a store error, the loader's own) is thrown
 into the generator at its ``yield``, so the protocol's ``try``/``finally``
 blocks (releasing a stampede lock) run, and may still yield requests, on both
-drivers alike. Measured: about 0.4 µs per request of CPU over a direct call.
+drivers alike. Measured (``make bench``, the ``driver`` rows): about 0.5 µs of CPU
+per operation of one request over calling the adapter directly.
 """
 
 from __future__ import annotations
