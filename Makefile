@@ -12,7 +12,7 @@ ifdef REDIS_URL
 export REDIS_URL
 endif
 
-.PHONY: help demo test lint docs bench
+.PHONY: help demo test lint docs bench bench-asgi
 
 help:
 	@echo "make demo   - run the example project's demo (SQLite + database cache; REDIS_URL=... for Redis)"
@@ -20,6 +20,7 @@ help:
 	@echo "make lint   - ruff check + ruff format --check"
 	@echo "make docs   - build the docs into site/ (mkdocs --strict)"
 	@echo "make bench  - run benchmarks/run.py"
+	@echo "make bench-asgi - the ASGI load benchmark (uvicorn + wrk or an asyncio client)"
 
 # --- virtualenv -------------------------------------------------------------
 # bin/pip is the sentinel: Debian's python3 -m venv without ensurepip leaves a
@@ -60,3 +61,8 @@ docs: $(VENV)/.stamp-dev
 
 bench: $(VENV)/.stamp-dev
 	$(PY) benchmarks/run.py
+
+# uvicorn from the bench extra; wrk is used when installed (apt-get install wrk).
+bench-asgi: $(VENV)/.stamp-dev
+	$(PIP) install -q -e '.[bench]'
+	$(PY) benchmarks/asgi_load.py

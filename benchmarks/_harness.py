@@ -39,7 +39,17 @@ __all__ = [
     "write_atomic",
 ]
 
-HEADER = ("operation", "median µs", "p90 µs", "ratio", "vs", "Redis cmds/op", "round trips/op")
+HEADER = (
+    "operation",
+    "median µs",
+    "p90 µs",
+    "ratio",
+    "CPU µs",
+    "CPU ratio",
+    "vs",
+    "Redis cmds/op",
+    "round trips/op",
+)
 
 
 @dataclass
@@ -73,6 +83,9 @@ class Row:
     round_trips_per_op: float | None = None
     cmds: dict[str, float] = field(default_factory=dict)
     note: str = ""
+    #: Median CPU time of this process per call (``time.process_time``), µs, and its ratio.
+    cpu_median_us: float | None = None
+    cpu_ratio: float | None = None
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -87,17 +100,26 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def _rows(
-    group: str, ops: list[Op], samples: dict[str, list[float]], baseline: str | None
+    group: str,
+    ops: list[Op],
+    samples: dict[str, list[float]],
+    baseline: str | None,
+    cpu: dict[str, list[float]] | None = None,
 ) -> list[Row]:
     rows = []
     for op in ops:
         s = samples[op.key]
-        rows.append(Row(op.key, op.label, group, percentile(s, 50), percentile(s, 90), len(s)))
+        row = Row(op.key, op.label, group, percentile(s, 50), percentile(s, 90), len(s))
+        if cpu is not None:
+            row.cpu_median_us = percentile(cpu[op.key], 50)
+        rows.append(row)
     if baseline is not None:
         base = next(r for r in rows if r.key == baseline)
         for r in rows:
             r.baseline = base.operation
             r.ratio = r.median_us / base.median_us if base.median_us else None
+            if r.cpu_median_us is not None and base.cpu_median_us:
+                r.cpu_ratio = r.cpu_median_us / base.cpu_median_us
     return rows
 
 
@@ -107,15 +129,18 @@ def interleave(
     """Time *ops* round-robin for *iterations* rounds; return one :class:`Row` each.
 
     *baseline* is the key of the op the others are divided by (same run,
-    same rounds).
+    same rounds). Each sample records wall time and this process's CPU time
+    (``time.process_time_ns``: every thread of the process, not the Redis
+    server's), each reported with its median and ratio.
     """
-    perf = time.perf_counter_ns
+    perf, cpu_clock = time.perf_counter_ns, time.process_time_ns
     for op in ops:
         for _ in range(warmup):
             if op.before:
                 op.before()
             op.fn()
     samples: dict[str, list[float]] = {op.key: [] for op in ops}
+    cpu: dict[str, list[float]] = {op.key: [] for op in ops}
     n = len(ops)
     for i in range(iterations):
         for j in range(n):
@@ -124,24 +149,25 @@ def interleave(
                 op.before()
             fn, inner = op.fn, op.inner
             if inner == 1:
-                t0 = perf()
+                c0, t0 = cpu_clock(), perf()
                 fn()
-                t1 = perf()
+                t1, c1 = perf(), cpu_clock()
             else:
                 r = range(inner)
-                t0 = perf()
+                c0, t0 = cpu_clock(), perf()
                 for _ in r:
                     fn()
-                t1 = perf()
+                t1, c1 = perf(), cpu_clock()
             samples[op.key].append((t1 - t0) / inner / 1000)
-    return _rows(group, ops, samples, baseline)
+            cpu[op.key].append((c1 - c0) / inner / 1000)
+    return _rows(group, ops, samples, baseline, cpu)
 
 
 async def ainterleave(
     group: str, ops: list[Op], iterations: int, *, baseline: str | None = None, warmup: int = 3
 ) -> list[Row]:
     """:func:`interleave` inside one running event loop; coroutine functions are awaited."""
-    perf = time.perf_counter_ns
+    perf, cpu_clock = time.perf_counter_ns, time.process_time_ns
     is_async = {op.key: inspect.iscoroutinefunction(op.fn) for op in ops}
     for op in ops:
         for _ in range(warmup):
@@ -149,6 +175,7 @@ async def ainterleave(
             if is_async[op.key]:
                 await r
     samples: dict[str, list[float]] = {op.key: [] for op in ops}
+    cpu: dict[str, list[float]] = {op.key: [] for op in ops}
     n = len(ops)
     for i in range(iterations):
         for j in range(n):
@@ -157,15 +184,16 @@ async def ainterleave(
                 op.before()
             fn = op.fn
             if is_async[op.key]:
-                t0 = perf()
+                c0, t0 = cpu_clock(), perf()
                 await fn()
-                t1 = perf()
+                t1, c1 = perf(), cpu_clock()
             else:
-                t0 = perf()
+                c0, t0 = cpu_clock(), perf()
                 fn()
-                t1 = perf()
+                t1, c1 = perf(), cpu_clock()
             samples[op.key].append((t1 - t0) / 1000)
-    return _rows(group, ops, samples, baseline)
+            cpu[op.key].append((c1 - c0) / 1000)
+    return _rows(group, ops, samples, baseline, cpu)
 
 
 # -- Redis accounting ----------------------------------------------------------
@@ -294,13 +322,15 @@ def table_lines(rows: list[Row], markdown: bool = False) -> list[str]:
             _num(r.median_us, ".1f"),
             _num(r.p90_us, ".1f"),
             _num(r.ratio, ".2f") + ("x" if r.ratio is not None else ""),
+            _num(r.cpu_median_us, ".1f"),
+            _num(r.cpu_ratio, ".2f") + ("x" if r.cpu_ratio is not None else ""),
             r.baseline or "",
             _num(r.cmds_per_op, ".2f"),
             _num(r.round_trips_per_op, ".2f"),
         )
         for r in rows
     ]
-    return grid(HEADER, body, markdown, right=range(1, len(HEADER)), skip_right={4})
+    return grid(HEADER, body, markdown, right=range(1, len(HEADER)), skip_right={6})
 
 
 def grid(

@@ -39,12 +39,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import _harness as h  # noqa: E402
+import _replay  # noqa: E402
 
 RESULTS = HERE / "results"
 VALUE = os.urandom(1024)  # 1 KB values everywhere
 TAGS1 = [("User", "1")]
 TAGS3 = [("User", "1"), ("Org", "7"), ("Project", "3")]
 TAGS10 = [(f"T{i}", str(i)) for i in range(10)]
+TAGS30 = [(f"T{i}", str(i)) for i in range(30)]
 INV10 = [("Inv", str(i)) for i in range(10)]
 TENANT = "bench-tenant"
 
@@ -67,6 +69,9 @@ class Plan:
         self.tenant_rounds = 30 if quick else 300
         self.memory_entries = 1_000 if quick else 10_000
         self.count_windows = 5 if quick else 20  # of 10 calls each
+        self.replay_calls = 300 if quick else 2000  # per round, CPU with I/O replayed
+        self.replay_rounds = 5 if quick else 15
+        self.gathered = 50 if quick else 500  # requests of 10 reads gathered
 
 
 #: PostgreSQL for the save benchmarks (a database the run creates and drops itself).
@@ -159,20 +164,24 @@ def fill_dependents(frag: Any, store: Any, n: int, tags: list[tuple[str, str]]) 
     sample back through ``get_with_tags``); batching only saves the set-up time
     of 100k entries. Falls back to ``set_with_tags`` if the check fails.
     """
+    from fragmented_keys_django import protocol
+    from fragmented_keys_django.drivers import run
     from fragmented_keys_django.tags import normalize_tags
 
     specs = normalize_tags(tags)
     try:
         ek0 = frag._keys("dep:0", specs, "", None, False)[1]
-        tokens = frag._write_tokens(store, ek0, None)
+        adapter = frag._adapter(frag._tenant())
+        vt = frag.options.version_timeout
+        tokens = run(protocol.write_tokens(adapter, ek0.version_keys, vt), adapter)
         batch: dict[str, Any] = {}
         for i in range(n):
             batch[frag._keys(f"dep:{i}", specs, "", None, False)[1].entry] = (tokens, VALUE)
             if len(batch) == 5000:
-                store.set_many(batch, timeout=3600)
+                adapter.set_many(batch, 3600)
                 batch = {}
         if batch:
-            store.set_many(batch, timeout=3600)
+            adapter.set_many(batch, 3600)
         ok = all(frag.get_with_tags(f"dep:{i}", tags) == VALUE for i in (0, n // 2, n - 1))
     except (AttributeError, TypeError):
         ok = False
@@ -251,6 +260,50 @@ def bench(plan: Plan, client: Any, log: Any) -> tuple[list[h.Row], dict[str, Any
             "redis_get",
         )
 
+        # -- CPU of the sync hot path, socket I/O replayed ------------------
+        log("  cpu_replayed ...")
+        frag.set_with_tags("r30", VALUE, TAGS30)
+        pool = redis.client.get_client(write=True).connection_pool
+        replayed = _replay.compare(
+            {
+                "cpu_redis_get": lambda: redis.get("plain:get"),
+                "cpu_tenant_get": lambda: frag.get("plain"),
+                "cpu_gwt_1": lambda: frag.get_with_tags("r1", TAGS1),
+                "cpu_gwt_10": lambda: frag.get_with_tags("r10", TAGS10),
+                "cpu_gwt_30": lambda: frag.get_with_tags("r30", TAGS30),
+                "cpu_tagged_hit": lambda: item_summary(1),
+            },
+            pool,
+            calls=plan.replay_calls,
+            rounds=plan.replay_rounds,
+        )
+        labels = {
+            "cpu_redis_get": "django-redis get, CPU, I/O replayed",
+            "cpu_tenant_get": "get via fragmented alias, in a tenant, CPU, I/O replayed",
+            "cpu_gwt_1": "get_with_tags, 1 tag, CPU, I/O replayed",
+            "cpu_gwt_10": "get_with_tags, 10 tags, CPU, I/O replayed",
+            "cpu_gwt_30": "get_with_tags, 30 tags, CPU, I/O replayed",
+            "cpu_tagged_hit": "@tagged_cache hit (sync), CPU, I/O replayed",
+        }
+        base = h.percentile(replayed["cpu_redis_get"], 50)
+        for key, found in replayed.items():
+            median = h.percentile(found, 50)
+            rows.append(
+                h.Row(
+                    key,
+                    labels[key],
+                    "cpu_replayed",
+                    median,
+                    h.percentile(found, 90),
+                    len(found),
+                    baseline=labels["cpu_redis_get"],
+                    ratio=median / base,
+                    cpu_median_us=median,
+                    cpu_ratio=median / base,
+                    note="CPU µs per call with the socket I/O replayed (benchmarks/_replay.py)",
+                )
+            )
+
         # -- async: one event loop runs every call -------------------------
         log("  async ...")
         loop = asyncio.new_event_loop()
@@ -271,6 +324,26 @@ def bench(plan: Plan, client: Any, log: Any) -> tuple[list[h.Row], dict[str, Any
                 h.Op("aget_with_tags_1", "aget_with_tags, 1 tag (async)", a_gwt),
                 h.Op("tagged_hit_async", "@tagged_cache hit (async)", a_hit),
             ]
+
+            # One request making 10 reads at once (asyncio.gather): django-redis's
+            # aget runs each in the request's one worker thread, one after the other.
+            async def a_redis_gather() -> Any:
+                return await asyncio.gather(*(redis.aget("plain:get") for _ in range(10)))
+
+            async def a_gwt_gather() -> Any:
+                return await asyncio.gather(*(frag.aget_with_tags("r1", TAGS1) for _ in range(10)))
+
+            gathered = [
+                h.Op("redis_aget_x10", "django-redis aget x10, gathered (async)", a_redis_gather),
+                h.Op("aget_with_tags_x10", "aget_with_tags x10, gathered (async)", a_gwt_gather),
+            ]
+            rows.extend(
+                loop.run_until_complete(
+                    h.ainterleave(
+                        "async_gathered", gathered, plan.gathered, baseline="redis_aget_x10"
+                    )
+                )
+            )
             got = loop.run_until_complete(
                 h.ainterleave("async", ops, plan.asyncs, baseline="redis_aget")
             )
@@ -421,15 +494,67 @@ def bench(plan: Plan, client: Any, log: Any) -> tuple[list[h.Row], dict[str, Any
             plain_item.counter += 1
             plain_item.save()
 
+        ping = redis.client.get_client(write=True)
+
+        def save_plain_and_a_round_trip() -> None:
+            save_plain()
+            ping.execute_command("PING")
+
+        # Registered: the safety net and the outbox on (the defaults); a save in
+        # autocommit writes no outbox row (see the atomic() rows below).
         measure(
             "model_save",
             [
                 h.Op("model_save_plain", "model save, unregistered (SQLite)", save_plain),
                 h.Op("model_save_registered", "model save, registered (SQLite)", save_registered),
+                h.Op(
+                    "model_save_floor",
+                    "model save, unregistered, + one Redis round trip (PING): the floor (SQLite)",
+                    save_plain_and_a_round_trip,
+                ),
             ],
             plan.saves,
             "model_save_plain",
         )
+        from django.db import connections as _connections
+
+        if "pg" in _connections:
+            pg_item = Item.objects.using("pg").create(name="bench")
+            pg_plain = PlainItem.objects.using("pg").create(name="bench")
+
+            def pg_save(obj: Any) -> Any:
+                def save() -> None:
+                    obj.counter += 1
+                    obj.save(using="pg")
+
+                return save
+
+            def pg_floor() -> None:
+                pg_save(pg_plain)()
+                ping.execute_command("PING")
+
+            measure(
+                "model_save_pg",
+                [
+                    h.Op(
+                        "model_save_plain_pg",
+                        "model save, unregistered (PostgreSQL)",
+                        pg_save(pg_plain),
+                    ),
+                    h.Op(
+                        "model_save_registered_pg",
+                        "model save, registered (PostgreSQL)",
+                        pg_save(pg_item),
+                    ),
+                    h.Op(
+                        "model_save_floor_pg",
+                        "model save, unregistered, + one Redis round trip (PING): the floor (PostgreSQL)",
+                        pg_floor,
+                    ),
+                ],
+                plan.saves,
+                "model_save_plain_pg",
+            )
 
         # -- the outbox: what durability costs a save inside a transaction -----
         from django.db import connections, transaction
@@ -487,6 +612,38 @@ def bench(plan: Plan, client: Any, log: Any) -> tuple[list[h.Row], dict[str, Any
 
         sql_statements(measure, plan)
         net_reads(measure, plan, frag)
+
+    # -- the protocol's driver: what running an operation as steps costs ---------
+    from fragmented_keys_django.drivers import run as drive
+    from fragmented_keys_django.policy import request as one_request
+
+    class NoStore:
+        """An adapter whose one method returns at once: only the driver is measured."""
+
+        def read(self, keys: Any, entries: int) -> Any:
+            return keys
+
+    nostore = NoStore()
+    keys = ("a", "b")
+    measure(
+        "driver",
+        [
+            h.Op(
+                "driver_direct",
+                "adapter.read called directly",
+                lambda: nostore.read(keys, 1),
+                inner=1000,
+            ),
+            h.Op(
+                "driver_steps",
+                "the same read as protocol steps, run by the sync driver",
+                lambda: drive(one_request(nostore, "read", keys, 1), nostore),
+                inner=1000,
+            ),
+        ],
+        plan.tenant_rounds,
+        "driver_direct",
+    )
 
     # -- tenant context --------------------------------------------------------
     var: contextvars.ContextVar[Any] = contextvars.ContextVar("bench", default=None)

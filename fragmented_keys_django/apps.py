@@ -2,7 +2,30 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.apps import AppConfig
+
+
+def on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    """Forget what was derived from ``CACHES``, ``DATABASES`` or ``FRAGMENTED_KEYS`` (``override_settings``).
+
+    The one ``setting_changed`` receiver for the package's process state:
+    resolved aliases and the project settings (``conf``), the outbox tables
+    found per database, the retry queue, the routes and store adapters, and
+    the tenant stores (they name aliases that may be gone).
+    """
+    from . import conf, outbox, routing
+    from .invalidation import _retrier
+    from .tenancy.stores import reset_registry
+
+    conf.forget_choices(setting)
+    if setting in ("DATABASES", "FRAGMENTED_KEYS"):
+        outbox.reset()
+    if setting == "CACHES":
+        _retrier.reset()
+        routing.reset()
+        reset_registry()
 
 
 class FragmentedKeysConfig(AppConfig):
@@ -15,7 +38,7 @@ class FragmentedKeysConfig(AppConfig):
         from django.core.signals import setting_changed
 
         from . import checks  # noqa: F401  (registers the checks)
-        from .conf import apply_project_settings, on_setting_changed
+        from .conf import apply_project_settings
         from .tenancy import checks as _tenancy_checks  # noqa: F401  (middleware checks)
 
         apply_project_settings()

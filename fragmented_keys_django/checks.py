@@ -22,7 +22,7 @@ from typing import Any
 
 from django.core import checks
 
-from .conf import BACKEND_PATHS, BackendOptions
+from .conf import BACKEND_PATHS, alias_options
 from .exceptions import ConfigurationError
 
 _DUMMY = "django.core.cache.backends.dummy.DummyCache"
@@ -39,9 +39,8 @@ def check_caches(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMes
     for alias, conf in caches_conf.items():
         if conf.get("BACKEND") not in BACKEND_PATHS:
             continue
-        params = {k: v for k, v in conf.items() if k not in ("BACKEND", "LOCATION")}
         try:
-            opts = BackendOptions.from_params(alias, conf.get("LOCATION", ""), params)
+            opts = alias_options(alias)  # the one reader of raw CACHES entries
         except ConfigurationError as exc:
             errors.append(checks.Error(str(exc), id="fragmented_keys_django.E001", obj=alias))
             continue

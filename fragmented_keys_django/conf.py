@@ -73,6 +73,9 @@ _OPTION_DEFAULTS: dict[str, Any] = {
     # Seconds a store that failed is skipped (every call fails fast) before the
     # retry thread probes it again; see invalidation._Retrier.
     "CIRCUIT_BREAKER": 1.0,
+    # The store adapter class (or its dotted path), called with each store of the
+    # alias; None: chosen by what the store is (see fragmented_keys_django.stores).
+    "STORE_ADAPTER": None,
 }
 
 # Stores whose set/set_many either lands or raises; others get read-back checks.
@@ -214,6 +217,19 @@ def _beta(value: Any, where: str) -> float | None:
     return check_beta(value, where)
 
 
+def _adapter_class(value: Any, where: str) -> Any:
+    """The store adapter class named by *value* (a class or a dotted path), or ``None``."""
+    if value is None:
+        return None
+    cls = import_dotted(value, where) if isinstance(value, str) else value
+    if not callable(cls):
+        raise ConfigurationError(
+            f"{where} must be a store adapter class or its dotted path (see "
+            f"fragmented_keys_django.stores.StoreAdapter), got {value!r}"
+        )
+    return cls
+
+
 def _url(value: Any, where: str) -> str | None:
     if value is None:
         return None
@@ -244,6 +260,7 @@ class BackendOptions:
     shared: bool
     early_recompute: float | None
     circuit_breaker: float
+    store_adapter: Any = None
 
     @classmethod
     def from_params(cls, alias: str, location: str, params: dict[str, Any]) -> BackendOptions:
@@ -327,6 +344,7 @@ class BackendOptions:
             circuit_breaker=_seconds(
                 o["CIRCUIT_BREAKER"], f"{where}['CIRCUIT_BREAKER']", allow_none=False
             ),
+            store_adapter=_adapter_class(o["STORE_ADAPTER"], f"{where}['STORE_ADAPTER']"),
         )
 
 
@@ -339,11 +357,49 @@ def store_is_reliable(backend_path: str) -> bool:
     return backend_path in _RELIABLE_STORES
 
 
-def fragmented_aliases() -> list[str]:
-    """Return the ``CACHES`` aliases whose BACKEND is ``FragmentedKeysCacheBackend``."""
-    from django.conf import settings
+def alias_options(alias: str) -> BackendOptions:
+    """Return the parsed options of fragmented alias *alias*: ``settings.CACHES`` read once.
 
-    return [a for a, c in settings.CACHES.items() if c.get("BACKEND") in BACKEND_PATHS]
+    The one place raw ``CACHES`` entries of fragmented aliases are parsed
+    (the backend, the bumps, the tenant stores and the checks ask here);
+    remembered per process until ``CACHES`` changes. Raises
+    ``ConfigurationError`` for a bad entry, ``KeyError`` for an unknown alias.
+    """
+    hit = _options.get(alias)
+    if hit is None:
+        from django.conf import settings
+
+        conf = settings.CACHES[alias]
+        params = {k: v for k, v in conf.items() if k not in ("BACKEND", "LOCATION")}
+        hit = _options[alias] = BackendOptions.from_params(alias, conf.get("LOCATION", ""), params)
+    return hit
+
+
+# alias_options() answers, forgotten when CACHES changes.
+_options: dict[str, BackendOptions] = {}
+
+
+def fragmented_aliases() -> list[str]:
+    """Return the ``CACHES`` aliases whose BACKEND is ``FragmentedKeysCacheBackend``.
+
+    Read once per process (every bump asks), until ``CACHES`` changes.
+    """
+    found = _fragmented
+    if found is None:
+        from django.conf import settings
+
+        aliases = settings.CACHES.items()
+        found = [a for a, c in aliases if c.get("BACKEND") in BACKEND_PATHS]
+        _remember_aliases(found)
+    return list(found)
+
+
+_fragmented: list[str] | None = None
+
+
+def _remember_aliases(found: list[str] | None) -> None:
+    global _fragmented
+    _fragmented = found
 
 
 def alias_of(params: dict[str, Any]) -> str:
@@ -418,30 +474,28 @@ def _resolve_alias(name: str | None) -> str:
     )
 
 
-def on_setting_changed(*, setting: str, **kwargs: Any) -> None:
-    """Forget cached choices when ``CACHES`` or ``FRAGMENTED_KEYS`` change (``override_settings``)."""
+def forget_choices(setting: str) -> None:
+    """Forget this module's cached choices after *setting* changed (``override_settings``).
+
+    ``FRAGMENTED_KEYS``: the default alias and tenant source are installed
+    again; ``CACHES``: resolved aliases are forgotten. Called by the
+    ``setting_changed`` receiver in ``apps.py``, which resets the other
+    modules' state too.
+    """
+    global _default_alias
     if setting == "FRAGMENTED_KEYS":
         set_default_alias(None)
         apply_project_settings()
     if setting in ("CACHES", "FRAGMENTED_KEYS"):
         _resolved.clear()
-    if setting in ("DATABASES", "FRAGMENTED_KEYS"):
-        from .outbox import reset as forget_outbox_tables
-
-        forget_outbox_tables()
     if setting == "CACHES":
-        from .invalidation import _retrier
-        from .tenancy.stores import reset_registry
+        _options.clear()
+        _remember_aliases(None)
+    if setting == "CACHES" and _default_alias is not None:
+        from django.conf import settings
 
-        _retrier.reset()
-
-        reset_registry()
-        global _default_alias
-        if _default_alias is not None:
-            from django.conf import settings
-
-            if _default_alias not in settings.CACHES:
-                _default_alias = None
+        if _default_alias not in settings.CACHES:
+            _default_alias = None
 
 
 # -- project-wide settings: settings.FRAGMENTED_KEYS ---------------------------

@@ -1,6 +1,6 @@
 """Bumping tags: after the commit, in the writer's tenant, never lost.
 
-* ``bump_keys`` bumps version keys of one alias: at once in autocommit, or
+* ``dispatch`` bumps version keys of fragmented aliases: at once in autocommit, or
   queued with ``transaction.on_commit`` inside a transaction (so a rollback,
   or a rolled-back savepoint, bumps nothing; the tenant is the one current
   when the bump was asked for, not the one current at commit).
@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import atexit
+import datetime
 import logging
 import os
 import threading
@@ -26,16 +27,27 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.utils import timezone
 
 from . import keys as keys_mod
-from . import metrics, outbox
+from . import metrics, outbox, routing
 from .conf import fragmented_aliases
 from .exceptions import BumpFailed, StoreUnavailable, TenantRequired
 from .keys import is_global_tag, namespace_key, tag_version_key
-from .signals import tags_bumped, tenant_flushed
+from .routing import Route
+from .signals import sender, tags_bumped, tenant_flushed
+from .stores import StoreAdapter
 from .tags import normalize_tags
+from .tenancy import stores as tenant_stores
 from .tenancy.context import current_tenant_id, tenant_id_of
-from .transactions import CommitHook, note_pending_bump, on_commit, open_transactions
+from .transactions import (
+    CommitHook,
+    caller_thread,
+    in_caller_thread,
+    note_pending_bump,
+    on_commit,
+    open_transactions,
+)
 from .versions import abump, bump
 
 __all__ = [
@@ -143,12 +155,6 @@ class PendingBump(CommitHook):
 _hooks = threading.local()
 
 
-def _backend(alias: str) -> Any:
-    from .conf import get_cache
-
-    return get_cache(alias)
-
-
 def _placements(items: list[_Bump]) -> dict[str, Any]:
     """Check, now, the tenant config version of every alias with TENANT_STORES among *items*.
 
@@ -162,7 +168,7 @@ def _placements(items: list[_Bump]) -> dict[str, Any]:
         if item.alias in found or (item.tenant is None and not item.fanout):
             continue
         try:
-            ts = _backend(item.alias).tenant_stores
+            ts = routing.route(item.alias).tenant_stores
             if ts is not None:
                 found[item.alias] = ts.sync()
         except Exception as exc:  # the bump goes to the store known so far; logged
@@ -177,7 +183,7 @@ def _moved_since(versions: dict[str, Any], items: list[_Bump]) -> list[_Bump]:
     moved = set()
     for alias, version in versions.items():
         try:
-            if _backend(alias).tenant_stores.sync() != version:
+            if routing.route(alias).tenant_stores.sync() != version:
                 moved.add(alias)
         except Exception as exc:  # logged; the arrival bump of the move covers the rest
             metrics.record_error(alias, None, "tenant_config_check", exc)
@@ -191,34 +197,34 @@ def _expand(item: _Bump) -> list[_Bump]:
     """
     if not item.fanout:
         return [item]
-    backend = _backend(item.alias)
-    listed = backend.tenant_stores.tenants() or ()
+    listed = routing.route(item.alias).tenant_stores.tenants() or ()
     shared = replace(item, fanout=False, origin=item)
     return [shared, *(replace(shared, tenant=str(t)) for t in listed)]
 
 
 def _by_store(
     items: list[_Bump],
-) -> tuple[list[tuple[Any, Any, list[_Bump]]], list[tuple[_Bump, BaseException]]]:
-    """Group *items* by the store that holds their tenant's versions: ``(backend, store, items)``.
+) -> tuple[list[tuple[Route, StoreAdapter, list[_Bump]]], list[tuple[_Bump, BaseException]]]:
+    """Group *items* by the store that holds their tenant's versions: ``(route, adapter, items)``.
 
     Fan-out items are expanded first (one per tenant store). Also returns the
     items whose store could not be found (a tenant config source that fails),
     with the error: their bump failed like a store's. A fan-out item is
     grouped as a whole: it lands only when every part has.
     """
-    groups: dict[int, tuple[Any, Any, list[_Bump]]] = {}
+    groups: dict[int, tuple[Route, StoreAdapter, list[_Bump]]] = {}
     lost: list[tuple[_Bump, BaseException]] = []
     for item in items:
         try:
-            parts = [
-                (p, _backend(p.alias), _backend(p.alias)._store_of(p.tenant)) for p in _expand(item)
-            ]
+            parts = []
+            for p in _expand(item):
+                route = routing.route(p.alias)
+                parts.append((p, route, route.adapter(p.tenant)))
         except Exception as exc:  # kept and retried like any failed bump
             lost.append((item, exc))
             continue
-        for part, backend, store in parts:
-            groups.setdefault(id(store), (backend, store, []))[2].append(part)
+        for part, route, adapter in parts:
+            groups.setdefault(id(adapter), (route, adapter, []))[2].append(part)
     return list(groups.values()), lost
 
 
@@ -253,11 +259,11 @@ def apply_bumps(
         if raise_errors and error is None:
             error = BumpFailed(f"tag bump failed on alias {item.alias!r}: {exc}")
             error.__cause__ = exc
-    for backend, store, group in groups:
+    for route, adapter, group in groups:
         keys = [k for item in group for k in item.keys]
         try:
             _breaker_check(group)
-            bump(store, keys, backend.options.version_timeout, backend.verify_bumps_on(store))
+            bump(adapter, keys, route.options.version_timeout, route.verify(adapter))
         except Exception as exc:  # an invalidation is never dropped: kept until it lands
             _failed(group, exc, using, markers)
             if raise_errors and error is None:
@@ -266,11 +272,12 @@ def apply_bumps(
             continue
         landed += [markers[(i.alias, i.tenant)] for i in group if (i.alias, i.tenant) in markers]
         _announce(group)
-    parts = [i for _, _, group in groups for i in group] + [i for i, _ in lost]
-    kept = {ref for item in parts for ref in item.outbox}  # refs of bumps that failed
-    done = [ref for ref in dict.fromkeys(landed) if ref not in kept]
-    outbox.forget(ref for ref in done if outbox.deletes_inline(ref[0]))  # in a next transaction
-    _retrier.forget([ref for ref in done if not outbox.deletes_inline(ref[0])])
+    if landed:
+        parts = [i for _, _, group in groups for i in group] + [i for i, _ in lost]
+        kept = {ref for item in parts for ref in item.outbox}  # refs of bumps that failed
+        done = [ref for ref in dict.fromkeys(landed) if ref not in kept]
+        outbox.forget(r for r in done if outbox.deletes_inline(r[0]))  # in a next transaction
+        _retrier.forget([r for r in done if not outbox.deletes_inline(r[0])])
     again = _moved_since(moved, items) if moves_left else []
     if again:  # a tenant moved store while we bumped: its new store must see the bump too
         apply_bumps(again, raise_errors=raise_errors, using=using, moves_left=moves_left - 1)
@@ -279,20 +286,23 @@ def apply_bumps(
 
 
 async def aapply_bumps(items: list[_Bump]) -> None:
-    """Async twin of :func:`apply_bumps` (native async code: no transaction, no markers)."""
+    """Async twin of :func:`apply_bumps` (native async code: no transaction, no markers).
+
+    Each store's bumps are one round trip on its async adapter (no thread on
+    Redis). Only a failure hops to a thread: keeping the bump in the outbox
+    is a database write (Django's database layer is sync-only).
+    """
     groups, lost = _by_store(items)
     for item, exc in lost:
         await sync_to_async(_failed, thread_sensitive=True)([item], exc, None, {})
-    for backend, store, group in groups:
+    for route, adapter, group in groups:
         keys = [k for item in group for k in item.keys]
         try:
             _breaker_check(group)
-            await abump(
-                store, keys, backend.options.version_timeout, backend.verify_bumps_on(store)
-            )
-        except Exception as exc:  # as in apply_bumps; the outbox is a database: a thread hop
+            await abump(adapter.aio(), keys, route.options.version_timeout, route.verify(adapter))
+        except Exception as exc:  # as in apply_bumps
             await sync_to_async(_failed, thread_sensitive=True)(group, exc, None, {})
-            if backend.options.strict:
+            if route.options.strict:
                 raise BumpFailed(f"tag bump failed on alias {group[0].alias!r}: {exc}") from exc
             continue
         _announce(group)
@@ -351,7 +361,7 @@ def bump_now(
     for alias, tenant, keys, tags, fanout in entries:
         flush = keys is None
         if flush:
-            keys = [namespace_key(_backend(alias).options.prefix, tenant)]
+            keys = [namespace_key(routing.route(alias).options.prefix, tenant)]
         tags = tuple(map(tuple, tags or ()))
         items.append(_Bump(alias, tenant, list(keys), tags, flush, fanout=fanout))
     failed: set[int] = set()
@@ -360,10 +370,10 @@ def bump_now(
         metrics.record_store_error(item.alias, item.tenant, "outbox_drain", exc)
         errors.append(f"alias {item.alias!r}: {exc}")
         failed.add(id(item))
-    for backend, store, group in groups:
+    for route, adapter, group in groups:
         try:
             keys = [k for item in group for k in item.keys]
-            bump(store, keys, backend.options.version_timeout, backend.verify_bumps_on(store))
+            bump(adapter, keys, route.options.version_timeout, route.verify(adapter))
         except Exception as exc:  # left in the outbox for a later drain
             metrics.record_store_error(group[0].alias, None, "outbox_drain", exc)
             errors.append(f"alias {group[0].alias!r}: {exc}")
@@ -371,6 +381,61 @@ def bump_now(
             continue
         _announce(group)
     return [id(item) not in failed for item in items]
+
+
+def drain_outbox(
+    older_than: float = 0.0,
+    markers_older_than: float | None = None,
+    using: Iterable[str] | None = None,
+    batch: int = 500,
+) -> outbox.DrainReport:
+    """Apply and delete outbox rows older than *older_than* seconds; return a :class:`DrainReport`.
+
+    Each row's version keys are bumped (a marker, whose keys are unknown,
+    flushes its tenant's namespace) in its alias's store, one ``set_many``
+    per store and batch; rows whose bump fails are left for a later drain.
+    Markers are taken only once older than *markers_older_than* seconds
+    (default: the larger of *older_than* and :data:`MARKER_GRACE`): younger
+    ones belong to transactions whose process is writing the bump now. Rows
+    naming an alias no longer in ``CACHES`` are deleted with a warning.
+    """
+    report = outbox.DrainReport()
+    aliases = set(fragmented_aliases())
+    now = timezone.now()
+    grace = (
+        max(older_than, outbox.MARKER_GRACE) if markers_older_than is None else markers_older_than
+    )
+    keyed_before = now - datetime.timedelta(seconds=older_than)
+    marked_before = now - datetime.timedelta(seconds=grace)
+    for db in list(using) if using is not None else outbox.databases():
+        last = 0
+        while True:
+            rows = outbox.pending(db, keyed_before, marked_before, after=last, limit=batch)
+            if not rows:
+                break
+            last = rows[-1].pk
+            waiting = outbox.waiting(db)  # applied already, their DELETE waits (SQLite)
+            rows = [row for row in rows if row.pk not in waiting]
+            done: list[outbox.Ref | None] = []
+            for row in rows:
+                if row.alias not in aliases:
+                    logger.warning(
+                        "dropping outbox row %s: alias %r is not in CACHES", row.pk, row.alias
+                    )
+                    report.dropped += 1
+                    done.append((db, row.pk))
+            todo = [row for row in rows if row.alias in aliases]
+            landed = bump_now(
+                [(r.alias, r.tenant, r.keys, r.tags, r.fanout) for r in todo], report.errors
+            )
+            for row, ok in zip(todo, landed, strict=True):
+                if ok:
+                    report.applied += 1
+                    done.append((db, row.pk))
+                else:
+                    report.failed += 1
+            outbox.forget(done)
+    return report
 
 
 def _breaker_check(group: list[_Bump]) -> None:
@@ -396,7 +461,7 @@ def keep_flush(alias: str, tenant: str | None) -> None:
     tenant's entries are not served here. No database or store call is made
     on the caller's path: the retry thread keeps the flush in the outbox.
     """
-    key = namespace_key(_backend(alias).options.prefix, tenant)
+    key = namespace_key(routing.route(alias).options.prefix, tenant)
     _retrier.add_flush(_Bump(alias, tenant, [key], (), True, unsaved=True))
 
 
@@ -404,14 +469,12 @@ def _announce(group: list[_Bump]) -> None:
     """Send ``tags_bumped`` / ``tenant_flushed`` for landed bumps; a receiver's error is logged."""
     if not (tenant_flushed.receivers or tags_bumped.receivers):
         return
-    from .backend import FragmentedKeysCacheBackend as sender
-
     for item in group:
         try:
             if item.flush:
-                tenant_flushed.send(sender, alias=item.alias, tenant=item.tenant)
+                tenant_flushed.send(sender(), alias=item.alias, tenant=item.tenant)
             else:
-                tags_bumped.send(sender, alias=item.alias, tenant=item.tenant, tags=item.tags)
+                tags_bumped.send(sender(), alias=item.alias, tenant=item.tenant, tags=item.tags)
         except Exception as exc:  # the bump has landed; a receiver's bug must not undo that
             metrics.record_error(
                 item.alias, item.tenant, "bump_signal", exc, what="signal receiver failed"
@@ -438,29 +501,13 @@ def _queue_on_commit(conn: Any, items: list[_Bump]) -> None:
     note_pending_bump(conn)
 
 
-def bump_keys(
-    backend: Any,
-    tenant: str | None,
-    keys: list[str],
-    *,
-    tags: Iterable[Any] = (),
-    flush: bool = False,
-    using: str | None = None,
-) -> None:
-    """Bump *keys* of *backend*'s store: now, or after the commit of the open transaction(s).
+def dispatch(items: list[_Bump], strict: bool, using: str | None) -> None:
+    """Apply *items* now (one round trip per store), or queue them for the commit.
 
     *using* limits the transaction considered to that database (the database
     a model row was written to); otherwise every open transaction of this
     thread defers the bump.
     """
-    spec_tags = tuple((s.name, s.instance) for s in normalize_tags(tags)) if tags else ()
-    _dispatch(
-        [_Bump(backend.alias, tenant, list(keys), spec_tags, flush)], backend.options.strict, using
-    )
-
-
-def _dispatch(items: list[_Bump], strict: bool, using: str | None) -> None:
-    """Apply *items* now (one round trip per store), or queue them for the commit."""
     conns = open_transactions()
     if using is not None:
         conns = [c for c in conns if c.alias == using]
@@ -475,38 +522,50 @@ def _dispatch(items: list[_Bump], strict: bool, using: str | None) -> None:
         _queue_on_commit(conn, [replace(item) for item in items] if len(conns) > 1 else items)
 
 
-async def abump_keys(
-    backend: Any,
-    tenant: str | None,
-    keys: list[str],
-    *,
-    tags: Iterable[Any] = (),
-    flush: bool = False,
-) -> None:
-    """Async twin of :func:`bump_keys`; async code holds no transaction, so it bumps at once."""
-    spec_tags = tuple((s.name, s.instance) for s in normalize_tags(tags)) if tags else ()
-    await aapply_bumps([_Bump(backend.alias, tenant, list(keys), spec_tags, flush)])
+def _dispatch_in_transaction(items: list[_Bump], strict: bool) -> bool:
+    """Queue *items* on this thread's open transaction(s), if any; return True if it did."""
+    if not open_transactions():
+        return False
+    dispatch(items, strict, None)
+    return True
 
 
-def tag_bumps(backend: Any, tenant: str | None, pairs: list[tuple[str, str]]) -> list[_Bump]:
-    """Return the bumps of tags *pairs* on *backend* in *tenant*.
+async def adispatch(items: list[_Bump], strict: bool) -> None:
+    """Async twin of :func:`dispatch`: native async code holds no transaction, so bump now.
+
+    Called through ``async_to_sync`` from a sync thread inside ``atomic()``, the
+    bump waits for that thread's commit, as :func:`dispatch` makes it (one hop
+    to that thread to find out).
+    """
+    if caller_thread() and await in_caller_thread(_dispatch_in_transaction, items, strict):
+        return
+    await aapply_bumps(items)
+
+
+def flush_bump(route: Route, tenant: str | None) -> _Bump:
+    """The bump of *tenant*'s namespace on *route*'s alias: ``clear()``, ``invalidate_tenant()``."""
+    return _Bump(route.alias, tenant, [namespace_key(route.options.prefix, tenant)], (), True)
+
+
+def tag_bumps(route: Route, tenant: str | None, pairs: list[tuple[str, str]]) -> list[_Bump]:
+    """Return the bumps of tags *pairs* on *route*'s alias in *tenant*.
 
     A global tag's version lives in the public namespace: its bump is the
     public namespace's (``tenant=None``), whatever tenant asked for it, so
     that a failure bypasses, and a drained outbox marker reaches, every
     tenant. A ``SHARED`` alias has one namespace for every tenant.
     """
-    where = None if backend.options.shared else tenant
-    prefix = backend.options.prefix
+    where = None if route.options.shared else tenant
+    prefix = route.options.prefix
     scoped = [(n, i) for n, i in pairs if not is_global_tag(n)]
     common = [(n, i) for n, i in pairs if is_global_tag(n)]
     items = []
     if scoped:
         keys = [tag_version_key(prefix, where, n, i) for n, i in scoped]
-        items.append(_Bump(backend.alias, where, keys, tuple(scoped)))
+        items.append(_Bump(route.alias, where, keys, tuple(scoped)))
     if common:
         keys = [tag_version_key(prefix, None, n, i) for n, i in common]
-        items.append(_Bump(backend.alias, None, keys, tuple(common)))
+        items.append(_Bump(route.alias, None, keys, tuple(common)))
     return items
 
 
@@ -532,19 +591,19 @@ def bump_tags(
     pairs = [(s.name, s.instance) for s in specs]
     # Every alias: each routes the tenant to its own store (TENANT_STORES) and
     # PREFIX; identical keys on one store are written once (apply_bumps).
-    backends = [_backend(a) for a in (aliases if aliases is not None else fragmented_aliases())]
+    routes = [routing.route(a) for a in (aliases if aliases is not None else fragmented_aliases())]
     # Check every alias before bumping any: a refusal must not leave half the bumps queued.
-    _check(backends, specs, tid)
+    _check(routes, specs, tid)
     by_strictness: dict[bool, list[_Bump]] = {}
-    for backend in backends:
-        by_strictness.setdefault(backend.options.strict, []).extend(tag_bumps(backend, tid, pairs))
+    for route in routes:
+        by_strictness.setdefault(route.options.strict, []).extend(tag_bumps(route, tid, pairs))
     # Every alias in one go: one round trip per store, not per alias.
     for strict, items in by_strictness.items():
-        _dispatch(items, strict, using)
+        dispatch(items, strict, using)
     return len(specs)
 
 
-def _check(backends: list[Any], specs: list[Any], tid: str | None) -> None:
+def _check(routes: list[Route], specs: list[Any], tid: str | None) -> None:
     """Raise what bumping *specs* in tenant *tid* on *backends* would refuse.
 
     ``TenantRequired`` for tenant-scoped tags with no tenant on an alias that
@@ -552,17 +611,16 @@ def _check(backends: list[Any], specs: list[Any], tid: str | None) -> None:
     ``TENANT_STORES``.
     """
     pairs = [(s.name, s.instance) for s in specs]
-    for backend in backends:
-        if backend.options.tenant_stores is not None:
-            backend._no_global_tags(specs)
+    for route in routes:
+        route.no_global_tags(specs)
         if (
             tid is None
-            and not backend.options.shared
-            and backend.options.tenant_required
+            and not route.options.shared
+            and route.options.tenant_required
             and not all(is_global_tag(n) for n, _ in pairs)
         ):
             raise TenantRequired(
-                f"Bumping {pairs[:3]} on alias {backend.alias!r}, which requires a tenant, but "
+                f"Bumping {pairs[:3]} on alias {route.alias!r}, which requires a tenant, but "
                 f"none is current: the right tenant's entries would stay stale. Run it inside "
                 f"TenantContext.use_tenant(...); for a model, register it with "
                 f"ModelTagManager.register_model(Model, tenant_field='tenant_id') if each row "
@@ -578,10 +636,10 @@ def bump_refusals() -> tuple[bool, bool]:
     not ``SHARED``); the second when an alias has ``TENANT_STORES`` and
     global tags are registered. Both False: :func:`check_bump` cannot raise.
     """
-    backends = [_backend(a) for a in fragmented_aliases()]
+    options = [routing.route(a).options for a in fragmented_aliases()]
     return (
-        any(b.options.tenant_required and not b.options.shared for b in backends),
-        bool(keys_mod._global_tags) and any(b.options.tenant_stores is not None for b in backends),
+        any(o.tenant_required and not o.shared for o in options),
+        bool(keys_mod._global_tags) and any(o.tenant_stores is not None for o in options),
     )
 
 
@@ -594,7 +652,7 @@ def check_bump(tags: Iterable[Any], tenant: str | None) -> None:
     """
     specs = [s for s in normalize_tags(tags) if not s.constant]
     if specs:
-        _check([_backend(a) for a in fragmented_aliases()], specs, tenant)
+        _check([routing.route(a) for a in fragmented_aliases()], specs, tenant)
 
 
 # -- retrying failed bumps ---------------------------------------------------
@@ -749,7 +807,7 @@ class _Retrier:
                 # A public flush would not reach what public bumps also carry: the
                 # versions every tenant reads (global tags, the safety net's).
                 continue
-            prefix = _backend(alias).options.prefix
+            prefix = routing.route(alias).options.prefix
             dropped = [i for i in self._pending if (i.alias, i.tenant) == (alias, tenant)]
             kept = [i for i in self._pending if (i.alias, i.tenant) != (alias, tenant)]
             space = dropped[0].space if dropped else _space(alias, tenant)
@@ -897,7 +955,7 @@ class _Retrier:
             return
         self._next_orphans = now + self.orphans_every
         try:
-            report = outbox.drain(
+            report = drain_outbox(
                 older_than=outbox.MARKER_GRACE, markers_older_than=outbox.MARKER_GRACE
             )
         except Exception as exc:  # the database is down: next time
@@ -922,7 +980,7 @@ class _Retrier:
             generation = self._generation
         for space, (alias, tenant) in recovering.items():
             try:
-                _backend(alias)._store_of(tenant).get(namespace_key("probe", None))
+                routing.route(alias).adapter(tenant).read([namespace_key("probe", None)], 0)
             except Exception as exc:  # still down: stay open, probe again later
                 metrics.record_store_error(alias, tenant, "recover_probe", exc)
                 with self._lock:
@@ -933,7 +991,7 @@ class _Retrier:
                 # Every row, markers of any age too: a process may have died with its
                 # bump hanging on this store moments ago (a marker drained while its
                 # writer still bumps costs an extra flush, never a stale read).
-                report = outbox.drain(older_than=0.0, markers_older_than=0.0)
+                report = drain_outbox(older_than=0.0, markers_older_than=0.0)
             except Exception as exc:  # the database is down too: keep bypassing, try again
                 metrics.record_error(alias, tenant, "outbox_drain", exc, what="outbox")
                 continue
@@ -957,13 +1015,9 @@ class _Retrier:
             moved = _placements([item])
             for _ in range(3):  # again if the tenant moved store meanwhile
                 for part in _expand(item):
-                    backend = _backend(part.alias)
-                    store = backend._store_of(part.tenant)
-                    timeout, verify = (
-                        backend.options.version_timeout,
-                        backend.verify_bumps_on(store),
-                    )
-                    bump(store, part.keys, timeout, verify)
+                    route = routing.route(part.alias)
+                    adapter = route.adapter(part.tenant)
+                    bump(adapter, part.keys, route.options.version_timeout, route.verify(adapter))
                 if not _moved_since(moved, [item]):
                     break
                 moved = _placements([item])
@@ -1002,7 +1056,7 @@ class _Retrier:
 def _breaker_seconds(alias: str) -> float:
     """The alias's ``CIRCUIT_BREAKER``: seconds a failed store is skipped before a probe."""
     try:
-        return float(_backend(alias).options.circuit_breaker)
+        return float(routing.route(alias).options.circuit_breaker)
     except Exception:  # a misconfigured or removed alias: the default
         from .conf import _OPTION_DEFAULTS
 
@@ -1038,7 +1092,7 @@ def _space(alias: str, tenant: str | None) -> tuple:
     fails): the tenant is then suspect wherever its versions live.
     """
     try:
-        return _backend(alias).version_space(tenant)
+        return routing.route(alias).version_space(tenant)
     except Exception as exc:  # logged and counted; the caller's bypass covers every store
         metrics.record_error(alias, tenant, "version_space", exc, what="tenant store lookup failed")
         return _ANY_SPACE
@@ -1071,6 +1125,7 @@ def note_store_error(alias: str, tenant: str | None) -> None:
     _retrier.recover(alias, tenant)
 
 
+tenant_stores.on_lost_arrival(retry_flush)
 os.register_at_fork(after_in_child=lambda: _retrier._after_fork())
 # Markers of landed bumps still queued at a normal exit: deleted, not left for a drain.
 atexit.register(lambda: (_retrier.forget_now(), outbox.forget_deferred()))

@@ -20,7 +20,7 @@ hash tag so that everything one read needs sits in one slot)::
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -63,6 +63,11 @@ class EntryKeys:
 
     entry: str
     version_keys: tuple[str, ...]
+    #: ``(entry, *version_keys)``: what one read fetches, in that order.
+    read_keys: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "read_keys", (self.entry, *self.version_keys))
 
 
 def encode_parts(*parts: str | int | None) -> bytes:
@@ -154,7 +159,7 @@ def net_version_key(prefix: str, tenant: str | None, name: str) -> str:
 
 #: Inputs longer than this (characters) are not memoised: keys can carry
 #: user-controlled data, and a memo of them would grow with it.
-_MEMO_CHARS = 512
+_MEMO_CHARS = 1024
 
 
 def tag_version_key(prefix: str, tenant: str | None, name: str, instance: str) -> str:
@@ -188,11 +193,21 @@ def entry_keys(
 
     *key* is the caller's key after the alias's ``KEY_FUNCTION``; *tags* must
     already be canonical (sorted, deduplicated: see ``tags.normalize_tags``).
-    Results for short inputs are memoised (the hot path of repeated reads).
+    Results are memoised (the hot path of repeated reads) whatever the number
+    of tags, for inputs of at most :data:`_MEMO_CHARS` characters in all (their
+    size is measured once, when they are first seen).
     """
-    if len(key) + len(tenant or "") + len(group_id) <= _MEMO_CHARS and len(tags) <= 16:
-        return _entry_keys_memo(prefix, tenant, epoch, key, group_id, tags)
-    return _entry_keys(prefix, tenant, epoch, key, group_id, tags)
+    memo_key = (prefix, tenant, epoch, key, group_id, tags)
+    hit = _entry_memo.get(memo_key)
+    if hit is not None:
+        return hit
+    made = _entry_keys(prefix, tenant, epoch, key, group_id, tags)
+    size = len(key) + len(tenant or "") + len(group_id)
+    if size + sum(len(t.name) + len(t.instance) for t in tags) <= _MEMO_CHARS:
+        if len(_entry_memo) >= _ENTRY_MEMO_SIZE:
+            _entry_memo.clear()
+        _entry_memo[memo_key] = made
+    return made
 
 
 def _entry_keys(
@@ -229,13 +244,15 @@ def _append_net_keys(
         vkeys.append(net_version_key(prefix, None, name))
 
 
-_entry_keys_memo = lru_cache(maxsize=16384)(_entry_keys)
+#: Remembered entry keys: ``(prefix, tenant, epoch, key, group_id, tags) -> EntryKeys``.
+_entry_memo: dict[tuple, EntryKeys] = {}
+_ENTRY_MEMO_SIZE = 16384
 
 
 def clear_memos() -> None:
     """Forget memoised keys (after registering a global tag or changing the netted names)."""
     _tag_version_key_memo.cache_clear()
-    _entry_keys_memo.cache_clear()
+    _entry_memo.clear()
 
 
 def lock_key(entry_key: str) -> str:

@@ -11,6 +11,8 @@ import logging
 import threading
 from collections import Counter
 
+from .signals import sender, store_failed
+
 __all__ = ["count", "record_error", "record_store_error", "reset", "snapshot"]
 
 logger = logging.getLogger("fragmented_keys_django")
@@ -58,12 +60,9 @@ def record_error(
         extra={"alias": alias, "tenant": tenant, "operation": operation},
         exc_info=exc if level >= logging.ERROR else None,
     )
-    from .backend import FragmentedKeysCacheBackend
-    from .signals import store_failed
-
     if store_failed.receivers:
         store_failed.send(
-            FragmentedKeysCacheBackend,
+            sender(),
             alias=alias,
             tenant=tenant,
             operation=operation,

@@ -30,7 +30,7 @@ still costs one ``MGET``.
   and to every tenant store the config source lists; a source that cannot
   list its tenants is refused (system check ``fragmented_keys_django.E021``,
   and the write itself raises ``ConfigurationError`` before it runs).
-* **When.** Like every bump (``invalidation._dispatch``): at once in
+* **When.** Like every bump (``invalidation.dispatch``): at once in
   autocommit, after the commit of the statement's connection inside
   ``atomic()`` (a rolled-back transaction or savepoint bumps nothing), and the
   transaction counts as dirty meanwhile (tagged reads in it bypass the cache).
@@ -62,8 +62,8 @@ from django.db.backends.signals import connection_created
 from django.db.models.signals import m2m_changed, post_save, pre_delete, pre_save
 from django.dispatch import dispatcher
 
-from . import invalidation, keys, precise
-from .conf import fragmented_aliases, get_cache, project_settings
+from . import invalidation, keys, precise, routing
+from .conf import fragmented_aliases, project_settings
 from .exceptions import ConfigurationError
 from .model_tags import ModelTagManager
 from .signals import model_registry_changed
@@ -246,8 +246,8 @@ def unlistable_aliases() -> list[str]:
 
     out = []
     for alias in fragmented_aliases():
-        backend = get_cache(alias)
-        ts = None if backend.options.shared else backend.tenant_stores
+        route = routing.route(alias)
+        ts = None if route.options.shared else route.tenant_stores
         if ts is None:
             continue
         source = ts.source
@@ -382,26 +382,26 @@ def _dispatch_targets(targets: set[tuple[str, str | None]], using: str | None) -
     """Bump *targets* in every fragmented alias: now, or after the commit on *using*."""
     by_strictness: dict[bool, list[Any]] = {}
     for alias in fragmented_aliases():
-        backend = get_cache(alias)
-        items = by_strictness.setdefault(backend.options.strict, [])
-        items.extend(_items(backend, targets))
+        route = routing.route(alias)
+        items = by_strictness.setdefault(route.options.strict, [])
+        items.extend(_items(route, targets))
     for strict, items in by_strictness.items():
-        invalidation._dispatch(items, strict, using)
+        invalidation.dispatch(items, strict, using)
 
 
-def _items(backend: Any, targets: set[tuple[str, str | None]]) -> list[Any]:
-    """Return the bumps of *targets* on *backend*: one per tenant (and tenant store) reached."""
-    prefix = backend.options.prefix
+def _items(route: routing.Route, targets: set[tuple[str, str | None]]) -> list[Any]:
+    """Return the bumps of *targets* on *route*'s alias: one per tenant (and tenant store) reached."""
+    options = route.options
     by_tenant: dict[str | None, list[str]] = {}
     for name, tenant in sorted(targets, key=lambda t: (t[0], t[1] or "")):
-        where = None if backend.options.shared else tenant
-        by_tenant.setdefault(where, []).append(keys.net_version_key(prefix, where, name))
+        where = None if options.shared else tenant
+        by_tenant.setdefault(where, []).append(keys.net_version_key(options.prefix, where, name))
     # The "all tenants" versions live in each store a tenant reads from: with
     # TENANT_STORES they fan out, the tenants listed when the bump is written
     # (after the commit; a listing that fails is retried like a store outage).
-    fans = not backend.options.shared and backend.options.tenant_stores is not None
+    fans = not options.shared and options.tenant_stores is not None
     return [
-        invalidation._Bump(backend.alias, t, ks, fanout=fans and t is None)
+        invalidation._Bump(route.alias, t, ks, fanout=fans and t is None)
         for t, ks in by_tenant.items()
     ]
 

@@ -17,7 +17,7 @@ Where a bump can be lost, and what covers it:
   so a process killed between that commit and the bump's round trip loses
   it: the one window left (see ``docs/guarantees.md``).
 
-Rows are drained (bumped, then deleted) by :func:`drain`: the retry thread of
+Rows are drained (bumped, then deleted) by ``invalidation.drain_outbox``: the retry thread of
 a process that saw a store error (before it serves that store again),
 ``manage.py fk_outbox --drain``, or ``fragmented_keys_django.tasks.drain_outbox``
 on a Celery beat schedule.
@@ -41,7 +41,7 @@ from django.utils import timezone
 
 from . import metrics
 
-__all__ = ["DrainReport", "available", "drain", "forget", "mark", "record", "reset"]
+__all__ = ["DrainReport", "available", "forget", "mark", "record", "reset"]
 
 logger = logging.getLogger("fragmented_keys_django")
 
@@ -280,7 +280,7 @@ def purged(using: str, ids: Iterable[int]) -> None:
             waiting.difference_update(ids)
 
 
-def _waiting(using: str) -> set[int]:
+def waiting(using: str) -> set[int]:
     with _deferred_lock:
         return set(_deferred.get(using, ()))
 
@@ -410,59 +410,3 @@ def _from_db(model_field: Any, value: Any, conn: Any) -> Any:
 def databases() -> list[str]:
     """Return the database aliases that have the outbox table."""
     return [db for db in connections if available(db)]
-
-
-def drain(
-    older_than: float = 0.0,
-    markers_older_than: float | None = None,
-    using: Iterable[str] | None = None,
-    batch: int = 500,
-) -> DrainReport:
-    """Apply and delete outbox rows older than *older_than* seconds; return a :class:`DrainReport`.
-
-    Each row's version keys are bumped (a marker, whose keys are unknown,
-    flushes its tenant's namespace) in its alias's store, one ``set_many``
-    per store and batch; rows whose bump fails are left for a later drain.
-    Markers are taken only once older than *markers_older_than* seconds
-    (default: the larger of *older_than* and :data:`MARKER_GRACE`): younger
-    ones belong to transactions whose process is writing the bump now. Rows
-    naming an alias no longer in ``CACHES`` are deleted with a warning.
-    """
-    from .conf import fragmented_aliases
-    from .invalidation import bump_now
-
-    report = DrainReport()
-    aliases = set(fragmented_aliases())
-    now = timezone.now()
-    grace = max(older_than, MARKER_GRACE) if markers_older_than is None else markers_older_than
-    keyed_before = now - datetime.timedelta(seconds=older_than)
-    marked_before = now - datetime.timedelta(seconds=grace)
-    for db in list(using) if using is not None else databases():
-        last = 0
-        while True:
-            rows = pending(db, keyed_before, marked_before, after=last, limit=batch)
-            if not rows:
-                break
-            last = rows[-1].pk
-            waiting = _waiting(db)  # applied already, their DELETE waits (SQLite)
-            rows = [row for row in rows if row.pk not in waiting]
-            done: list[Ref | None] = []
-            for row in rows:
-                if row.alias not in aliases:
-                    logger.warning(
-                        "dropping outbox row %s: alias %r is not in CACHES", row.pk, row.alias
-                    )
-                    report.dropped += 1
-                    done.append((db, row.pk))
-            todo = [row for row in rows if row.alias in aliases]
-            landed = bump_now(
-                [(r.alias, r.tenant, r.keys, r.tags, r.fanout) for r in todo], report.errors
-            )
-            for row, ok in zip(todo, landed, strict=True):
-                if ok:
-                    report.applied += 1
-                    done.append((db, row.pk))
-                else:
-                    report.failed += 1
-            forget(done)
-    return report

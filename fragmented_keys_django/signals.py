@@ -21,6 +21,8 @@ arguments: ``alias`` (the fragmented cache alias), ``tenant`` (tenant id or
 Receivers run in the caller's thread; keep them cheap.
 """
 
+from __future__ import annotations
+
 from django.dispatch import Signal
 
 cache_hit = Signal()
@@ -31,11 +33,28 @@ store_failed = Signal()
 entry_stored = Signal()
 model_registry_changed = Signal()
 
+# The class every signal but model_registry_changed is sent by. The backend
+# module names itself at import (use_sender), so modules below it (metrics,
+# invalidation) send with it without importing it.
+_sender: list[type] = [object]
+
+
+def use_sender(cls: type) -> None:
+    """Make *cls* (``FragmentedKeysCacheBackend``) the ``sender`` of the cache signals."""
+    _sender[0] = cls
+
+
+def sender() -> type:
+    """Return the ``sender`` of the cache signals: ``FragmentedKeysCacheBackend``."""
+    return _sender[0]
+
+
 __all__ = [
     "cache_hit",
     "cache_missed",
     "entry_stored",
     "model_registry_changed",
+    "sender",
     "store_failed",
     "tags_bumped",
     "tenant_flushed",

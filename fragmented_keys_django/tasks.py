@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import outbox
+from . import invalidation
 
 
 def drain(older_than: float = 0.0) -> dict[str, Any]:
@@ -26,7 +26,7 @@ def drain(older_than: float = 0.0) -> dict[str, Any]:
     Raises ``RuntimeError`` when a bump could not be applied (its row stays:
     the task fails visibly in Celery and the next run tries again).
     """
-    report = outbox.drain(older_than=older_than)
+    report = invalidation.drain_outbox(older_than=older_than)
     result = {
         "applied": report.applied,
         "failed": report.failed,

@@ -1,4 +1,4 @@
-"""Tag versions in a store: read many in one round trip, bump atomically.
+"""Tag versions in a store: read many in one round trip, bump atomically, create the missing.
 
 A version is an opaque random 62-bit int (a *token*). A bump writes a fresh
 token; it never reads the old one, so concurrent bumps cannot lose each other
@@ -13,21 +13,24 @@ Stores whose writes can fail silently (Django's database cache swallows
 read back is its own, or differs from one read before the bump (a version that
 was absent must read back as our own token: a concurrent creation may come
 from a transaction older than the commit).
+
+:func:`bump_steps` and :func:`ensure_steps` are protocol steps (see
+:mod:`.drivers`): written once, run by :func:`bump` and :func:`abump` (and by
+the entry protocol in :mod:`.protocol`) on a sync or an async adapter.
 """
 
 from __future__ import annotations
 
-import asyncio
 import random
 import secrets
-import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+from .drivers import SLEEP, Steps, arun, run
 from .exceptions import BumpFailed
-from .redis_access import redis_access
+from .stores import AsyncStoreAdapter, StoreAdapter, adapter_for
 
-__all__ = ["abump", "aensure", "bump", "ensure", "fresh_token"]
+__all__ = ["abump", "bump", "bump_steps", "ensure_steps", "fresh_token"]
 
 #: Write attempts on a store that drops writes (Django's database cache),
 #: with jittered, growing pauses in between (about 1.3 s in all at most).
@@ -44,11 +47,7 @@ def fresh_token() -> int:
     return secrets.randbits(62) | 1
 
 
-def _redis(store: Any) -> Any:
-    return redis_access(store)
-
-
-def _landed(key: str, before: dict, written: dict, after: dict) -> bool:
+def _landed(key: str, before: Mapping, written: Mapping, after: Mapping, token: Any) -> bool:
     """True if the bump of *key* that wrote ``written[key]`` needs no rewrite, given the read-back.
 
     * Gone (culled, expired): a read misses and re-creates it with a fresh token.
@@ -60,161 +59,98 @@ def _landed(key: str, before: dict, written: dict, after: dict) -> bool:
       creation by a transaction that began before the commit (the database
       cache swallows the unique violation our insert then hits, and a reader
       of an older snapshot stored its value under that token): rewrite it.
+
+    *token* converts a written int to the adapter's representation.
     """
-    if key not in after:
+    if after.get(key) is None:
         return True
     now = after[key]
-    if now == written[key]:
+    if now == token(written[key]):
         return True
-    return key in before and now != before[key]
+    return before.get(key) is not None and now != before[key]
 
 
-def bump(store: Any, keys: Iterable[str], timeout: float | None, verify: bool) -> dict[str, int]:
-    """Write a fresh token to every key in *keys*; return the tokens written.
+def bump_steps(
+    adapter: StoreAdapter | AsyncStoreAdapter,
+    keys: Iterable[str],
+    timeout: float | None,
+    verify: bool,
+) -> Steps:
+    """Steps: write a fresh token to every key in *keys*; return ``{key: token written}``.
 
-    One round trip on Redis (pipelined ``SET ... PX``) and on stores whose
-    writes land or raise (``set_many``). With *verify* (stores that drop
-    failed writes), the tokens are read before and after and a key whose
-    token did not change, or that was absent before and now holds a token
-    that is not ours (see :func:`_landed`), is written again, with jittered
-    backoff, up to ten times; then ``BumpFailed`` is raised. Store errors
-    propagate.
+    One round trip (``set_tokens``: a pipeline on Redis, ``set_many``
+    elsewhere). With *verify* (stores that drop failed writes) the tokens are
+    read before and after, and a key whose bump did not land (see
+    :func:`_landed`) is written again, with jittered backoff, up to ten times;
+    then ``BumpFailed`` is raised. Store errors propagate.
     """
     keys = list(dict.fromkeys(keys))
     if not keys:
         return {}
-    acc = _redis(store)
-    if acc is not None:
+    if not verify:
         tokens = {k: fresh_token() for k in keys}
-        acc.set_tokens(tokens, timeout)
+        yield "set_tokens", tokens, timeout
         return tokens
-    before = store.get_many(keys) if verify else {}
+    before = dict(zip(keys, (yield "read", keys, 0), strict=True))
     pending = keys
     written: dict[str, int] = {}
     for attempt in range(_ATTEMPTS):
         if attempt:
-            time.sleep(_backoff(attempt))
+            yield SLEEP, _backoff(attempt)
         tokens = {k: fresh_token() for k in pending}
-        store.set_many(tokens, timeout=timeout)
+        yield "set_tokens", tokens, timeout
         written.update(tokens)
-        if not verify:
-            return written
-        after = store.get_many(pending)
-        pending = [k for k in pending if not _landed(k, before, tokens, after)]
+        after = dict(zip(pending, (yield "read", pending, 0), strict=True))
+        pending = [k for k in pending if not _landed(k, before, tokens, after, adapter.token)]
         if not pending:
             return written
     raise BumpFailed(f"tag version bump did not land after {_ATTEMPTS} attempts: {pending}")
+
+
+def ensure_steps(
+    adapter: StoreAdapter | AsyncStoreAdapter,
+    keys: list[str],
+    found: Mapping[str, Any],
+    timeout: float | None,
+    mine: Mapping[str, int] | None = None,
+) -> Steps:
+    """Steps: create the version keys of *keys* missing from *found*; return every token.
+
+    Missing keys get a fresh token (or the one *mine* gives) with an atomic
+    create (``SET NX`` + ``GET``, one pipeline, on Redis; ``add`` per key
+    elsewhere), so concurrent first callers agree on one token; a caller that
+    passed *mine* created the key iff ``adapter.token(mine[key])`` is returned.
+    Where creation is not one atomic round trip (a store that drops writes),
+    retried with backoff. Returns ``None`` when a token still cannot be read
+    back: the caller must then not store its value.
+    """
+    mine = mine or {}
+    tokens = {k: found[k] for k in keys if found.get(k) is not None}
+    attempts = 1 if adapter.atomic_create else _ATTEMPTS
+    for attempt in range(attempts):
+        if attempt:
+            yield SLEEP, _backoff(attempt)
+        missing = {k: mine.get(k) or fresh_token() for k in keys if k not in tokens}
+        if missing:
+            tokens.update((yield "create_tokens", missing, timeout))
+        if len(tokens) == len(keys):
+            return tokens
+    return None
+
+
+def _adapter(target: Any) -> StoreAdapter:
+    """*target* itself if it is an adapter, else the adapter of that Django cache."""
+    return target if hasattr(target, "create_tokens") else adapter_for(target)
+
+
+def bump(target: Any, keys: Iterable[str], timeout: float | None, verify: bool) -> dict[str, int]:
+    """Bump *keys* (see :func:`bump_steps`) on *target*, a store adapter or a Django cache."""
+    adapter = _adapter(target)
+    return run(bump_steps(adapter, keys, timeout, verify), adapter)
 
 
 async def abump(
-    store: Any, keys: Iterable[str], timeout: float | None, verify: bool
+    adapter: AsyncStoreAdapter, keys: Iterable[str], timeout: float | None, verify: bool
 ) -> dict[str, int]:
-    """Async twin of :func:`bump`, on the store's ``a*`` methods."""
-    keys = list(dict.fromkeys(keys))
-    if not keys:
-        return {}
-    acc = _redis(store)
-    if acc is not None:
-        from asgiref.sync import sync_to_async
-
-        tokens = {k: fresh_token() for k in keys}
-        await sync_to_async(acc.set_tokens, thread_sensitive=True)(tokens, timeout)
-        return tokens
-    before = await store.aget_many(keys) if verify else {}
-    pending = keys
-    written: dict[str, int] = {}
-    for attempt in range(_ATTEMPTS):
-        if attempt:
-            await asyncio.sleep(_backoff(attempt))
-        tokens = {k: fresh_token() for k in pending}
-        await store.aset_many(tokens, timeout=timeout)
-        written.update(tokens)
-        if not verify:
-            return written
-        after = await store.aget_many(pending)
-        pending = [k for k in pending if not _landed(k, before, tokens, after)]
-        if not pending:
-            return written
-    raise BumpFailed(f"tag version bump did not land after {_ATTEMPTS} attempts: {pending}")
-
-
-def ensure(
-    store: Any,
-    keys: list[str],
-    found: dict[str, Any],
-    timeout: float | None,
-    mine: dict[str, int] | None = None,
-) -> dict[str, int] | None:
-    """Create the version keys of *keys* missing from *found*; return every token.
-
-    Missing keys get a fresh token (or the one *mine* gives) with ``add``
-    (atomic where the store's ``add`` is; one pipelined round trip on Redis),
-    so concurrent first callers agree on one token; a caller that passed
-    *mine* created the key iff its token is returned. On a store that drops
-    writes, retried with backoff. Returns ``None`` when a token still cannot
-    be read back: the caller must then not store its value.
-    """
-    mine = mine or {}
-    tokens = {k: found[k] for k in keys if k in found}
-    acc = _redis(store)
-    if acc is not None:
-        missing = {k: mine.get(k) or fresh_token() for k in keys if k not in tokens}
-        tokens.update(acc.add_tokens(missing, timeout))
-        return tokens if len(tokens) == len(keys) else None
-    for attempt in range(_ATTEMPTS):
-        if attempt:
-            time.sleep(_backoff(attempt))
-        retry = []
-        for k in keys:
-            if k in tokens:
-                continue
-            t = mine.get(k) or fresh_token()
-            if store.add(k, t, timeout=timeout):
-                tokens[k] = t
-            else:
-                retry.append(k)
-        if retry:
-            # add() refused: another caller created it, or (database cache)
-            # the write was dropped. Take what is there; retry what is not.
-            got = store.get_many(retry)
-            tokens.update((k, got[k]) for k in retry if k in got)
-        if len(tokens) == len(keys):
-            return tokens
-    return None
-
-
-async def aensure(
-    store: Any,
-    keys: list[str],
-    found: dict[str, Any],
-    timeout: float | None,
-    mine: dict[str, int] | None = None,
-) -> dict[str, int] | None:
-    """Async twin of :func:`ensure`."""
-    mine = mine or {}
-    tokens = {k: found[k] for k in keys if k in found}
-    acc = _redis(store)
-    if acc is not None:
-        from asgiref.sync import sync_to_async
-
-        missing = {k: mine.get(k) or fresh_token() for k in keys if k not in tokens}
-        tokens.update(await sync_to_async(acc.add_tokens, thread_sensitive=True)(missing, timeout))
-        return tokens if len(tokens) == len(keys) else None
-    for attempt in range(_ATTEMPTS):
-        if attempt:
-            await asyncio.sleep(_backoff(attempt))
-        retry = []
-        for k in keys:
-            if k in tokens:
-                continue
-            t = mine.get(k) or fresh_token()
-            if await store.aadd(k, t, timeout=timeout):
-                tokens[k] = t
-            else:
-                retry.append(k)
-        if retry:
-            got = await store.aget_many(retry)
-            tokens.update((k, got[k]) for k in retry if k in got)
-        if len(tokens) == len(keys):
-            return tokens
-    return None
+    """Async twin of :func:`bump`, on an async adapter."""
+    return await arun(bump_steps(adapter, keys, timeout, verify), adapter)

@@ -4,6 +4,11 @@
 through django-redis, memcached through Django's ``PyMemcacheCache``); ``frag`` is
 the fragmented alias over that store. ``memcached_server``, ``redis_cluster`` and
 ``sentinel`` are the throwaway servers of ``tests/servers.py``, started on first use.
+
+In the modules that set ``BOTH_APIS = True`` (the behavioural suite), ``frag``
+also runs each test twice: through the sync API, and through the async API
+called with ``async_to_sync`` (:class:`AsyncAPI`: ``frag.get(...)`` runs
+``aget``), so the sync and async drivers of the protocol cannot drift apart.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.core.cache import caches
 from django.test import override_settings
 
@@ -103,10 +109,67 @@ def store(request):
         caches["fragmented"].close()
 
 
+class AsyncAPI:
+    """A fragmented backend whose sync methods run their async twins through ``async_to_sync``.
+
+    ``api.get(...)`` is ``async_to_sync(backend.aget)(...)``, for every method
+    of Django's cache API and of the tag API that has an ``a*`` twin; the
+    others (properties, ``tag_version_key``...) are the backend's own.
+    """
+
+    TWINS = frozenset(
+        {
+            "get",
+            "set",
+            "add",
+            "touch",
+            "delete",
+            "has_key",
+            "incr",
+            "decr",
+            "get_many",
+            "set_many",
+            "delete_many",
+            "get_or_set",
+            "clear",
+            "close",
+            "set_with_tags",
+            "get_with_tags",
+            "get_many_with_tags",
+            "get_or_set_with_tags",
+            "delete_with_tags",
+            "invalidate_tags",
+            "invalidate_tenant",
+            "get_tag_version",
+        }
+    )
+
+    def __init__(self, backend) -> None:
+        self.backend = backend
+
+    def __getattr__(self, name):
+        if name in self.TWINS:
+            return async_to_sync(getattr(self.backend, "a" + name))
+        return getattr(self.backend, name)
+
+
+def pytest_generate_tests(metafunc):
+    """Run the ``frag`` tests of modules with ``BOTH_APIS = True`` through both APIs."""
+    if "frag" in metafunc.fixturenames and getattr(metafunc.module, "BOTH_APIS", False):
+        metafunc.parametrize("api", ["sync", "async"], indirect=True)
+
+
 @pytest.fixture
-def frag(store):
-    """The fragmented alias over the current store."""
-    return caches["fragmented"]
+def api(request):
+    """Which API ``frag`` exposes: ``"sync"``, or ``"async"`` (:class:`AsyncAPI`)."""
+    return getattr(request, "param", "sync")
+
+
+@pytest.fixture
+def frag(store, api):
+    """The fragmented alias over the current store (through the async API for ``api="async"``)."""
+    backend = caches["fragmented"]
+    return AsyncAPI(backend) if api == "async" else backend
 
 
 @pytest.fixture(autouse=True)

@@ -1,8 +1,9 @@
 """Behaviour of FragmentedKeysCacheBackend over every store (locmem, database cache, Redis).
 
-Every test runs once per store through the ``frag`` fixture, except the
-round-trip counts, which use the counting store (``tests/counting_backend.py``)
-or Redis's own command statistics.
+Every test runs once per store through the ``frag`` fixture, and once per API
+(sync, and async through ``async_to_sync``), except the round-trip counts,
+which use the counting store (``tests/counting_backend.py``) or Redis's own
+command statistics.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from .redis_dbs import redis_db, redis_url
 
 use_tenant = TenantContext.use_tenant
 MISS = object()
+#: Every ``frag`` test runs through the sync API and through the async one (tests/conftest.py).
+BOTH_APIS = True
 
 
 class Loader:
@@ -601,8 +604,9 @@ def test_async_and_sync_share_entries(frag):
 def counting_caches(**wrapper) -> dict:
     """CACHES over the counting store; a LocMemCache subclass, so its writes land or raise.
 
-    The library recognises reliable stores by import path only, so bump
-    read-back is switched off explicitly (VERIFY_BUMPS=False).
+    The library recognises that by class (subclasses included); bump read-back
+    is also switched off explicitly (VERIFY_BUMPS=False), so the counts below
+    do not depend on it.
     """
     return {
         "default": {

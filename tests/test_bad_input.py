@@ -24,6 +24,9 @@ from fragmented_keys_django import (
 from fragmented_keys_django.tenancy.context import MAX_TENANT_ID_LENGTH
 from tests.conftest import store_settings
 
+#: Every ``frag`` test runs through the sync API and through the async one (tests/conftest.py).
+BOTH_APIS = True
+
 
 class NoTenantId:
     pass

@@ -11,6 +11,9 @@ from fragmented_keys_django import TenantContext, tagged_cache
 from fragmented_keys_django.keys import lock_key
 from fragmented_keys_django.tags import normalize_tags
 
+#: Every ``frag`` test runs through the sync API and through the async one (tests/conftest.py).
+BOTH_APIS = True
+
 TAGS = [("User", "1")]
 
 

@@ -12,6 +12,9 @@ from fragmented_keys_django import keys as keys_mod
 from tests.conftest import store_settings
 from tests.testapp.models import Hospital
 
+#: Every ``frag`` test runs through the sync API and through the async one (tests/conftest.py).
+BOTH_APIS = True
+
 
 @pytest.fixture
 def global_hospital_tag():

@@ -17,7 +17,7 @@ from django.test import override_settings
 from fragmented_keys_django import ModelTagManager, TenantContext, tagged_cache
 from tests.testapp.models import Doctor, Hospital, Patient
 
-from .conftest import store_settings
+from .conftest import AsyncAPI, store_settings
 
 use_tenant = TenantContext.use_tenant
 MISS = object()
@@ -42,6 +42,10 @@ def patient_names():
     return sorted(Patient.objects.values_list("name", flat=True))
 
 
+#: Every ``frag`` test runs through the sync API and through the async one (tests/conftest.py).
+BOTH_APIS = True
+
+
 @pytest.fixture(autouse=True)
 def fresh_store():
     CALLS.clear()
@@ -50,8 +54,8 @@ def fresh_store():
 
 
 @pytest.fixture
-def frag(fresh_store):
-    return fresh_store
+def frag(fresh_store, api):
+    return AsyncAPI(fresh_store) if api == "async" else fresh_store
 
 
 @pytest.fixture

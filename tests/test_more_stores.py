@@ -9,7 +9,7 @@ from django.core.cache import caches
 from django.test import override_settings
 
 from fragmented_keys_django import TenantContext
-from tests.conftest import store_settings
+from tests.conftest import AsyncAPI, store_settings
 
 KINDS = [
     pytest.param("file", id="file"),
@@ -18,13 +18,18 @@ KINDS = [
 ]
 
 
+#: Every ``frag`` test runs through the sync API and through the async one (tests/conftest.py).
+BOTH_APIS = True
+
+
 @pytest.fixture(params=KINDS)
-def frag(request):
+def frag(request, api):
     import shutil
 
     conf = store_settings(request.param)
     with override_settings(CACHES=conf):
-        yield caches["fragmented"]
+        backend = caches["fragmented"]
+        yield AsyncAPI(backend) if api == "async" else backend
     if request.param == "file":
         shutil.rmtree(conf["default"]["LOCATION"], ignore_errors=True)
 

@@ -29,7 +29,7 @@ from fragmented_keys_django.signals import tags_bumped
 from fragmented_keys_django.sql_writes import EVERY_TABLE, written_tables
 from tests.testapp.models import Doctor, Hospital, NetVisit, Note, Patient
 
-from .conftest import store_settings
+from .conftest import AsyncAPI, store_settings
 from .redis_dbs import redis_url
 from .test_bump_retry import GatedLocMemCache, gated  # noqa: F401  (a fixture)
 
@@ -53,11 +53,16 @@ class Boom(Exception):
     pass
 
 
+#: Every ``frag`` test runs through the sync API and through the async one (tests/conftest.py).
+BOTH_APIS = True
+
+
 @pytest.fixture(params=STORES)
-def frag(request):
+def frag(request, api):
     with override_settings(CACHES=store_settings(request.param)):
-        yield caches["fragmented"]
-        caches["fragmented"].close()
+        backend = caches["fragmented"]
+        yield AsyncAPI(backend) if api == "async" else backend
+        backend.close()
 
 
 @pytest.fixture(params=DBS)

@@ -1,5 +1,8 @@
 from fragmented_keys_django import TenantContext
 
+#: Every ``frag`` test runs through the sync API and through the async one (tests/conftest.py).
+BOTH_APIS = True
+
 
 def test_roundtrip_isolated_by_tenant(frag):
     frag.set("k", 1)

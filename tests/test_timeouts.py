@@ -29,6 +29,9 @@ from fragmented_keys_django.invalidation import _retrier
 
 from .conftest import store_settings
 
+#: Every ``frag`` test runs through the sync API and through the async one (tests/conftest.py).
+BOTH_APIS = True
+
 BAD = [math.nan, math.inf, -math.inf, 1e17, MAX_TIMEOUT + 1]
 TAGS = [("User", "1")]
 

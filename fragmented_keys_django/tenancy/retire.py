@@ -120,8 +120,6 @@ def sweep(live: Iterable[Any], *, everything: bool = False) -> None:
         _retiring[:] = [(d, s) for d, s in _retiring if not (everything or d <= now)]
     if not due:
         return
-    from ..redis_access import forget_access
-
     live = list(live)
     for store in due:
         try:
@@ -134,7 +132,6 @@ def sweep(live: Iterable[Any], *, everything: bool = False) -> None:
                 exc,
                 extra={"operation": "store_retire"},
             )
-        forget_access(store)
 
 
 def pending() -> int:

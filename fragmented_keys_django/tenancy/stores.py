@@ -57,10 +57,22 @@ from typing import Any
 from django.utils.module_loading import import_string
 
 from .. import metrics
+from ..conf import (
+    BACKEND_PATHS,
+    BackendOptions,
+    alias_options,
+    fragmented_aliases,
+    get_cache,
+    import_dotted,
+)
 from ..dbcache import isolate
 from ..exceptions import BumpFailed, ConfigurationError
+from ..keys import namespace_key
+from ..stores import StoreAdapter, adapter_for
+from ..transactions import CommitHook, on_commit
+from ..versions import bump, fresh_token
 from . import retire
-from .channel import DEFAULT_CHANNEL
+from .channel import DEFAULT_CHANNEL, publish
 from .channel import listener as _listener
 
 __all__ = [
@@ -113,8 +125,6 @@ def resolve_tenant_config(
     merged.update(cfg)
     if options:
         merged["OPTIONS"] = options
-    from ..conf import BACKEND_PATHS
-
     if "BACKEND" not in merged or merged["BACKEND"] in BACKEND_PATHS:
         raise ConfigurationError(
             f"Tenant {tenant_id!r} cache_config must resolve to a plain store BACKEND, got {merged.get('BACKEND')!r}."
@@ -296,8 +306,6 @@ def connect_model_source(model: Any, id_field: str) -> None:
     from django.db import DEFAULT_DB_ALIAS
     from django.db.models.signals import post_delete, post_save
 
-    from ..transactions import CommitHook, on_commit
-
     def changed(sender: Any, instance: Any, using: str | None = None, **kwargs: Any) -> None:
         tenant_id = str(getattr(instance, id_field))
         _arrive_before_commit(sender, instance, tenant_id, deleted="created" not in kwargs)
@@ -332,8 +340,6 @@ def connect_model_sources() -> None:
     from django.apps import apps
     from django.conf import settings
 
-    from ..conf import BACKEND_PATHS
-
     for conf in settings.CACHES.values():
         if conf.get("BACKEND") not in BACKEND_PATHS:
             continue
@@ -349,8 +355,6 @@ def connect_model_sources() -> None:
 def make_source(spec: Any, where: str) -> Any:
     """Return a tenant config source for the ``TENANT_STORES`` option *spec*."""
     if isinstance(spec, str):
-        from ..conf import import_dotted
-
         return _CallableSource(import_dotted(spec, where))
     if isinstance(spec, Mapping) and "MODEL" in spec:
         unknown = set(spec) - {"MODEL", "ID_FIELD", "CONFIG_FIELD", "KEY", "DATABASE"}
@@ -384,16 +388,16 @@ class TenantStores:
     bumped in the new store before any read is served from it.
     """
 
-    def __init__(
-        self, alias: str, template_name: str, source: Any, recheck: float, channel_url: str | None
-    ) -> None:
+    def __init__(self, alias: str, options: BackendOptions, source: Any) -> None:
         self.alias = alias
-        self.template_name = template_name
+        self.options = options
+        self.template_name = options.cache_name
         self.source = source
-        self.recheck = recheck
-        self.channel_url = channel_url
+        self.recheck = options.tenant_config_recheck
+        self.channel_url = options.tenant_config_url
         self._lock = threading.Lock()
-        self._stores: dict[str, tuple[str | None, Any]] = {}
+        # tenant -> (store name, store, its adapter); (None, None, None): the shared store.
+        self._stores: dict[str, tuple[str | None, Any, StoreAdapter | None]] = {}
         self._placed: dict[str, str] = {}  # tenant -> placement last served from, here
         self._next_check = 0.0
         self._config_version: Any = _MISSING
@@ -401,22 +405,29 @@ class TenantStores:
         #: started: this process's stores reflect every change notified before it.
         self.checked_at = float("-inf")
 
-    def store_for(self, tenant_id: str) -> Any:
-        """Return *tenant_id*'s own store, or ``None`` when it uses the shared store.
-
-        Raises ``ConfigurationError`` for a bad tenant config.
-        """
+    def _entry(self, tenant_id: str) -> tuple[str | None, Any, StoreAdapter | None]:
         now = time.monotonic()
         if now >= self._next_check:
             self._check_version(now)
         hit = self._stores.get(tenant_id)
         if hit is not None:
-            return hit[1]
+            return hit
         with self._lock:
             hit = self._stores.get(tenant_id)
             if hit is None:
                 hit = self._stores[tenant_id] = self._place(tenant_id, moved=False)
-        return hit[1]
+        return hit
+
+    def store_for(self, tenant_id: str) -> Any:
+        """Return *tenant_id*'s own store, or ``None`` when it uses the shared store.
+
+        Raises ``ConfigurationError`` for a bad tenant config.
+        """
+        return self._entry(tenant_id)[1]
+
+    def adapter_for(self, tenant_id: str) -> StoreAdapter | None:
+        """Return the adapter of *tenant_id*'s own store (built with it), or ``None`` (shared store)."""
+        return self._entry(tenant_id)[2]
 
     def sync(self) -> Any:
         """Check the config version now, whatever the recheck interval; return it.
@@ -451,44 +462,42 @@ class TenantStores:
         logger.info("built tenant store %s for tenant %s (alias=%s)", name, tenant_id, self.alias)
         return (name, store, placement_of(merged))
 
-    def _place(self, tenant_id: str, *, moved: bool) -> tuple[str | None, Any]:
-        """Build *tenant_id*'s store; bump its namespace there if it moved (lock held).
+    def _place(self, tenant_id: str, *, moved: bool) -> tuple[str | None, Any, StoreAdapter | None]:
+        """Build *tenant_id*'s store and adapter; bump its namespace there if it moved (lock held).
 
         *moved* forces the bump (the notifying process); otherwise the tenant
         moved if this process last served it from another placement.
         """
         name, store, placement = self._build(tenant_id)
+        adapter = None if store is None else adapter_for(store, self.options.store_adapter)
         if moved or self._placed.get(tenant_id, placement) != placement:
-            self._bump_arrival(tenant_id, store, name)
+            self._bump_arrival(tenant_id, adapter, name)
         self._placed[tenant_id] = placement
-        return (name, store)
+        return (name, store, adapter)
 
-    def _bump_arrival(self, tenant_id: str, store: Any, name: str | None) -> None:
-        """Bump *tenant_id*'s namespace in *store* (``None``: the shared store); retry on failure.
+    def _bump_arrival(self, tenant_id: str, adapter: StoreAdapter | None, name: str | None) -> None:
+        """Bump *tenant_id*'s namespace in *adapter*'s store (``None``: the shared one); retry on failure.
 
         *name* is the store's ``ALIAS``. Called with ``self._lock`` held: the
         retry is queued with its version space given, never looked up here.
         """
-        from .. import invalidation
-        from ..conf import get_cache
-        from ..keys import namespace_key
-        from ..versions import bump
-
-        backend = get_cache(self.alias)
-        target = store if store is not None else get_cache(self.template_name)
-        keys = [namespace_key(backend.options.prefix, tenant_id)]
+        options = self.options
+        if adapter is None:
+            adapter = adapter_for(isolate(get_cache(self.template_name)), options.store_adapter)
+        keys = [namespace_key(options.prefix, tenant_id)]
+        verify = adapter.drops_writes if options.verify_bumps is None else options.verify_bumps
         try:
-            bump(target, keys, backend.options.version_timeout, backend.verify_bumps_on(target))
+            bump(adapter, keys, options.version_timeout, verify)
         except (*metrics.store_errors(), BumpFailed) as exc:
             metrics.record_store_error(
                 self.alias, tenant_id, "tenant_move", exc, level=logging.ERROR
             )
             space = (
-                f"tenant-store:{name}" if store is not None else self.template_name,
-                backend.options.prefix,
+                f"tenant-store:{name}" if name is not None else self.template_name,
+                options.prefix,
             )
             # Bypassed here until it lands.
-            invalidation.retry_flush(self.alias, tenant_id, keys, space)
+            _lost_arrivals[0](self.alias, tenant_id, keys, space)
 
     def arrive(self, tenant_id: str, config: Mapping[str, Any] | None) -> None:
         """Bump *tenant_id*'s namespace in the store *config* names (``None``: the shared store).
@@ -509,7 +518,8 @@ class TenantStores:
                 store = isolate(
                     import_string(merged["BACKEND"])(merged.get("LOCATION", ""), params)
                 )
-            self._bump_arrival(tenant_id, store, name)
+            adapter = None if store is None else adapter_for(store, self.options.store_adapter)
+            self._bump_arrival(tenant_id, adapter, name)
         except Exception as exc:  # a bad config raises where the store is used
             # The row is committed (or about to be): raising here would skip the other
             # processes' notification. A mistyped BACKEND (ImportError) or LOCATION
@@ -556,10 +566,10 @@ class TenantStores:
     def _drop(self, tenant_id: str | None) -> list[Any]:
         """Remove one tenant's store, or every one, from the map; return the stores (lock held)."""
         if tenant_id is None:
-            dropped = [s for _, s in self._stores.values()]
+            dropped = [entry[1] for entry in self._stores.values()]
             self._stores.clear()
         else:
-            dropped = [self._stores.pop(tenant_id, (None, None))[1]]
+            dropped = [self._stores.pop(tenant_id, (None, None, None))[1]]
         return [s for s in dropped if s is not None]
 
     def _retire(self, stores: list[Any]) -> None:
@@ -584,8 +594,6 @@ class TenantStores:
 
     def _check_version(self, now: float) -> None:
         self._next_check = now + self.recheck
-        from ..conf import get_cache
-
         try:
             version = get_cache(self.template_name).get(CONFIG_VERSION_KEY)
         except metrics.store_errors() as exc:  # the store may be down: keep current stores
@@ -608,9 +616,7 @@ def _live_stores() -> list[Any]:
     """Every store this process uses: built tenant stores and the plain ``CACHES`` aliases."""
     from django.conf import settings
 
-    from ..conf import BACKEND_PATHS, get_cache
-
-    live = [s for ts in list(_registry.values()) for _, s in list(ts._stores.values()) if s]
+    live = [e[1] for ts in list(_registry.values()) for e in list(ts._stores.values()) if e[1]]
     for alias, conf in list(settings.CACHES.items()):
         if conf.get("BACKEND") in BACKEND_PATHS:
             continue
@@ -630,7 +636,17 @@ _registry_lock = threading.Lock()
 _registry: dict[str, TenantStores] = {}
 
 
-def stores_for_alias(alias: str, options: Any) -> TenantStores | None:
+#: Queues a failed arrival bump for retry: ``(alias, tenant, keys, version space)``.
+#: ``invalidation`` (which imports this module) installs its ``retry_flush`` at import.
+_lost_arrivals: list[Callable[[str, str, list[str], tuple[str, str]], None]] = []
+
+
+def on_lost_arrival(handler: Callable[[str, str, list[str], tuple[str, str]], None]) -> None:
+    """Make *handler* the retry of arrival bumps that fail (``invalidation.retry_flush``)."""
+    _lost_arrivals[:] = [handler]
+
+
+def stores_for_alias(alias: str, options: BackendOptions) -> TenantStores | None:
     """Return the process-wide :class:`TenantStores` of *alias* (``None`` without TENANT_STORES)."""
     if options.tenant_stores is None:
         return None
@@ -642,24 +658,18 @@ def stores_for_alias(alias: str, options: Any) -> TenantStores | None:
                 source = make_source(
                     options.tenant_stores, f"CACHES[{alias!r}]['OPTIONS']['TENANT_STORES']"
                 )
-                ts = _registry[alias] = TenantStores(
-                    alias,
-                    options.cache_name,
-                    source,
-                    options.tenant_config_recheck,
-                    options.tenant_config_url,
-                )
+                ts = _registry[alias] = TenantStores(alias, options, source)
     return ts
 
 
 def _registered() -> Iterable[TenantStores]:
     """Every alias with tenant stores, used in this process yet or not (registered now)."""
-    from ..conf import fragmented_aliases, get_cache
-
     for alias in fragmented_aliases():
-        backend = get_cache(alias)
-        if backend.options.tenant_stores is not None:
-            _ = backend.tenant_stores  # registers it
+        try:
+            options = alias_options(alias)
+        except ConfigurationError:
+            continue  # a misconfigured alias raises where it is used (and check E001)
+        stores_for_alias(alias, options)
     return list(_registry.values())
 
 
@@ -692,10 +702,6 @@ def notify_tenant_config_changed(tenant_id: str | None = None) -> None:
     it dropped the tenant's store. Store errors of the version bump are logged
     and counted; a publish that fails raises.
     """
-    from ..conf import get_cache
-    from ..versions import fresh_token
-    from .channel import publish
-
     urls: dict[str, None] = {}
     for ts in _registered():
         # The version first, then the arrival bump: a process bumping the tenant

@@ -8,6 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ... import outbox
+from ...invalidation import drain_outbox
 
 
 class Command(BaseCommand):
@@ -52,7 +53,7 @@ class Command(BaseCommand):
             self._list(dbs)
             return
         while True:
-            report = outbox.drain(older_than=options["older_than"], using=dbs)
+            report = drain_outbox(older_than=options["older_than"], using=dbs)
             self.stdout.write(
                 f"applied {report.applied} pending bump(s), {report.failed} failed, "
                 f"{report.dropped} dropped (alias gone)"

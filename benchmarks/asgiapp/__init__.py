@@ -1,0 +1,1 @@
+"""A minimal Django project served by uvicorn for ``benchmarks/asgi_load.py``."""

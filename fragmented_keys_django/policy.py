@@ -1,0 +1,474 @@
+"""What every call of the backend applies around its one protocol call.
+
+:class:`CachePolicy` is the base of ``FragmentedKeysCacheBackend`` (the facade,
+:mod:`.backend`): the tenant (``TENANT_REQUIRED``, ``SHARED``), the keys
+(Django's ``KEY_FUNCTION``/``VERSION``/``KEY_PREFIX``, then :mod:`.keys`), the
+caller's transaction (:mod:`.transactions`: store now, at the commit, or not;
+a dirty transaction bypasses reads), the bypass while a bump of the tenant's
+versions is pending and the store's circuit breaker (:mod:`.invalidation`),
+the signals, and store outages, handled in one place (:meth:`CachePolicy._run`).
+Its ``_steps`` methods are the operations' steps: the policy, then the
+protocol (:mod:`.protocol`), run by the sync or the async driver.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from django.core.cache.backends.base import (
+    DEFAULT_TIMEOUT,
+    BaseCache,
+    CacheKeyWarning,
+    memcache_key_warnings,
+)
+
+from . import invalidation, metrics, protocol
+from . import keys as keys_mod
+from .conf import BackendOptions, check_beta, check_seconds, get_cache_epoch
+from .drivers import IN_TRANSACTION, Steps, arun, run
+from .exceptions import ConfigurationError, InvalidTimeout, StoreUnavailable, TenantRequired
+from .keys import EntryKeys, TagSpec, entry_keys, namespace_key
+from .routing import Route
+from .signals import cache_hit, cache_missed, entry_stored
+from .stores import StoreAdapter
+from .tags import normalize_tags
+from .tenancy.context import current_tenant_id, tenant_id_of
+from .transactions import (
+    CommitHook,
+    WriteMode,
+    any_dirty_thread,
+    caller_thread,
+    in_caller_thread,
+    on_commit,
+    read_bypassed,
+    write_mode,
+)
+from .versions import ensure_steps
+
+__all__ = ["MISSING", "RAISE", "SKIPPED", "Broken", "CachePolicy", "request"]
+
+MISSING = object()
+RAISE = object()  # _run's fallback: let the store error propagate
+_NOW = (WriteMode.NOW, None)
+SKIPPED = (WriteMode.SKIP, WriteMode.BYPASS)
+# Operations whose failure leaves an older value (or a deleted one) in the store.
+_LOST_WRITES = frozenset(
+    {"set", "set_many", "delete", "delete_many", "set_with_tags", "delete_with_tags"}
+    | {"set_on_commit"}
+)
+
+# Made keys already checked by Django's validate_key and found portable: the
+# check (a length test and a regex) is skipped for them on later calls.
+_portable_keys: set[str] = set()
+
+
+def request(adapter: Any, *request: Any) -> Steps:
+    """Steps of one store request (a protocol call that is one round trip)."""
+    return (yield request)
+
+
+class Broken:
+    """Stands for the options of a misconfigured alias: any use raises the error."""
+
+    def __init__(self, exc: ConfigurationError) -> None:
+        self._exc = exc
+
+    def __getattr__(self, name: str) -> Any:
+        raise self._exc
+
+
+class CachePolicy:
+    """The policy half of the backend; ``FragmentedKeysCacheBackend`` adds Django's API.
+
+    Expects, from the backend: ``alias``, ``options`` (:class:`~.conf.BackendOptions`),
+    ``_route`` (:class:`~.routing.Route`), ``_shared`` (the shared store's
+    adapter, once looked up), ``_explicit_timeout``, ``store`` and
+    ``version_space``, and ``BaseCache``'s ``make_key``, ``validate_key`` and
+    ``default_timeout``.
+    """
+
+    alias: str
+    options: BackendOptions
+    _route: Route
+    _shared: StoreAdapter | None
+    _explicit_timeout: bool
+    default_timeout: Any
+    make_key: Callable[..., str]
+    validate_key: Callable[[str], None]
+    version_space: Callable[[str | None], tuple[str, str]]
+    store: Any
+
+    def _adapter(self, tenant: str | None) -> StoreAdapter:
+        """The adapter of the store holding *tenant*'s entries and versions."""
+        if tenant is not None and self.options.tenant_stores is not None:
+            return self._route.adapter(tenant)
+        shared = self._shared
+        if shared is None:
+            shared = self._shared = self._route.shared_adapter()
+        return shared
+
+    def _live(self, tenant: str | None) -> StoreAdapter:
+        """:meth:`_adapter`, unless that store's circuit breaker is open (``StoreUnavailable``).
+
+        After a store error, this process sends no call to that store until
+        its retry thread has probed it back (see ``invalidation._Retrier``):
+        the call fails fast instead of waiting for a socket timeout.
+        """
+        adapter = self._adapter(tenant)  # first: a tenant arriving in a store is bumped there
+        retrier = invalidation._retrier
+        if retrier._suspect and retrier.is_open(space := self.version_space(tenant)):
+            raise StoreUnavailable(
+                f"cache alias {self.alias!r}: store {space[0]!r} failed recently and its circuit "
+                f"breaker is open; the call was not sent (it is probed every "
+                f"{self.options.circuit_breaker:g}s: OPTIONS['CIRCUIT_BREAKER'])"
+            )
+        return adapter
+
+    def _run(
+        self, operation: str, tenant: str | None, fallback: Any, steps: Any, *args: Any
+    ) -> Any:
+        """Run protocol *steps* (called with the adapter and *args*) on the tenant's store, sync.
+
+        The one place store outages are handled: an error of the store (or
+        its open breaker) is logged, counted and answered with *fallback*, or
+        raised when *fallback* is ``RAISE``.
+        """
+        try:
+            adapter = self._live(tenant)
+            return run(steps(adapter, *args), adapter)
+        except metrics.store_errors() as exc:
+            if fallback is RAISE:
+                raise
+            self._failed(operation, tenant, exc)
+            return fallback
+
+    async def _arun(
+        self, operation: str, tenant: str | None, fallback: Any, steps: Any, *args: Any
+    ) -> Any:
+        """Async twin of :meth:`_run`: the same steps, awaited on the store's async adapter."""
+        try:
+            adapter = self._live(tenant).aio()
+            return await arun(steps(adapter, *args), adapter)
+        except metrics.store_errors() as exc:
+            if fallback is RAISE:
+                raise
+            self._failed(operation, tenant, exc)
+            return fallback
+
+    # -- policy ---------------------------------------------------------------
+
+    def _tenant(self) -> str | None:
+        if self.options.shared:
+            return None  # a reserved alias: one namespace for every tenant
+        tenant = current_tenant_id()
+        if tenant is None and self.options.tenant_required:
+            raise TenantRequired(
+                f"Cache alias {self.alias!r} requires a tenant (OPTIONS TENANT_REQUIRED=True) but "
+                f"none is current. Wrap the call in TenantContext.use_tenant(tenant), or set the "
+                f"tenant in middleware / the task that runs this code."
+            )
+        return tenant
+
+    def _tenant_arg(self, tenant: Any) -> str | None:
+        """The tenant id an operator call names (default: the current tenant)."""
+        if tenant is MISSING:
+            return self._tenant()
+        return None if tenant is None else tenant_id_of(tenant)
+
+    def _epoch(self) -> str:
+        own = self.options.epoch
+        return get_cache_epoch() if own is None else f"{get_cache_epoch()}/{own}"
+
+    def _timeout(self, timeout: Any, *, strict: bool = False) -> Any:
+        if timeout is DEFAULT_TIMEOUT:
+            return self.default_timeout if self._explicit_timeout else DEFAULT_TIMEOUT
+        if timeout is None:
+            return None
+        # Finite and within MAX_TIMEOUT, the same on every store (conf.check_seconds).
+        return check_seconds(timeout, "timeout", allow_negative=not strict, error=InvalidTimeout)
+
+    def _beta(self, early_recompute: Any) -> float | None:
+        """The XFetch beta of a call: *early_recompute* (checked), else the alias's option."""
+        if early_recompute is None:
+            return self.options.early_recompute
+        return check_beta(early_recompute, "early_recompute", error=InvalidTimeout)
+
+    def _timeout_seconds(self, timeout: Any) -> float | None:
+        """Seconds an entry written with *timeout* lives (``None``: forever or unknown)."""
+        if timeout is DEFAULT_TIMEOUT:
+            timeout = getattr(self.store, "default_timeout", None)
+        return timeout if isinstance(timeout, (int, float)) and timeout > 0 else None
+
+    def _keys(
+        self,
+        key: Any,
+        tags: tuple[TagSpec, ...],
+        group_id: str,
+        version: int | None,
+        validate: bool,
+    ) -> tuple[str | None, EntryKeys]:
+        tenant = self._tenant()
+        made = self.make_key(key, version=version)
+        if validate and made not in _portable_keys:
+            self._validate(made)
+        if not isinstance(group_id, str):
+            raise TypeError(f"group_id must be a string, got {group_id!r}")
+        if keys_mod._global_tags and tags and self.options.tenant_stores is not None:
+            self._route.no_global_tags(tags)
+        return tenant, entry_keys(self.options.prefix, tenant, self._epoch(), made, group_id, tags)
+
+    def _tagged(
+        self, key: Any, tags: Iterable[Any], group_id: str, version: int | None
+    ) -> tuple[tuple[TagSpec, ...], str | None, EntryKeys]:
+        specs = normalize_tags(tags)
+        return (specs, *self._keys(key, specs, group_id, version, False))
+
+    def _many_keys(
+        self, keys: Iterable[Any], version: int | None
+    ) -> tuple[str | None, dict[str, Any], str]:
+        tenant = self._tenant()
+        prefix, epoch = self.options.prefix, self._epoch()
+        entries: dict[str, Any] = {}
+        for key in keys:
+            made = self.make_key(key, version=version)
+            if made not in _portable_keys:
+                self._validate(made)
+            entries[entry_keys(prefix, tenant, epoch, made, "", ()).entry] = key
+        return tenant, entries, namespace_key(prefix, tenant)
+
+    def _validate(self, made: str) -> None:
+        """Django's ``validate_key`` (memcached portability warnings); remember good keys.
+
+        Same warnings as ``BaseCache.validate_key`` (which this follows); a
+        subclass that overrides ``validate_key`` is always called instead.
+        """
+        if type(self).validate_key is not BaseCache.validate_key:
+            self.validate_key(made)
+            return
+        problems = list(memcache_key_warnings(made))
+        for problem in problems:
+            warnings.warn(problem, CacheKeyWarning, stacklevel=4)
+        if not problems and type(made) is str:
+            if len(_portable_keys) >= 16384:
+                _portable_keys.clear()
+            _portable_keys.add(made)
+
+    def _suspect(self, tenant: str | None) -> bool:
+        """True while a bump or flush of *tenant*'s versions failed and has not landed yet.
+
+        Whatever alias asked for the bump: every alias reading the same
+        versions (same store, same PREFIX) is bypassed.
+        """
+        retrier = invalidation._retrier
+        return bool(retrier._suspect) and retrier.is_suspect(self.version_space(tenant), tenant)
+
+    def _bypassed(self, tenant: str | None) -> Steps:
+        """Steps: True if tagged reads must not use the cache now (bump pending, dirty transaction).
+
+        The transaction is the calling thread's: an async call made from a
+        sync thread asks that thread, only when some thread may hold a dirty
+        transaction at all.
+        """
+        if self._suspect(tenant):
+            return True
+        return any_dirty_thread() and bool((yield IN_TRANSACTION, read_bypassed))
+
+    async def _amode(self) -> tuple[WriteMode, str | None]:
+        """The write mode for async code: the calling sync thread's transaction, if any.
+
+        Native async code holds no transaction (Django's ``atomic()`` is
+        sync-only); called through ``async_to_sync`` from a thread, the mode is
+        that thread's: one hop there (see :mod:`.transactions`).
+        """
+        return (await in_caller_thread(write_mode)) if caller_thread() else _NOW
+
+    def _failed(self, operation: str, tenant: str | None, exc: BaseException) -> None:
+        """Log and count a store error we survive; open the store's breaker until it is back.
+
+        A call the breaker skipped (``StoreUnavailable``) is counted, not
+        logged: the breaker logged once when it opened. A lost write (a
+        ``set`` or ``delete`` that did not reach the store) would leave the old
+        value to be served once the store is back: the tenant is flushed then.
+        """
+        if isinstance(exc, StoreUnavailable):
+            metrics.count(self.alias, f"{operation} (breaker open)")
+        else:
+            metrics.record_store_error(self.alias, tenant, operation, exc)
+            invalidation.note_store_error(self.alias, tenant)
+        if operation in _LOST_WRITES:
+            invalidation.keep_flush(self.alias, tenant)
+
+    def _reporter(self, operation: str, tenant: str | None) -> Callable[..., None]:
+        """A ``failed(exc, operation=None)`` callback for protocol steps that survive a store error."""
+
+        def failed(exc: BaseException, op: str | None = None) -> None:
+            self._failed(op or operation, tenant, exc)
+
+        return failed
+
+    def _signal(self, hit: bool, tenant: str | None, key: Any, tags: tuple = ()) -> None:
+        sig = cache_hit if hit else cache_missed
+        if sig.receivers:
+            sig.send(type(self), alias=self.alias, tenant=tenant, key=key, tags=tags)
+
+    def _stored(self, tenant: str | None, key: Any, tags: tuple, deferred: bool = False) -> None:
+        if entry_stored.receivers:
+            entry_stored.send(
+                type(self), alias=self.alias, tenant=tenant, key=key, tags=tags, deferred=deferred
+            )
+
+    def _put_on_commit(
+        self, key: Any, ek: EntryKeys, envelope: tuple, timeout: Any, tenant: str | None, using: str
+    ) -> None:
+        """Store *envelope* under *ek* after the commit of *using* (nothing on rollback)."""
+
+        def put() -> None:
+            args = ("write", ek.entry, envelope, timeout, False)
+            self._run("set_on_commit", tenant, None, request, *args)
+
+        on_commit(CommitHook(put, "set_on_commit", alias=self.alias, tenant=tenant), using)
+
+    # -- the operations' steps (policy, then the protocol) ---------------------------
+
+    def _get(self, adapter: Any, tenant: str | None, ek: EntryKeys, default: Any) -> Steps:
+        if self._suspect(tenant):
+            return default
+        hit, value = protocol.decode((yield "read", ek.read_keys, 1))
+        return value if hit else default
+
+    def _touch(self, adapter: Any, tenant: str | None, ek: EntryKeys, timeout: Any) -> Steps:
+        if self._suspect(tenant):
+            return False  # a bump pending: the entry is not known to be live
+        return (yield from protocol.touch_steps(adapter, ek, timeout))
+
+    def _get_many(
+        self, adapter: Any, tenant: str | None, entries: dict[str, Any], ns: str
+    ) -> Steps:
+        if self._suspect(tenant):
+            return {}
+        values = yield "read", (*entries, ns), len(entries)
+        out = {}
+        for env, key in zip(values, entries.values(), strict=False):
+            hit, value = protocol.decode_env(env, values[-1:])
+            if hit:
+                out[key] = value
+        return out
+
+    def _set_tagged(
+        self,
+        adapter: Any,
+        tenant: str | None,
+        ek: EntryKeys,
+        key: Any,
+        value: Any,
+        specs: tuple,
+        timeout: Any,
+        using: str | None,
+    ) -> Steps:
+        vt = self.options.version_timeout
+        if using is None:  # outside any transaction: now, stamped with the current versions
+            stored = yield from protocol.store_steps(adapter, ek, key, value, timeout, vt)
+            if stored:
+                self._stored(tenant, key, specs)
+            return stored
+        tokens = yield from protocol.write_tokens(adapter, ek.version_keys, vt)
+        if tokens is None:
+            return False
+        protocol.name_unpicklable(key, value, None)  # fail now, naming the key, not at commit
+        yield IN_TRANSACTION, self._put_on_commit, key, ek, (tokens, value), timeout, tenant, using
+        self._stored(tenant, key, specs, deferred=True)
+        return True
+
+    def _get_tagged(
+        self, adapter: Any, tenant: str | None, ek: EntryKeys, key: Any, specs: tuple, default: Any
+    ) -> Steps:
+        if (yield from self._bypassed(tenant)):
+            return default
+        hit, value = protocol.decode((yield "read", ek.read_keys, 1))
+        self._signal(hit, tenant, key, specs)
+        return value if hit else default
+
+    def _get_many_tagged(
+        self, adapter: Any, tenant: str | None, plans: dict[str, EntryKeys]
+    ) -> Steps:
+        if (yield from self._bypassed(tenant)):
+            return {}
+        wanted = dict.fromkeys(ek.entry for ek in plans.values())
+        entries = len(wanted)
+        for ek in plans.values():
+            wanted.update(dict.fromkeys(ek.version_keys))
+        where = {k: i for i, k in enumerate(wanted)}
+        values = yield "read", tuple(wanted), entries
+        out = {}
+        for key, ek in plans.items():
+            versions = [values[where[k]] for k in ek.version_keys]
+            hit, value = protocol.decode_env(values[where[ek.entry]], versions)
+            self._signal(hit, tenant, key)
+            if hit:
+                out[key] = value
+        return out
+
+    def _get_or_set(
+        self,
+        adapter: Any,
+        tenant: str | None,
+        ek: EntryKeys,
+        key: Any,
+        default: Any,
+        specs: tuple,
+        timeout: Any,
+        beta: float | None,
+    ) -> Steps:
+        if (yield from self._bypassed(tenant)):
+            return (yield from protocol.compute(default))
+        try:
+            values = yield "read", ek.read_keys, 1
+        except metrics.store_errors() as exc:
+            self._failed("get_or_set_with_tags", tenant, exc)
+            return (yield from protocol.compute(default))
+        hit, value = protocol.decode(values)
+        self._signal(hit, tenant, key, specs)
+        if hit and not (beta and callable(default) and protocol.recompute_early(values[0], beta)):
+            return value
+        mode, using = yield IN_TRANSACTION, write_mode
+        value, how = yield from protocol.fill_steps(
+            adapter,
+            ek,
+            key,
+            default,
+            values,
+            hit,
+            mode,
+            using,
+            timeout=timeout,
+            seconds=self._timeout_seconds(timeout),
+            beta=beta,
+            options=self.options,
+            verify=self._route.verify(adapter),
+            failed=self._reporter("get_or_set_with_tags", tenant),
+            defer=lambda k, e, env, t, u: self._put_on_commit(k, e, env, t, tenant, u),
+        )
+        if how in ("stored", "deferred"):
+            self._stored(tenant, key, specs, deferred=how == "deferred")
+        return value
+
+    def _current_version(self, adapter: Any, key: str, tag: tuple) -> Steps:
+        versions = yield "read", (key,), 0
+        vt = self.options.version_timeout
+        got = yield from ensure_steps(adapter, [key], {key: versions[0]}, vt)
+        if got is None:
+            raise metrics.store_errors()[0](f"could not create the version of tag {tag!r}")
+        return int(got[key])
+
+    def _tag_bumps(self, tags: Iterable[Any]) -> list[Any]:
+        """The bumps of *tags* in the current tenant (a global tag's in the public namespace)."""
+        specs = [s for s in normalize_tags(tags) if not s.constant]
+        self._route.no_global_tags(specs)
+        # Global tags have no tenant: bumping only those needs none (TENANT_REQUIRED
+        # included), as bump_tags() and registered models' bumps do.
+        common = bool(keys_mod._global_tags) and all(keys_mod.is_global_tag(s.name) for s in specs)
+        tenant = None if common else self._tenant()
+        pairs = list(dict.fromkeys((s.name, s.instance) for s in specs))
+        return invalidation.tag_bumps(self._route, tenant, pairs)

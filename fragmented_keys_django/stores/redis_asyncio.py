@@ -1,0 +1,225 @@
+"""The native async Redis adapter: ``redis.asyncio``, no thread, the same bytes as the sync one.
+
+Built from the sync :class:`~.redis_py.RedisAdapter` of the same store: its
+codec (serializer, compressor, key function, learnt stamps) and its primary's
+connection settings (URL, credentials, socket timeouts, pool class and
+``CONNECTION_POOL_KWARGS``: ``max_connections``, a ``BlockingConnectionPool``
+and its ``timeout``). Each call is one round trip, as in the sync adapter,
+awaited on the event loop: the cache path of a native async caller (an ASGI
+view) uses no thread.
+
+An asyncio connection belongs to the loop that opened it, and
+``async_to_sync`` runs a new loop per call: :func:`for_running_loop` keeps one
+client per loop and per process, and drops those of closed loops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError, ResponseError
+
+from .base import AsyncStoreAdapter, Envelope, StoreAdapter, ThreadedAsyncAdapter
+from .redis_codec import Plan, RedisCodec
+
+__all__ = ["AsyncRedisAdapter", "for_running_loop"]
+
+_lock = threading.Lock()
+# This process's id, kept by a fork hook (os.getpid() is a system call on every read).
+_pid = [os.getpid()]
+os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
+#: Clean connections an async adapter keeps between calls (more go back to the pool).
+_IDLE = 16
+
+
+class AsyncRedisAdapter:
+    """A :class:`~.base.AsyncStoreAdapter` on a ``redis.asyncio`` client bound to one event loop.
+
+    Each method sends the same :class:`~.redis_codec.Plan` as the sync adapter's
+    (see :mod:`.redis_py`), in one round trip, awaited.
+    """
+
+    stamps = True
+    atomic_create = True
+    drops_writes = False
+
+    def __init__(self, codec: RedisCodec, client: aioredis.Redis) -> None:
+        self.store = codec.store
+        self.codec = codec
+        self._client = client
+        self._pool = client.connection_pool
+        # Connections that finished an exchange cleanly, kept for the next call on this
+        # loop (taking one from the pool and giving it back cost about 10 % of a call).
+        self._idle: list[Any] = []
+
+    async def _do(self, plan: Plan) -> Any:
+        """Send *plan* on a connection (retry policy as redis.asyncio's); finish it.
+
+        A connection whose exchange did not finish (an error, a cancelled
+        task: its reply may still be on the way) goes back to the pool, which
+        checks it before lending it again.
+        """
+        idle = self._idle
+        conn = idle.pop() if idle else await self._pool.get_connection()
+        clean = False
+        try:
+            replies = await conn.retry.call_with_retry(
+                lambda: _exchange(conn, plan), lambda _error: conn.disconnect()
+            )
+            clean = True
+        finally:
+            if clean and len(idle) < _IDLE:
+                idle.append(conn)
+            else:
+                await self._pool.release(conn)
+        return plan.finish(replies)
+
+    def token(self, value: int) -> bytes:
+        return str(value).encode()
+
+    async def read(self, keys: Sequence[str], entries: int) -> list[Any]:
+        return await self._do(self.codec.read(keys, entries))
+
+    async def write(self, key: str, envelope: Envelope, timeout: Any, add: bool = False) -> bool:
+        return await self._do(self.codec.write(key, envelope, timeout, add))
+
+    async def write_unlock(self, key: str, envelope: Envelope, timeout: Any, lock: str) -> None:
+        await self._do(self.codec.write_unlock(key, envelope, timeout, lock))
+
+    async def stamp(
+        self,
+        entry: str,
+        version_keys: Sequence[str],
+        value: Any,
+        timeout: Any,
+        version_timeout: float | None,
+        fresh: Sequence[int],
+        add: bool,
+    ) -> bool:
+        c = self.codec
+        keys, args, vkeys, expected = c.stamp_call(
+            entry, version_keys, value, timeout, version_timeout, fresh, add
+        )
+        return c.stamped(vkeys, expected, await self._eval(keys, args))
+
+    async def stamp_many(
+        self,
+        values: Mapping[str, Any],
+        version_keys: Sequence[str],
+        timeout: Any,
+        version_timeout: float | None,
+        fresh: Sequence[int],
+    ) -> None:
+        c = self.codec
+        vkeys, keys, fixed, payloads = c.stamp_many_calls(
+            values, version_keys, timeout, version_timeout, fresh
+        )
+        for i, chunk_keys in enumerate(keys):
+            stamp = await self._eval(chunk_keys, [*fixed, *payloads[i]])
+            if stamp != fixed[3]:
+                c.learn(vkeys, stamp)
+                payloads[i + 1 :] = [c.restamp(p, fixed[3], stamp) for p in payloads[i + 1 :]]
+                fixed[3] = stamp
+
+    async def set_tokens(self, tokens: Mapping[str, int], timeout: float | None) -> None:
+        await self._do(self.codec.set_tokens(tokens, timeout))
+
+    async def create_tokens(
+        self, tokens: Mapping[str, int], timeout: float | None
+    ) -> dict[str, Any]:
+        return await self._do(self.codec.create_tokens(tokens, timeout))
+
+    async def delete(self, key: str) -> bool:
+        return await self._do(self.codec.delete(key))
+
+    async def delete_many(self, keys: Sequence[str]) -> None:
+        if keys:
+            await self._do(self.codec.delete_many(keys))
+
+    async def touch(self, key: str, timeout: Any) -> bool:
+        return await self._do(self.codec.touch(key, timeout))
+
+    async def set_many(self, envelopes: Mapping[str, Envelope], timeout: Any) -> list[str]:
+        return await self._do(self.codec.set_many(envelopes, timeout)) if envelopes else []
+
+    async def _eval(self, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        try:
+            return await self._do(self.codec.evalsha(keys, args))
+        except NoScriptError:  # first call on a server
+            await self._do(self.codec.script_load())
+            return await self._do(self.codec.evalsha(keys, args))
+
+
+async def _exchange(conn: Any, plan: Plan) -> list[Any]:
+    """Send *plan* on *conn* and read every reply (see ``redis_py._exchange``)."""
+    await conn.send_packed_command((plan.packed,))  # an iterable of chunks
+    replies, error = [], None
+    for _ in range(plan.replies):
+        try:
+            replies.append(await conn.read_response())
+        except ResponseError as exc:  # Redis replied with an error: read the others first
+            error = error or exc
+            replies.append(None)
+    if error is not None:
+        raise error
+    return replies
+
+
+def _async_pool(url: str, pool_class: type, kwargs: dict[str, Any]) -> aioredis.ConnectionPool:
+    """A ``redis.asyncio`` pool with the settings of a redis-py pool (class, kwargs) for *url*."""
+    cls = (
+        aioredis.BlockingConnectionPool
+        if issubclass(pool_class, redis.BlockingConnectionPool)
+        else aioredis.ConnectionPool
+    )
+    options = dict(kwargs)
+    connection_class = options.pop("connection_class", None)
+    if connection_class is not None:
+        same = getattr(aioredis.connection, connection_class.__name__, None)
+        if same is not None:  # else: from_url picks it from the URL's scheme
+            options["connection_class"] = same
+    retry = options.pop("retry", None)
+    if retry is not None:
+        from redis.asyncio.retry import Retry
+
+        options["retry"] = Retry(retry._backoff, retry._retries)
+    return cls.from_url(url, **options)
+
+
+def for_running_loop(
+    registry: dict[int, tuple[Any, int, AsyncStoreAdapter]],
+    adapter: StoreAdapter,
+    codec: RedisCodec,
+    connection: tuple[str, type, dict[str, Any]] | None,
+) -> AsyncStoreAdapter:
+    """Return the async adapter of a Redis store for the running loop, made once per loop and process.
+
+    *registry* is the sync *adapter*'s ``{id(loop): (loop, pid, async adapter)}``;
+    *codec* and *connection* (``(url, pool class, pool kwargs)``) are its
+    encoding and its primary's settings. Without connection settings (a
+    sentinel or custom connection factory) the sync adapter runs in a worker
+    thread instead.
+    """
+    loop = asyncio.get_running_loop()
+    hit = registry.get(id(loop))
+    pid = _pid[0]
+    if hit is not None and hit[0] is loop and hit[1] == pid:
+        return hit[2]
+    with _lock:
+        for key, (other, other_pid, _) in list(registry.items()):
+            if other.is_closed() or other_pid != pid:
+                del registry[key]  # its connections are closed when collected
+        if connection is None:
+            made: AsyncStoreAdapter = ThreadedAsyncAdapter(adapter)
+        else:
+            url, pool_class, kwargs = connection
+            client = aioredis.Redis(connection_pool=_async_pool(url, pool_class, kwargs))
+            made = AsyncRedisAdapter(codec, client)
+        registry[id(loop)] = (loop, pid, made)
+    return made
