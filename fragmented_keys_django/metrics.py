@@ -96,8 +96,9 @@ def reset() -> None:
 def store_errors() -> tuple[type[BaseException], ...]:
     """Return the exception classes that mean "the store is unavailable".
 
-    ``OSError`` and Django's ``DatabaseError`` always; redis-py's, pymemcache's
-    and django-redis's base errors when those libraries are installed (an
+    ``OSError`` and Django's ``DatabaseError`` always; redis-py's, pymemcache's,
+    django-redis's, valkey-py's and django-valkey's base errors when those
+    libraries are installed (an
     uninstalled one cannot raise, so it is simply not listed).
     """
     global _STORE_ERRORS
@@ -112,6 +113,8 @@ def store_errors() -> tuple[type[BaseException], ...]:
             ("redis.exceptions", "RedisError"),
             ("pymemcache.exceptions", "MemcacheError"),
             ("django_redis.exceptions", "ConnectionInterrupted"),
+            ("valkey.exceptions", "ValkeyError"),
+            ("django_valkey.exceptions", "ConnectionInterrupted"),
         ):
             if find_spec(module.split(".")[0]) is not None:
                 errs.append(getattr(import_module(module), name))

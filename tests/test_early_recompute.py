@@ -15,6 +15,10 @@ from fragmented_keys_django.tags import normalize_tags
 BOTH_APIS = True
 
 TAGS = [("User", "1")]
+# XFetch recomputes a hit when compute_seconds * beta * -ln(U) >= the time left (60 s).
+# A loader here computes in ~1 µs: with beta 1e9 that missed with U > 0.94 (a 6% flake);
+# with 1e15 it needs U > 1 - 6e-7.
+BETA = 1e15
 
 
 class Loader:
@@ -30,11 +34,11 @@ def test_live_entries_are_recomputed_early_when_beta_is_high(frag):
     loader = Loader()
     with TenantContext.use_tenant("acme"):
         assert (
-            frag.get_or_set_with_tags("hot", loader, TAGS, timeout=60, early_recompute=1e9) == "v1"
+            frag.get_or_set_with_tags("hot", loader, TAGS, timeout=60, early_recompute=BETA) == "v1"
         )
         # With a huge beta the expiry always looks imminent: each hit recomputes.
         assert (
-            frag.get_or_set_with_tags("hot", loader, TAGS, timeout=60, early_recompute=1e9) == "v2"
+            frag.get_or_set_with_tags("hot", loader, TAGS, timeout=60, early_recompute=BETA) == "v2"
         )
         assert loader.calls == 2
         # The recomputed value is stored and served to plain readers.
@@ -47,13 +51,13 @@ def test_live_entries_are_recomputed_early_when_beta_is_high(frag):
 def test_early_recomputation_yields_to_the_lock_holder(frag):
     loader = Loader()
     with TenantContext.use_tenant("acme"):
-        frag.get_or_set_with_tags("hot", loader, TAGS, timeout=60, early_recompute=1e9)
+        frag.get_or_set_with_tags("hot", loader, TAGS, timeout=60, early_recompute=BETA)
         _, ek = frag._keys("hot", normalize_tags(TAGS), "", None, False)
         store = frag.store_for()
         assert store.add(lock_key(ek.entry), 1, timeout=30)
         # Someone else holds the lock: keep serving the live value, do not recompute.
         assert (
-            frag.get_or_set_with_tags("hot", loader, TAGS, timeout=60, early_recompute=1e9) == "v1"
+            frag.get_or_set_with_tags("hot", loader, TAGS, timeout=60, early_recompute=BETA) == "v1"
         )
         assert loader.calls == 1
 
@@ -61,9 +65,9 @@ def test_early_recomputation_yields_to_the_lock_holder(frag):
 def test_entries_without_expiry_are_never_recomputed_early(frag):
     loader = Loader()
     with TenantContext.use_tenant("acme"):
-        frag.get_or_set_with_tags("forever", loader, TAGS, timeout=None, early_recompute=1e9)
+        frag.get_or_set_with_tags("forever", loader, TAGS, timeout=None, early_recompute=BETA)
         assert (
-            frag.get_or_set_with_tags("forever", loader, TAGS, timeout=None, early_recompute=1e9)
+            frag.get_or_set_with_tags("forever", loader, TAGS, timeout=None, early_recompute=BETA)
             == "v1"
         )
 
@@ -77,8 +81,12 @@ def test_async_early_recompute(frag):
 
     async def main():
         with TenantContext.use_tenant("acme"):
-            a = await frag.aget_or_set_with_tags("h", loader, TAGS, timeout=60, early_recompute=1e9)
-            b = await frag.aget_or_set_with_tags("h", loader, TAGS, timeout=60, early_recompute=1e9)
+            a = await frag.aget_or_set_with_tags(
+                "h", loader, TAGS, timeout=60, early_recompute=BETA
+            )
+            b = await frag.aget_or_set_with_tags(
+                "h", loader, TAGS, timeout=60, early_recompute=BETA
+            )
             c = await frag.aget_or_set_with_tags("h", loader, TAGS, timeout=60)
             return a, b, c
 
@@ -88,7 +96,7 @@ def test_async_early_recompute(frag):
 def test_decorator_passes_early_recompute(frag):
     calls = []
 
-    @tagged_cache(timeout=60, tags=["User:{uid}"], early_recompute=1e9)
+    @tagged_cache(timeout=60, tags=["User:{uid}"], early_recompute=BETA)
     def hot(uid):
         calls.append(uid)
         return len(calls)

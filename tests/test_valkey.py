@@ -33,14 +33,6 @@ def test_valkey_py_talks_to_the_suites_redis():
     client.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "valkey.exceptions.ValkeyError (and django_valkey's ConnectionInterrupted) are not "
-        "in fragmented_keys_django.metrics.store_errors(): a Valkey store that is down "
-        "raises ConnectionError through the backend instead of a logged, counted miss"
-    ),
-)
 def test_a_valkey_store_that_is_down_is_a_miss_not_an_error():
     conf = store_settings("django-valkey")
     conf["default"]["LOCATION"] = f"valkey://127.0.0.1:{free_port()}/0"  # nothing listens
@@ -55,14 +47,6 @@ def test_a_valkey_store_that_is_down_is_a_miss_not_an_error():
             reset_retrier()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "django-valkey's ValkeyCache is not a Django BaseCache: it has no a* methods "
-        "(AttributeError), so the backend's async API fails over it; its AsyncValkeyCache "
-        "has no sync API. The package needs an adapter (or one store alias of each kind)"
-    ),
-)
 @pytest.mark.django_db(transaction=True)
 def test_async_tagged_api_over_django_valkey():
     with override_settings(CACHES=store_settings("django-valkey")):
