@@ -32,7 +32,7 @@ from django.utils import timezone
 from . import keys as keys_mod
 from . import metrics, outbox, routing
 from .conf import fragmented_aliases
-from .exceptions import BumpFailed, StoreUnavailable, TenantRequired
+from .exceptions import BumpFailed, TenantRequired
 from .keys import is_global_tag, namespace_key, tag_version_key
 from .routing import Route
 from .signals import sender, tags_bumped, tenant_flushed
@@ -261,8 +261,7 @@ def apply_bumps(
             error.__cause__ = exc
     for route, adapter, group in groups:
         keys = [k for item in group for k in item.keys]
-        try:
-            _breaker_check(group)
+        try:  # sent even while the store's breaker is open: it may answer again (X4)
             bump(adapter, keys, route.options.version_timeout, route.verify(adapter))
         except Exception as exc:  # an invalidation is never dropped: kept until it lands
             _failed(group, exc, using, markers)
@@ -271,6 +270,7 @@ def apply_bumps(
                 error.__cause__ = exc
             continue
         landed += [markers[(i.alias, i.tenant)] for i in group if (i.alias, i.tenant) in markers]
+        _retrier.answered(group)
         _announce(group)
     if landed:
         parts = [i for _, _, group in groups for i in group] + [i for i, _ in lost]
@@ -297,14 +297,14 @@ async def aapply_bumps(items: list[_Bump]) -> None:
         await sync_to_async(_failed, thread_sensitive=True)([item], exc, None, {})
     for route, adapter, group in groups:
         keys = [k for item in group for k in item.keys]
-        try:
-            _breaker_check(group)
+        try:  # sent even while the store's breaker is open, as in apply_bumps
             await abump(adapter.aio(), keys, route.options.version_timeout, route.verify(adapter))
         except Exception as exc:  # as in apply_bumps
             await sync_to_async(_failed, thread_sensitive=True)(group, exc, None, {})
             if route.options.strict:
                 raise BumpFailed(f"tag bump failed on alias {group[0].alias!r}: {exc}") from exc
             continue
+        _retrier.answered(group)
         _announce(group)
 
 
@@ -316,14 +316,12 @@ def _failed(
 ) -> None:
     """Log and count a failed bump, keep it in the outbox, and queue it for the retry thread.
 
-    A bump the circuit breaker skipped (``StoreUnavailable``) is counted, not
-    logged again: the breaker logged once when it opened.
+    Bumps are sent even while their store's circuit breaker is open (a
+    bump skipped while the store answers again would let another process
+    serve what a returned commit replaced), so each failure is logged.
     """
     for item in group:
-        if isinstance(exc, StoreUnavailable):
-            metrics.count(item.alias, "bump (breaker open)")
-        else:
-            metrics.record_store_error(item.alias, item.tenant, "bump", exc, level=logging.ERROR)
+        metrics.record_store_error(item.alias, item.tenant, "bump", exc, level=logging.ERROR)
     by_pair: dict[tuple[str, str | None], list[_Bump]] = {}
     for item in group:
         by_pair.setdefault((item.alias, item.tenant), []).append(item)
@@ -348,15 +346,20 @@ def _failed(
 
 
 def bump_now(
-    entries: list[tuple[str, str | None, list[str] | None, Any, bool]], errors: list[str]
+    entries: list[tuple[str, str | None, list[str] | None, Any, bool]],
+    errors: list[str],
+    failed_spaces: set[tuple] | None = None,
 ) -> list[bool]:
     """Bump ``(alias, tenant, keys, tags, fanout)`` entries once, for the outbox drain.
 
     ``keys=None`` flushes the tenant's namespace. One ``set_many`` per store;
     nothing is queued for retry (the outbox keeps what failed), errors are
-    logged, counted and appended to *errors*. Returns, per entry, whether it
-    landed (every store of a fan-out entry).
+    logged, counted and appended to *errors*, and the version spaces whose
+    bumps failed added to *failed_spaces* (``_ANY_SPACE`` when a store could
+    not be found). Returns, per entry, whether it landed (every store of a
+    fan-out entry).
     """
+    failed_spaces = set() if failed_spaces is None else failed_spaces
     items = []
     for alias, tenant, keys, tags, fanout in entries:
         flush = keys is None
@@ -370,6 +373,7 @@ def bump_now(
         metrics.record_store_error(item.alias, item.tenant, "outbox_drain", exc)
         errors.append(f"alias {item.alias!r}: {exc}")
         failed.add(id(item))
+        failed_spaces.add(_ANY_SPACE)
     for route, adapter, group in groups:
         try:
             keys = [k for item in group for k in item.keys]
@@ -378,6 +382,7 @@ def bump_now(
             metrics.record_store_error(group[0].alias, None, "outbox_drain", exc)
             errors.append(f"alias {group[0].alias!r}: {exc}")
             failed.update(id(part.origin or part) for part in group)
+            failed_spaces.update(_space(part.alias, part.tenant) for part in group)
             continue
         _announce(group)
     return [id(item) not in failed for item in items]
@@ -426,7 +431,9 @@ def drain_outbox(
                     done.append((db, row.pk))
             todo = [row for row in rows if row.alias in aliases]
             landed = bump_now(
-                [(r.alias, r.tenant, r.keys, r.tags, r.fanout) for r in todo], report.errors
+                [(r.alias, r.tenant, r.keys, r.tags, r.fanout) for r in todo],
+                report.errors,
+                report.failed_spaces,
             )
             for row, ok in zip(todo, landed, strict=True):
                 if ok:
@@ -436,19 +443,6 @@ def drain_outbox(
                     report.failed += 1
             outbox.forget(done)
     return report
-
-
-def _breaker_check(group: list[_Bump]) -> None:
-    """Raise ``StoreUnavailable`` if the circuit breaker of a store *group* bumps is open."""
-    if not _retrier._suspect:
-        return
-    for item in group:
-        space = item.space or _space(item.alias, item.tenant)
-        if _retrier.is_open(space):
-            raise StoreUnavailable(
-                f"store {space[0]!r} is failing: the circuit breaker is open (the bump is kept "
-                f"and retried once the store answers)"
-            )
 
 
 def keep_flush(alias: str, tenant: str | None) -> None:
@@ -774,6 +768,21 @@ class _Retrier:
                 extra={"alias": alias, "tenant": tenant, "operation": "breaker_open"},
             )
 
+    def answered(self, group: list[_Bump]) -> None:
+        """Bumps of *group* landed: a store among them whose breaker is open is probed at once.
+
+        (Its recovery still drains the outbox before the breaker closes.)
+        """
+        if not self._recovering:
+            return
+        spaces = {item.space or _space(item.alias, item.tenant) for item in group}
+        with self._lock:
+            due = [sp for sp in spaces if sp in self._recovering]
+            for space in due:
+                self._next_probe[space] = 0.0
+        if due:
+            self._wake.set()
+
     def is_open(self, space: tuple) -> bool:
         """Return True while the breaker of *space* (a store and PREFIX) is open."""
         return (space, _ALL) in self._suspect
@@ -995,8 +1004,8 @@ class _Retrier:
             except Exception as exc:  # the database is down too: keep bypassing, try again
                 metrics.record_error(alias, tenant, "outbox_drain", exc, what="outbox")
                 continue
-            if report.failed or report.errors:
-                continue
+            if space in report.failed_spaces or _ANY_SPACE in report.failed_spaces:
+                continue  # a bump for this store did not land: stay open (another store's may not)
             with self._lock:
                 if generation == self._generation and self._recovering.pop(space, None):
                     self._suspect.pop((space, _ALL), None)
@@ -1125,7 +1134,20 @@ def note_store_error(alias: str, tenant: str | None) -> None:
     _retrier.recover(alias, tenant)
 
 
+class _SharedStoreBreaker:
+    """The retrier's breaker, as the tenant config-version checks see it (per alias)."""
+
+    @staticmethod
+    def is_open(alias: str) -> bool:
+        return bool(_retrier._recovering) and _retrier.is_open(_space(alias, None))
+
+    @staticmethod
+    def failed(alias: str) -> None:
+        note_store_error(alias, None)
+
+
 tenant_stores.on_lost_arrival(retry_flush)
+tenant_stores.on_breaker(_SharedStoreBreaker())
 os.register_at_fork(after_in_child=lambda: _retrier._after_fork())
 # Markers of landed bumps still queued at a normal exit: deleted, not left for a drain.
 atexit.register(lambda: (_retrier.forget_now(), outbox.forget_deferred()))

@@ -331,12 +331,17 @@ def _plain(tags: Iterable[Any]) -> list[list[str]]:
 
 @dataclass
 class DrainReport:
-    """What :func:`drain` did: rows applied and deleted, rows left (their bump failed)."""
+    """What a drain did: rows applied and deleted, rows left (their bump failed).
+
+    ``failed_spaces``: the version spaces (store alias, PREFIX) whose bumps
+    failed, so a store's recovery waits only for its own rows.
+    """
 
     applied: int = 0
     failed: int = 0
     dropped: int = 0
     errors: list[str] = field(default_factory=list)
+    failed_spaces: set[tuple] = field(default_factory=set)
 
 
 @dataclass

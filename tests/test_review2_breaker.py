@@ -65,11 +65,6 @@ def breaker_caches(shared, own, **options) -> dict:
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review2 B1: the shared store's breaker stays open while a bump kept for another "
-    "store (a tenant store that is down) fails the outbox drain",
-)
 def test_a_tenant_store_that_is_down_never_keeps_the_shared_stores_breaker_open(servers):
     shared, own = servers
     with override_settings(CACHES=breaker_caches(shared, own, CIRCUIT_BREAKER=0)):
@@ -89,11 +84,6 @@ def test_a_tenant_store_that_is_down_never_keeps_the_shared_stores_breaker_open(
         own.start()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review2 B2: the config-version checks around each bump read the hung shared store "
-    "past its breaker: two socket timeouts per bump of a tenant whose own store is healthy",
-)
 def test_a_hung_shared_store_costs_a_tenant_stores_bumps_one_timeout_at_most(servers, caplog):
     shared, own = servers
     with override_settings(CACHES=breaker_caches(shared, own)):
@@ -113,11 +103,6 @@ def test_a_hung_shared_store_costs_a_tenant_stores_bumps_one_timeout_at_most(ser
         assert len(reached) <= 1, f"{len(reached)} socket timeouts on the shared store"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review2 B3: a bump made while this process's breaker is open is skipped although the "
-    "store answers: another process serves what the returned save replaced until the probe",
-)
 def test_a_save_that_returned_is_seen_by_another_process_once_the_store_answers(
     servers, monkeypatch
 ):

@@ -32,7 +32,7 @@ from django.test import override_settings
 
 from fragmented_keys_django import TenantContext
 from fragmented_keys_django.tenancy.stores import notify_tenant_config_changed
-from tests.race_support import RedisServer, reset_retrier
+from tests.race_support import RedisServer, settle_retries
 from tests.redis_dbs import base_url
 from tests.test_tenant_stores import (
     CONFIG_DB,
@@ -66,11 +66,6 @@ def _conf(shared: RedisServer, prefix: str) -> dict:
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review2 S1: a config-version write that fails is never retried: another process "
-    "keeps the tenant on its old store and serves what a returned save replaced, for good",
-)
 def test_a_failed_config_version_write_never_strands_another_process_on_the_old_store(
     monkeypatch,
 ):
@@ -96,7 +91,9 @@ def test_a_failed_config_version_write_never_strands_another_process_on_the_old_
                 notify_tenant_config_changed(tenant)  # its config-version write fails
                 admin.config_set("maxmemory", 0)
                 admin.close()
-                reset_retrier()  # the failures above are not what this test is about
+                # The shared store takes writes again: the kept version write lands
+                # (on the old code nothing was kept, so nothing is pending).
+                assert settle_retries(15) == 0, "the config-version write never landed"
                 cfg.set(truth, "v2")  # a save in the tenant ...
                 with TenantContext.use_tenant(tenant):
                     caches["fragmented"].invalidate_tags([("Report", "")])  # ... returned

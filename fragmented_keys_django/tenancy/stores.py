@@ -52,7 +52,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from django.utils.module_loading import import_string
 
@@ -593,11 +593,23 @@ class TenantStores:
         return self.source.tenants()
 
     def _check_version(self, now: float) -> None:
+        """Read the config version from the shared store; drop every tenant store if it moved.
+
+        Behind the shared store's circuit breaker: while it is open the check
+        is skipped (counted), as a failed read would be, without waiting for
+        a socket timeout; a failed read opens it.
+        """
         self._next_check = now + self.recheck
+        breaker = _breakers[0] if _breakers else None
+        if breaker is not None and breaker.is_open(self.alias):
+            metrics.count(self.alias, "tenant_config_check (breaker open)")
+            return
         try:
             version = get_cache(self.template_name).get(CONFIG_VERSION_KEY)
         except metrics.store_errors() as exc:  # the store may be down: keep current stores
             metrics.record_store_error(self.alias, None, "tenant_config_check", exc)
+            if breaker is not None:
+                breaker.failed(self.alias)
             return
         if self._config_version is not _MISSING and version != self._config_version:
             logger.info(
@@ -642,8 +654,29 @@ _lost_arrivals: list[Callable[[str, str, list[str], tuple[str, str]], None]] = [
 
 
 def on_lost_arrival(handler: Callable[[str, str, list[str], tuple[str, str]], None]) -> None:
-    """Make *handler* the retry of arrival bumps that fail (``invalidation.retry_flush``)."""
+    """Make *handler* the retry of arrival bumps and config-version writes that fail.
+
+    (``invalidation.retry_flush``: kept in the outbox, retried until they land.)
+    """
     _lost_arrivals[:] = [handler]
+
+
+class SharedStoreBreaker(Protocol):
+    """The circuit breaker of an alias's shared store (``invalidation`` provides it)."""
+
+    def is_open(self, alias: str) -> bool:
+        """True while the shared store of fragmented *alias* is skipped."""
+
+    def failed(self, alias: str) -> None:
+        """A call to the shared store of *alias* failed: open its breaker."""
+
+
+_breakers: list[SharedStoreBreaker] = []
+
+
+def on_breaker(breaker: SharedStoreBreaker) -> None:
+    """Put the config-version checks behind *breaker* (set once by ``invalidation``)."""
+    _breakers[:] = [breaker]
 
 
 def stores_for_alias(alias: str, options: BackendOptions) -> TenantStores | None:
@@ -699,8 +732,9 @@ def notify_tenant_config_changed(tenant_id: str | None = None) -> None:
     notice within ``TENANT_CONFIG_RECHECK`` seconds) and, when
     ``TENANT_CONFIG_URL`` is set, publishes on Redis pub/sub and waits (up to
     ``channel.ACK_TIMEOUT`` seconds) until every subscribed process confirmed
-    it dropped the tenant's store. Store errors of the version bump are logged
-    and counted; a publish that fails raises.
+    it dropped the tenant's store. A version write that fails is logged,
+    counted, kept in the outbox and retried until it lands (other processes
+    follow the move once it does); a publish that fails is logged and counted.
     """
     urls: dict[str, None] = {}
     for ts in _registered():
@@ -710,7 +744,7 @@ def notify_tenant_config_changed(tenant_id: str | None = None) -> None:
         # bump, which invalidates whatever the new store holds from before.
         try:
             get_cache(ts.template_name).set(CONFIG_VERSION_KEY, fresh_token(), timeout=None)
-        except Exception as exc:  # never raised: other processes still recheck in time
+        except Exception as exc:  # never raised: kept and retried until it lands
             metrics.record_error(
                 ts.alias,
                 tenant_id,
@@ -718,6 +752,11 @@ def notify_tenant_config_changed(tenant_id: str | None = None) -> None:
                 exc,
                 what="tenant config notification failed",
             )
+            # A process that never sees the version move keeps the tenant on its
+            # old store for good: the write is retried (and kept in the outbox)
+            # like a failed bump; this process bypasses the shared store meanwhile.
+            space = (ts.template_name, ts.options.prefix)
+            _lost_arrivals[0](ts.alias, None, [CONFIG_VERSION_KEY], space)
         ts.relocate(tenant_id)
         if ts.channel_url:
             urls[ts.channel_url] = None
