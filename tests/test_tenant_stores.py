@@ -204,6 +204,13 @@ def test_fragmented_backend_as_tenant_store_is_rejected(prefix, frag):
         frag.store_for("bad")
 
 
+def test_a_tenant_backend_that_cannot_be_imported_is_named_with_its_tenant(prefix, frag):
+    """A typo in one tenant row's BACKEND says which tenant and which path, not a bare ImportError."""
+    CONFIGS["typo"] = {"BACKEND": "django_redis.cache.RedisCach"}
+    with pytest.raises(ConfigurationError, match=r"Tenant 'typo'.*RedisCach.*cannot be imported"):
+        frag.store_for("typo")
+
+
 def test_store_built_once_and_shared_by_threads(prefix, frag):
     CONFIGS["big"] = own()
     barrier = threading.Barrier(8)

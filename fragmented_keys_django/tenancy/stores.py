@@ -54,8 +54,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-from django.utils.module_loading import import_string
-
 from .. import metrics
 from ..conf import (
     BACKEND_PATHS,
@@ -153,6 +151,22 @@ class _CallableSource:
     def tenants(self) -> list[str] | None:
         lister = getattr(self.func, "tenants", None)
         return list(lister()) if lister else None
+
+
+def build_store(
+    tenant_id: str, config: Mapping[str, Any], template: Mapping[str, Any]
+) -> tuple[str, dict[str, Any], Any]:
+    """Build *tenant_id*'s Django cache from its *config* merged over *template*.
+
+    Returns ``(store name, merged config, store)``. Raises
+    :class:`~.exceptions.ConfigurationError` naming the tenant when the
+    merged ``BACKEND`` cannot be imported (a typo in a tenant row); the
+    backend's own errors for a bad ``LOCATION`` or option propagate.
+    """
+    name, merged = resolve_tenant_config(tenant_id, config, template)
+    backend = import_dotted(merged["BACKEND"], f"Tenant {tenant_id!r} cache_config['BACKEND']")
+    params = {k: v for k, v in merged.items() if k not in ("BACKEND", "LOCATION")}
+    return name, merged, isolate(backend(merged.get("LOCATION", ""), params))
 
 
 def placement_of(config: Mapping[str, Any]) -> str:
@@ -456,9 +470,7 @@ class TenantStores:
         config = self.source.get(tenant_id)
         if not config:
             return (None, None, placement_of(template))
-        name, merged = resolve_tenant_config(tenant_id, config, template)
-        params = {k: v for k, v in merged.items() if k not in ("BACKEND", "LOCATION")}
-        store = isolate(import_string(merged["BACKEND"])(merged.get("LOCATION", ""), params))
+        name, merged, store = build_store(tenant_id, config, template)
         logger.info("built tenant store %s for tenant %s (alias=%s)", name, tenant_id, self.alias)
         return (name, store, placement_of(merged))
 
@@ -511,12 +523,8 @@ class TenantStores:
         store = name = None
         try:
             if config:
-                name, merged = resolve_tenant_config(
+                name, _merged, store = build_store(
                     tenant_id, config, settings.CACHES[self.template_name]
-                )
-                params = {k: v for k, v in merged.items() if k not in ("BACKEND", "LOCATION")}
-                store = isolate(
-                    import_string(merged["BACKEND"])(merged.get("LOCATION", ""), params)
                 )
             adapter = None if store is None else adapter_for(store, self.options.store_adapter)
             self._bump_arrival(tenant_id, adapter, name)
