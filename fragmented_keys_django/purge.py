@@ -390,19 +390,72 @@ def _purge_database(store: DatabaseCache, run: _Pass, batch: int) -> None:
 # -- one store -------------------------------------------------------------------------
 
 
-def _kind(store: Any, adapter: Any) -> str:
+def _optional(*paths: str) -> tuple[type, ...]:
+    """The classes at dotted *paths* whose package is installed (redis-py, valkey-py, ...)."""
+    found = []
+    for path in paths:
+        try:
+            found.append(import_string(path))
+        except ImportError:  # that client library is not installed: no store can be one
+            continue
+    return tuple(found)
+
+
+def _redis_client(store: Any, adapter: Any) -> Any:
+    """The redis-py (or valkey-py) client of *store*'s primary, a cluster client, or ``None``.
+
+    By what the store is: our Redis adapter's client; Django's ``RedisCache``
+    (subclasses included: a cluster backend built on it answers its cluster
+    client); django-redis and django-valkey with any client but the sharded
+    one (keys spread over servers by a hash ring). ``None``: not a Redis store.
+    """
     if isinstance(adapter, RedisAdapter):
-        return "redis"
+        return adapter.redis_client()
+    from django.core.cache.backends.redis import RedisCache
+
+    if isinstance(store, RedisCache):
+        return store._cache.get_client(None, write=True)
+    for cache_path, shard_path in (
+        ("django_redis.cache.RedisCache", "django_redis.client.ShardClient"),
+        ("django_valkey.cache.ValkeyCache", "django_valkey.client.sharded.ShardClient"),
+    ):
+        classes = _optional(cache_path, shard_path)
+        if len(classes) == 2 and isinstance(store, classes[0]):
+            if isinstance(store.client, classes[1]):
+                return None
+            return store.client.get_client(write=True)
+    return None
+
+
+def _is_cluster(client: Any) -> bool:
+    return isinstance(
+        client, _optional("redis.cluster.RedisCluster", "valkey.cluster.ValkeyCluster")
+    )
+
+
+def _kind(store: Any, client: Any) -> str:
+    if client is not None:
+        return "redis-cluster" if _is_cluster(client) else "redis"
     if isinstance(store, (DatabaseCache, IsolatedDatabaseCache)):
         return "database"
     return type(store).__name__
 
 
-def _purge_store(name: str, store: Any, adapter: Any, run: _Pass, batch: int) -> None:
+def _purge_store(store: Any, client: Any, run: _Pass, batch: int) -> None:
     """Purge *run*'s tenants from one store (nothing on a store that cannot list keys)."""
     kind = next(iter(run.parts.values())).kind
     if kind == "redis":
-        _purge_redis(adapter.redis_client(), run, batch)
+        _purge_redis(client, run, batch)
+    elif kind == "redis-cluster":
+        for prefix, part in run.parts.items():
+
+            def step(matched: int, deleted: int, part: StorePurge = part) -> None:
+                part.matched, part.deleted = matched, deleted
+                run.emit()
+
+            part.matched, part.deleted = purge_cluster_slot(
+                client, prefix, batch=batch, dry_run=run.dry_run, progress=step
+            )
     elif kind == "database":
         inner = store.store if isinstance(store, IsolatedDatabaseCache) else store
         _purge_database(inner, run, batch)
@@ -578,13 +631,14 @@ def purge_tenants(
             for report in reports.values():
                 report.bumped = True
         for name, store, adapter, here in plan.values():
-            kind = _kind(store, adapter)
+            client = _redis_client(store, adapter)
+            kind = _kind(store, client)
             parts = {}
             for tenant in here:
                 prefix = stored_prefix(store, tenant_key_prefix(route.options.prefix, tenant))
                 parts[prefix] = StorePurge(name, kind, prefix, tenant)
             try:
-                _purge_store(name, store, adapter, _Pass(name, parts, dry_run, progress), batch)
+                _purge_store(store, client, _Pass(name, parts, dry_run, progress), batch)
             except Exception as exc:
                 one = here[0] if len(here) == 1 else None
                 metrics.record_error(alias, one, "purge", exc, what=f"purge of store {name}")

@@ -13,6 +13,7 @@ import uuid
 import pytest
 import redis
 from django.core.cache import caches
+from django.core.cache.backends.redis import RedisCache, RedisCacheClient
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import override_settings
@@ -71,9 +72,9 @@ def drop(url: str, key_prefix: str) -> None:
 # -- Redis ------------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["redis", "django-redis-builtin"])
+@pytest.fixture(params=["redis", "django-redis-builtin", "django-valkey"])
 def redis_store(request):
-    """A fragmented alias over django-redis, then over Django's own ``RedisCache``."""
+    """A fragmented alias over django-redis, Django's own ``RedisCache``, django-valkey."""
     conf = store_settings(request.param)
     with override_settings(CACHES=conf):
         yield caches["fragmented"], conf["default"]["KEY_PREFIX"]
@@ -94,7 +95,7 @@ def test_purge_deletes_every_key_of_the_tenant_and_no_other(redis_store):
 
     assert tenant_redis_keys(url, kp, "t", "acme") == []
     assert report.deleted == len(before["acme"])  # the bump rewrote the namespace key
-    assert [s.kind for s in report.stores] == ["redis"]
+    assert [s.kind for s in report.stores] == ["redis"]  # django-valkey's client too
     for other in ("acme2", "globex"):
         assert sorted(tenant_redis_keys(url, kp, "t", other)) == sorted(before[other])
         with TenantContext.use_tenant(other):
@@ -233,6 +234,36 @@ def test_purge_never_touches_another_tenant(pair):
         finally:
             frag.close()
             drop(url, kp)
+
+
+@pytest.mark.redis
+@pytest.mark.sentinel
+@pytest.mark.django_db(transaction=True)
+def test_sentinel_store_is_purged_on_the_primary(sentinel):
+    """django-redis's SentinelClient (the generic path): the purge reaches the primary."""
+    from .test_sentinel_backend import sentinel_caches
+
+    conf = sentinel_caches(sentinel)
+    kp = conf["default"]["KEY_PREFIX"]
+    with override_settings(CACHES=conf):
+        frag = caches["fragmented"]
+        fill(frag, "acme", 5)
+        fill(frag, "globex", 5)
+        primary = sentinel.primary.client()
+
+        def keys(tenant: str) -> list[bytes]:
+            start = f"{kp}:1:{tenant_key_prefix('t', tenant)}".encode()
+            return [k for k in primary.scan_iter(count=1000) if k.startswith(start)]
+
+        globex = sorted(keys("globex"))
+        assert keys("acme") and globex
+        report = purge_tenant("acme", "fragmented")
+        assert [(s.kind, s.deleted > 0) for s in report.stores] == [("redis", True)]
+        assert keys("acme") == []
+        assert sorted(keys("globex")) == globex
+        for key in keys("globex"):
+            primary.delete(key)
+        frag.close()
 
 
 def test_glob_escape():
@@ -488,4 +519,67 @@ def test_cluster_purge_reads_only_the_tenants_slot(redis_cluster, batch):
         for node in redis_cluster.primaries():
             for key in node.client().scan_iter(match=f"{kp}:*", count=1000):
                 client.delete(key)
+        client.close()
+
+
+class _ClusterClient(RedisCacheClient):
+    """Django's Redis client on the suite's cluster (what a cluster backend built on it does)."""
+
+    def get_client(self, key=None, *, write=False):
+        return _CLUSTER[0]
+
+    def set_many(self, data, timeout):  # MSET may span slots: one SET per key, pipelined
+        pipe = self.get_client().pipeline()
+        for key, value in data.items():
+            pipe.set(key, self._serializer.dumps(value), ex=timeout)
+        pipe.execute()
+
+
+class ClusterStore(RedisCache):
+    """A Django ``RedisCache`` whose client is a ``RedisCluster`` (test stand-in)."""
+
+    def __init__(self, server, params):
+        super().__init__(server, params)
+        self._class = _ClusterClient
+
+
+_CLUSTER: list = []
+
+
+@pytest.mark.redis
+@pytest.mark.cluster
+@pytest.mark.django_db(transaction=True)
+def test_a_store_on_a_cluster_client_is_purged_slot_by_slot(redis_cluster):
+    """purge_tenant finds a cluster client behind a Django RedisCache and purges slot-wise."""
+    kp = uuid.uuid4().hex[:8]
+    client = redis_cluster.client()
+    _CLUSTER[:] = [client]
+    conf = {
+        "default": {
+            "BACKEND": f"{__name__}.ClusterStore",
+            "LOCATION": redis_cluster.url,
+            "KEY_PREFIX": kp,
+        },
+        "fragmented": {
+            "BACKEND": "fragmented_keys_django.FragmentedKeysCacheBackend",
+            "CACHE_NAME": "default",
+            "PREFIX": "t",
+            "OPTIONS": {"STORE_ADAPTER": "fragmented_keys_django.stores.DjangoCacheAdapter"},
+        },
+    }
+    try:
+        prefixes = {t: f"{kp}:1:{tenant_key_prefix('t', t)}" for t in ("acme", "globex")}
+        for prefix in prefixes.values():
+            client.mset({f"{prefix}e:{i}": b"v" for i in range(50)})
+        with override_settings(CACHES=conf):
+            report = purge_tenant("acme", "fragmented", batch=10)
+        assert [(s.kind, s.deleted) for s in report.stores] == [("redis-cluster", 51)]  # + ns
+        for tenant, prefix in prefixes.items():
+            left = list(client.scan_iter(match=redis_glob_escape(prefix) + "*"))
+            assert len(left) == (0 if tenant == "acme" else 50)
+    finally:
+        for node in redis_cluster.primaries():
+            for key in node.client().scan_iter(match=f"{kp}:*", count=1000):
+                client.delete(key)
+        _CLUSTER.clear()
         client.close()
