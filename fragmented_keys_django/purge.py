@@ -624,19 +624,25 @@ def purge_tenants(
             adapter = adapter_for(store, route.options.store_adapter)
             for tenant in ids:
                 add(name, store, adapter, tenant)
+        # Every store's prefixes first: a store that cannot be searched raises before the bump.
+        runs = []
+        for name, store, adapter, here in plan.values():
+            client = _redis_client(store, adapter)
+            kind = _kind(store, client)
+            listable = kind in ("redis", "redis-cluster", "database")
+            parts = {}
+            for tenant in here:
+                raw = tenant_key_prefix(route.options.prefix, tenant)
+                prefix = stored_prefix(store, raw) if listable else str(store.make_key(raw))
+                parts[prefix] = StorePurge(name, kind, prefix, tenant)
+            runs.append((name, store, client, here, parts))
         started = timezone.now()
         if not dry_run:
             flushes = [invalidation.flush_bump(route, t) for t in ids]
             invalidation.apply_bumps(flushes, raise_errors=True)
             for report in reports.values():
                 report.bumped = True
-        for name, store, adapter, here in plan.values():
-            client = _redis_client(store, adapter)
-            kind = _kind(store, client)
-            parts = {}
-            for tenant in here:
-                prefix = stored_prefix(store, tenant_key_prefix(route.options.prefix, tenant))
-                parts[prefix] = StorePurge(name, kind, prefix, tenant)
+        for name, store, client, here, parts in runs:
             try:
                 _purge_store(store, client, _Pass(name, parts, dry_run, progress), batch)
             except Exception as exc:

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fragmented_keys_django import TenantContext, outbox
-from fragmented_keys_django.exceptions import InvalidTenant
+from fragmented_keys_django.exceptions import ConfigurationError, InvalidTenant
 from fragmented_keys_django.keys import namespace_key, tenant_key_prefix
 from fragmented_keys_django.purge import (
     apurge_tenant,
@@ -263,6 +263,27 @@ def test_sentinel_store_is_purged_on_the_primary(sentinel):
         assert sorted(keys("globex")) == globex
         for key in keys("globex"):
             primary.delete(key)
+        frag.close()
+
+
+def hashed_key(key, key_prefix, version):
+    import hashlib
+
+    return hashlib.sha1(f"{key_prefix}:{version}:{key}".encode()).hexdigest()
+
+
+@pytest.mark.redis
+def test_a_key_function_that_hides_the_prefix_is_refused_before_any_bump():
+    conf = store_settings("redis")
+    conf["default"]["KEY_FUNCTION"] = f"{__name__}.hashed_key"
+    with override_settings(CACHES=conf):
+        frag = caches["fragmented"]
+        fill(frag, "acme", 2)
+        with pytest.raises(ConfigurationError, match="KEY_FUNCTION"):
+            purge_tenant("acme", "fragmented")
+        with TenantContext.use_tenant("acme"):  # refused before the bump
+            assert frag.get_with_tags("k1", [("Item", "1"), ("List", "")]) == "acme-1"
+        frag.clear()
         frag.close()
 
 
