@@ -543,6 +543,28 @@ def test_cluster_purge_reads_only_the_tenants_slot(redis_cluster, batch):
         client.close()
 
 
+@pytest.mark.redis
+@pytest.mark.cluster
+def test_cluster_purge_when_neighbours_crowd_the_slot(redis_cluster):
+    """Pages of GETKEYSINSLOT full of a neighbour's keys: the node is scanned instead."""
+    kp = uuid.uuid4().hex[:8]
+    gone, neighbour = _tenants_sharing_a_slot(kp)
+    client = redis_cluster.client()
+    try:
+        ours = f"{kp}:1:{tenant_key_prefix('t', gone)}"
+        theirs = f"{kp}:1:{tenant_key_prefix('t', neighbour)}"
+        client.mset({f"{theirs}e:{i}": b"v" for i in range(300)})
+        client.mset({f"{ours}e:{i}": b"v" for i in range(3)})
+        assert purge_cluster_slot(client, ours, batch=5) == (3, 3)
+        assert list(client.scan_iter(match=redis_glob_escape(ours) + "*")) == []
+        assert len(list(client.scan_iter(match=redis_glob_escape(theirs) + "*"))) == 300
+    finally:
+        for node in redis_cluster.primaries():
+            for key in node.client().scan_iter(match=f"{kp}:*", count=1000):
+                client.delete(key)
+        client.close()
+
+
 class _ClusterClient(RedisCacheClient):
     """Django's Redis client on the suite's cluster (what a cluster backend built on it does)."""
 
