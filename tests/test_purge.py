@@ -425,6 +425,48 @@ def test_stores_a_tenant_left_are_purged_too():
             drop(url, kp)
 
 
+@pytest.mark.redis
+def test_the_documented_erasure_leaves_no_key():
+    """docs/operations.md: purge, delete the config (an arrival bump), purge again, dry run 0."""
+    from fragmented_keys_django.tenancy.stores import notify_tenant_config_changed
+
+    kp = uuid.uuid4().hex[:8]
+    shared_url, own_url = redis_url("tenants_shared"), redis_url("tenant")
+    conf = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": shared_url,
+            "KEY_PREFIX": kp,
+        },
+        "fragmented": {
+            "BACKEND": "fragmented_keys_django.FragmentedKeysCacheBackend",
+            "CACHE_NAME": "default",
+            "PREFIX": "t",
+            "OPTIONS": {"TENANT_STORES": f"{__name__}.move_configs"},
+        },
+    }
+    MOVES.clear()
+    try:
+        with override_settings(CACHES=conf):
+            frag = caches["fragmented"]
+            MOVES["acme"] = {"LOCATION": own_url}
+            fill(frag, "acme", 5)
+            assert purge_tenant("acme", "fragmented").deleted > 0
+            del MOVES["acme"]
+            notify_tenant_config_changed("acme")
+            assert tenant_redis_keys(shared_url, kp, "t", "acme")  # the arrival bump
+            second = purge_tenant("acme", "fragmented")
+            assert [(s.store, s.deleted) for s in second.stores] == [("default", 1)]
+            assert purge_tenant("acme", "fragmented", dry_run=True).matched == 0
+            for url in (shared_url, own_url):
+                assert tenant_redis_keys(url, kp, "t", "acme") == []
+            frag.tenant_stores.forget()
+    finally:
+        MOVES.clear()
+        for url in (shared_url, own_url):
+            drop(url, kp)
+
+
 # -- the outbox ----------------------------------------------------------------------------
 
 
