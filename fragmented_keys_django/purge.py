@@ -11,12 +11,14 @@ frees nothing (entries stay until their TTL, versions for ``VERSION_TIMEOUT``).
    by *stores*: those it left), it deletes every key under the tenant's exact
    key prefix, ``batch`` keys at a time:
 
-   * Redis (django-redis, Django's ``RedisCache``): ``SCAN MATCH`` over the
+   * Redis (django-redis with any client but the sharded one, Django's
+     ``RedisCache``, django-valkey), on the primary: ``SCAN MATCH`` over the
      stored prefix (the store's ``KEY_PREFIX`` and ``VERSION`` applied by its own
      key function, glob characters escaped), ``UNLINK`` per batch;
-   * Redis Cluster: :func:`purge_cluster_slot`, on the node owning the tenant's
-     hash slot only (``CLUSTER GETKEYSINSLOT``, filtered on the exact prefix:
-     tenants can share a slot);
+   * Redis Cluster (a store whose client is a ``RedisCluster``):
+     :func:`purge_cluster_slot`, on the node owning the tenant's hash slot only
+     (``CLUSTER GETKEYSINSLOT``, filtered on the exact prefix: tenants can share
+     a slot);
    * Django's database cache: ``SELECT`` by ``LIKE`` on the prefix (escaped),
      then ``DELETE`` by key, per batch;
    * memcached, locmem, file: their keys cannot be listed. Nothing is deleted;
@@ -27,7 +29,9 @@ frees nothing (entries stay until their TTL, versions for ``VERSION_TIMEOUT``).
    covers (failed bumps, and markers of transactions whose process died).
 
 Erasure needs the tenant's traffic stopped first, or a second pass after it
-is: a request served during the purge may write keys behind the scan.
+is: a request served during the purge may write keys behind the scan. A
+``SCAN`` walks a whole Redis database whatever it matches: :func:`purge_tenants`
+walks each store once for many tenants.
 
 Every tenant key is ``fk:{T}:...`` (:mod:`.keys`), ``T`` a digest of the alias's
 ``PREFIX`` and the tenant id, so the stored prefix is exact: another tenant,
