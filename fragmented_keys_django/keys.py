@@ -32,6 +32,7 @@ __all__ = [
     "net_version_key",
     "set_netted_names",
     "tag_version_key",
+    "tenant_key_prefix",
 ]
 
 _DIGEST_CHARS = 40  # 160 bits of SHA-256
@@ -90,6 +91,19 @@ def _digest(*parts: str | int | None) -> str:
 @lru_cache(maxsize=4096)
 def _slot(prefix: str, tenant: str | None) -> str:
     return "fk:{" + hashlib.sha256(encode_parts("slot", prefix, tenant)).hexdigest()[:16] + "}:"
+
+
+def tenant_key_prefix(prefix: str, tenant: str) -> str:
+    """Return ``fk:{T}:``, the start of every key of *tenant* under alias ``PREFIX`` *prefix*.
+
+    Entries, stampede locks, the namespace, tag and net versions of the tenant
+    all start with it, and no other tenant's key does (``T`` is a digest of
+    *prefix* and *tenant*). The public namespace (``None``) has one too, but it
+    holds versions every tenant reads: it is never purged, so it is refused here.
+    """
+    if tenant is None:
+        raise ValueError("the public namespace has no tenant key prefix to purge")
+    return _slot(prefix, tenant)
 
 
 @lru_cache(maxsize=4096)

@@ -41,7 +41,7 @@ from django.utils import timezone
 
 from . import metrics
 
-__all__ = ["DrainReport", "available", "forget", "mark", "record", "reset"]
+__all__ = ["DrainReport", "available", "forget", "forget_tenant", "mark", "record", "reset"]
 
 logger = logging.getLogger("fragmented_keys_django")
 
@@ -323,6 +323,34 @@ def _delete(refs: Iterable[Ref]) -> None:
                 _delete_ids(db, pks)
         except Exception as exc:
             metrics.record_error("-", None, "outbox_forget", exc, what="outbox")
+
+
+def forget_tenant(
+    alias: str,
+    tenant: str,
+    keyed_before: datetime.datetime,
+    marked_before: datetime.datetime,
+) -> int:
+    """Delete *tenant*'s rows of *alias* in every outbox database; return how many.
+
+    Rows with keys written before *keyed_before*, markers (no keys) written
+    before *marked_before*: those a namespace bump made then covers (a purge:
+    the tenant is erased). Errors propagate.
+    """
+    total = 0
+    for db in databases():
+        conn = connections[db]
+        q = conn.ops.quote_name
+        adapt = conn.ops.adapt_datetimefield_value
+        sql = (
+            f"DELETE FROM {_table(db)} WHERE {q('alias')} = %s AND {q('tenant')} = %s AND ("
+            f"({q('keys')} IS NOT NULL AND {q('created')} <= %s) OR "
+            f"({q('keys')} IS NULL AND {q('created')} <= %s))"
+        )
+        with conn.cursor() as cur:
+            cur.execute(sql, [alias, tenant, adapt(keyed_before), adapt(marked_before)])
+            total += max(cur.rowcount, 0)
+    return total
 
 
 def _plain(tags: Iterable[Any]) -> list[list[str]]:

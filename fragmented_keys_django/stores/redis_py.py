@@ -86,6 +86,10 @@ class RedisAdapter:
             pool.release(conn)
         return plan.finish(replies)
 
+    def redis_client(self) -> Any:
+        """Return the store's ``redis.Redis`` client of the primary (for operator tools: purge)."""
+        return self._client()
+
     def read(self, keys: Sequence[str], entries: int) -> list[Any]:
         """One ``MGET``; the first *entries* values decoded as envelopes, the rest left as bytes."""
         return self._do(self.codec.read(keys, entries))

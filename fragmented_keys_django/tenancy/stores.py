@@ -76,6 +76,7 @@ from .channel import listener as _listener
 __all__ = [
     "DEFAULT_CHANNEL",
     "TenantStores",
+    "live_stores",
     "notify_tenant_config_changed",
     "placement_of",
     "resolve_tenant_config",
@@ -630,6 +631,15 @@ class TenantStores:
             _listener.ensure(self.channel_url, _on_message)
         if retire.pending():
             retire.sweep(_live_stores())
+
+
+def live_stores() -> list[Any]:
+    """Every store this process uses: built tenant stores and the plain ``CACHES`` aliases.
+
+    What a store built for one job (a purge, an arrival bump) is retired
+    against (:func:`.retire.retire`): connections these share stay open.
+    """
+    return _live_stores()
 
 
 def _live_stores() -> list[Any]:
