@@ -735,9 +735,7 @@ class _Retrier:
         if not retry_backlog_changed.receivers:
             return
         with self._lock:
-            now: dict[tuple[str, str | None], int] = {}
-            for item in [*self._pending, *self._inflight.values()]:
-                now[(item.alias, item.tenant)] = now.get((item.alias, item.tenant), 0) + 1
+            now = self._by_tenant()
             before = {} if everything else self._published
             changed = {
                 pair: now.get(pair, 0)
@@ -896,6 +894,18 @@ class _Retrier:
             or (space, None) in s
             or (_ANY_SPACE, tenant) in s
         )
+
+    def _by_tenant(self) -> dict[tuple[str, str | None], int]:
+        """``{(alias, tenant): failed bumps not landed}`` (lock held)."""
+        counts: dict[tuple[str, str | None], int] = {}
+        for item in [*self._pending, *self._inflight.values()]:
+            counts[(item.alias, item.tenant)] = counts.get((item.alias, item.tenant), 0) + 1
+        return counts
+
+    def pending_by_tenant(self) -> dict[tuple[str, str | None], int]:
+        """Return ``{(alias, tenant): failed bumps not landed}`` in this process."""
+        with self._lock:
+            return self._by_tenant()
 
     def pending(self) -> int:
         """Return how many failed bumps have not landed: queued, or held by a running retry."""
