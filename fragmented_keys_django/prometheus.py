@@ -108,6 +108,8 @@ class CacheMetrics:
         self._metrics.append(self.outbox)
         # (metric, labels) -> child: labels() validates and locks on every call.
         self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+        # (alias, tenant) -> pending retries, summed per alias without tenant labels.
+        self._per_tenant: dict[tuple[str, str | None], int] = {}
         self._receivers = [
             (signals.cache_hit, self._on_hit),
             (signals.cache_missed, self._on_miss),
@@ -178,7 +180,6 @@ class CacheMetrics:
         """Connect the receivers; publish the retry backlog as it is now."""
         from .invalidation import _retrier
 
-        self._per_tenant: dict[tuple[str, str | None], int] = {}
         for signal, receiver in self._receivers:
             signal.connect(receiver, weak=False, dispatch_uid=f"fkd-prometheus:{id(signal)}")
         _retrier.publish(everything=True)
