@@ -33,7 +33,7 @@ $(PIP):
 
 # Re-install only when pyproject.toml is newer than the stamp.
 $(VENV)/.stamp-demo: pyproject.toml | $(PIP)
-	$(PIP) install -q -e '.[redis]'
+	$(PIP) install -q -e '.[redis,prometheus]'
 	@touch $@
 
 $(VENV)/.stamp-dev: pyproject.toml | $(PIP)

@@ -12,7 +12,7 @@ def on_setting_changed(*, setting: str, **kwargs: Any) -> None:
 
     The one ``setting_changed`` receiver for the package's process state:
     resolved aliases and the project settings (``conf``), the outbox tables
-    found per database, the retry queue, the routes and store adapters, and
+    found per database, the Prometheus metrics, the retry queue, the routes and store adapters, and
     the tenant stores (they name aliases that may be gone).
     """
     from . import conf, outbox, routing
@@ -22,6 +22,10 @@ def on_setting_changed(*, setting: str, **kwargs: Any) -> None:
     conf.forget_choices(setting)
     if setting in ("DATABASES", "FRAGMENTED_KEYS"):
         outbox.reset()
+    if setting == "FRAGMENTED_KEYS":
+        from .prometheus import configure as configure_prometheus
+
+        configure_prometheus()
     if setting == "CACHES":
         _retrier.reset()
         routing.reset()
@@ -42,6 +46,10 @@ class FragmentedKeysConfig(AppConfig):
         from .tenancy import checks as _tenancy_checks  # noqa: F401  (middleware checks)
 
         apply_project_settings()
+
+        from .prometheus import configure as configure_prometheus
+
+        configure_prometheus()  # the metrics of the "prometheus" extra, if enabled
 
         from .tenancy.stores import connect_model_sources
 

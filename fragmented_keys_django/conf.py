@@ -513,6 +513,10 @@ _PROJECT_DEFAULTS: dict[str, Any] = {
     # The safety net (net.py): writes to registered models' tables that send no
     # signal invalidate the model's entries. False: precise bumps only.
     "SAFETY_NET": True,
+    # Prometheus metrics (prometheus.py, the "prometheus" extra): off by default.
+    "PROMETHEUS": False,
+    # A "tenant" label on every Prometheus metric: one series per tenant.
+    "PROMETHEUS_TENANT_LABELS": False,
 }
 
 _BUILTIN_SOURCES = {

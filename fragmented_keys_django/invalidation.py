@@ -35,7 +35,7 @@ from .conf import fragmented_aliases
 from .exceptions import BumpFailed, TenantRequired
 from .keys import is_global_tag, namespace_key, tag_version_key
 from .routing import Route
-from .signals import sender, tags_bumped, tenant_flushed
+from .signals import retry_backlog_changed, sender, tags_bumped, tenant_flushed
 from .stores import StoreAdapter
 from .tags import normalize_tags
 from .tenancy import stores as tenant_stores
@@ -701,6 +701,8 @@ class _Retrier:
         self._thread: threading.Thread | None = None
         # Set to cut the thread's pause short (reset(): the configuration changed).
         self._wake = threading.Event()
+        # (alias, tenant) -> pending bumps last announced (retry_backlog_changed).
+        self._published: dict[tuple[str, str | None], int] = {}
         self.interval = 0.2
         #: Longest pause between two retry rounds, in seconds: after the store
         #: answers again, a bump this process kept lands within about this long.
@@ -721,6 +723,28 @@ class _Retrier:
                 self._suspect[key] = self._suspect.get(key, 0) + 1
             self._compact()
             self._ensure_thread()
+        self.publish()
+
+    def publish(self, everything: bool = False) -> None:
+        """Send ``retry_backlog_changed`` for each (alias, tenant) whose pending bumps changed.
+
+        With *everything*, for every (alias, tenant) with bumps pending (a
+        receiver connected late, e.g. the Prometheus gauge). Sent outside the
+        lock; nothing is computed while the signal has no receivers.
+        """
+        if not retry_backlog_changed.receivers:
+            return
+        with self._lock:
+            now = self._by_tenant()
+            before = {} if everything else self._published
+            changed = {
+                pair: now.get(pair, 0)
+                for pair in {*now, *before}
+                if everything or now.get(pair, 0) != before.get(pair, 0)
+            }
+            self._published = now
+        for (alias, tenant), pending in changed.items():
+            retry_backlog_changed.send(sender(), alias=alias, tenant=tenant, pending=pending)
 
     def add_flush(self, item: _Bump) -> None:
         """Queue *item*, a namespace flush, unless one for its alias and tenant is pending."""
@@ -803,6 +827,7 @@ class _Retrier:
             self._pending[:0] = list(self._inflight.values())
             self._inflight.clear()
             self._ensure_thread()
+        self.publish(everything=True)  # this process's own values (per pid in multiprocess mode)
 
     def _compact(self) -> None:
         """Replace a tenant's many pending tag bumps by one namespace flush (lock held)."""
@@ -857,6 +882,7 @@ class _Retrier:
             self._next_probe.clear()
             self._generation += 1
         self._wake.set()
+        self.publish()
 
     def is_suspect(self, space: tuple, tenant: str | None) -> bool:
         # A failed public-namespace bump may hold versions every tenant reads
@@ -868,6 +894,18 @@ class _Retrier:
             or (space, None) in s
             or (_ANY_SPACE, tenant) in s
         )
+
+    def _by_tenant(self) -> dict[tuple[str, str | None], int]:
+        """``{(alias, tenant): failed bumps not landed}`` (lock held)."""
+        counts: dict[tuple[str, str | None], int] = {}
+        for item in [*self._pending, *self._inflight.values()]:
+            counts[(item.alias, item.tenant)] = counts.get((item.alias, item.tenant), 0) + 1
+        return counts
+
+    def pending_by_tenant(self) -> dict[tuple[str, str | None], int]:
+        """Return ``{(alias, tenant): failed bumps not landed}`` in this process."""
+        with self._lock:
+            return self._by_tenant()
 
     def pending(self) -> int:
         """Return how many failed bumps have not landed: queued, or held by a running retry."""
@@ -922,6 +960,7 @@ class _Retrier:
                 self._pending[:0] = left
             kept = {r for i in [*self._pending, *self._inflight.values()] for r in i.outbox}
         outbox.forget(r for r in dict.fromkeys(landed) if r not in kept)
+        self.publish()
         self.forget_now()
         self._drain_orphans()
         with self._lock:

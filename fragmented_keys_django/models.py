@@ -41,3 +41,21 @@ class OutboxEntry(models.Model):
     def __str__(self) -> str:
         what = "namespace flush" if self.keys is None else f"{len(self.keys)} version key(s)"
         return f"{what} for tenant {self.tenant!r} on alias {self.alias!r}"
+
+
+class CacheOperations(models.Model):
+    """No table: the operator page of the Django admin (``admin.py``) and its permission.
+
+    ``fragmented_keys_django.operate_cache`` lets a staff user see a tenant's
+    cache (hit ratio, recent bumps, retry backlog, tag versions) and bump a tag
+    or flush the tenant there.
+    """
+
+    class Meta:
+        managed = False
+        default_permissions = ()
+        permissions = [
+            ("operate_cache", "Can see a tenant's cache, bump its tags and flush it"),
+        ]
+        verbose_name = "tenant cache"
+        verbose_name_plural = "tenant cache"

@@ -430,6 +430,30 @@ def pending(
     return out
 
 
+def backlog(using: str, older_than: float = 0.0) -> dict[tuple[str, str | None], int]:
+    """Return ``{(alias, tenant): rows}`` of *using*'s outbox rows older than *older_than* seconds.
+
+    Rows that old are bumps (or markers) that did not land and be deleted in
+    time: the outbox's backlog, across every process (read by the Prometheus
+    collector and the operator page). ``{}`` when *using* has no outbox table.
+    """
+    table = _table(using)
+    if table is None:
+        return {}
+    conn = connections[using]
+    q = conn.ops.quote_name
+    before = conn.ops.adapt_datetimefield_value(
+        timezone.now() - datetime.timedelta(seconds=older_than)
+    )
+    sql = (
+        f"SELECT {q('alias')}, {q('tenant')}, COUNT(*) FROM {table} "
+        f"WHERE {q('created')} <= %s GROUP BY {q('alias')}, {q('tenant')}"
+    )
+    with conn.cursor() as cur:
+        cur.execute(sql, [before])
+        return {(alias, tenant): n for alias, tenant, n in cur.fetchall()}
+
+
 def _from_db(model_field: Any, value: Any, conn: Any) -> Any:
     """A column read by plain SQL, converted as the ORM would (``from_db_value`` and converters)."""
     for converter in conn.ops.get_db_converters(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
 
 from django.core.cache.backends.base import (
@@ -31,7 +32,14 @@ from .drivers import IN_TRANSACTION, Steps, arun, run
 from .exceptions import ConfigurationError, InvalidTimeout, StoreUnavailable, TenantRequired
 from .keys import EntryKeys, TagSpec, entry_keys, namespace_key
 from .routing import Route
-from .signals import cache_hit, cache_missed, entry_stored
+from .signals import (
+    cache_bypassed,
+    cache_hit,
+    cache_missed,
+    entry_stored,
+    recomputed_early,
+    stampede_waited,
+)
 from .stores import StoreAdapter
 from .tags import normalize_tags
 from .tenancy.context import current_tenant_id, tenant_id_of
@@ -58,6 +66,9 @@ _LOST_WRITES = frozenset(
     {"set", "set_many", "delete", "delete_many", "set_with_tags", "delete_with_tags"}
     | {"set_on_commit"}
 )
+
+# Reads: a call of these skipped by the circuit breaker is a bypassed read.
+_READS = frozenset({"get", "get_many", "get_with_tags", "get_many_with_tags"})
 
 # Made keys already checked by Django's validate_key and found portable: the
 # check (a length test and a regex) is skipped for them on later calls.
@@ -272,8 +283,29 @@ class CachePolicy:
         transaction at all.
         """
         if self._suspect(tenant):
+            self._bypass(tenant)
             return True
-        return any_dirty_thread() and bool((yield IN_TRANSACTION, read_bypassed))
+        if any_dirty_thread() and (yield IN_TRANSACTION, read_bypassed):
+            self._bypass(tenant, "transaction")
+            return True
+        return False
+
+    def _bypass(self, tenant: str | None, reason: str | None = None) -> None:
+        """Send ``cache_bypassed``: a read of *tenant* did not use the cache, for *reason*.
+
+        *reason* ``None``: the tenant is suspect (:meth:`_suspect`), because its
+        store's breaker is open (``"breaker_open"``) or a bump is pending.
+        """
+        if cache_bypassed.receivers:
+            if reason is None:
+                open_ = invalidation._retrier.is_open(self.version_space(tenant))
+                reason = "breaker_open" if open_ else "bump_pending"
+            cache_bypassed.send(type(self), alias=self.alias, tenant=tenant, reason=reason)
+
+    def _event(self, signal: Any, tenant: str | None, key: Any) -> None:
+        """Send *signal* (``stampede_waited``, ``recomputed_early``) for *key* in *tenant*."""
+        if signal.receivers:
+            signal.send(type(self), alias=self.alias, tenant=tenant, key=key)
 
     async def _amode(self) -> tuple[WriteMode, str | None]:
         """The write mode for async code: the calling sync thread's transaction, if any.
@@ -294,6 +326,8 @@ class CachePolicy:
         """
         if isinstance(exc, StoreUnavailable):
             metrics.count(self.alias, f"{operation} (breaker open)")
+            if operation in _READS:
+                self._bypass(tenant, "breaker_open")
         else:
             metrics.record_store_error(self.alias, tenant, operation, exc)
             invalidation.note_store_error(self.alias, tenant)
@@ -334,6 +368,7 @@ class CachePolicy:
 
     def _get(self, adapter: Any, tenant: str | None, ek: EntryKeys, default: Any) -> Steps:
         if self._suspect(tenant):
+            self._bypass(tenant)
             return default
         hit, value = protocol.decode((yield "read", ek.read_keys, 1))
         return value if hit else default
@@ -347,6 +382,7 @@ class CachePolicy:
         self, adapter: Any, tenant: str | None, entries: dict[str, Any], ns: str
     ) -> Steps:
         if self._suspect(tenant):
+            self._bypass(tenant)
             return {}
         values = yield "read", (*entries, ns), len(entries)
         out = {}
@@ -432,6 +468,7 @@ class CachePolicy:
         self._signal(hit, tenant, key, specs)
         if hit and not (beta and callable(default) and protocol.recompute_early(values[0], beta)):
             return value
+        waited = partial(self._event, stampede_waited, tenant, key)
         mode, using = yield IN_TRANSACTION, write_mode
         value, how = yield from protocol.fill_steps(
             adapter,
@@ -449,9 +486,12 @@ class CachePolicy:
             verify=self._route.verify(adapter),
             failed=self._reporter("get_or_set_with_tags", tenant),
             defer=lambda k, e, env, t, u: self._put_on_commit(k, e, env, t, tenant, u),
+            waited=waited,
         )
         if how in ("stored", "deferred"):
             self._stored(tenant, key, specs, deferred=how == "deferred")
+            if hit:  # a live entry recomputed before its expiry (this caller held the lock)
+                self._event(recomputed_early, tenant, key)
         return value
 
     def _current_version(self, adapter: Any, key: str, tag: tuple) -> Steps:

@@ -334,6 +334,7 @@ def fill_steps(
     verify: bool,
     failed: Failed,
     defer: Callable[..., None],
+    waited: Callable[[], None] | None = None,
 ) -> Steps:
     """Steps: after a read (*values*) that missed (or a hit due for early recomputation), fill it.
 
@@ -346,8 +347,9 @@ def fill_steps(
 
     With a callable *default* and the stampede lock on, one caller takes the
     lock and computes; others wait for its value (``STAMPEDE_WAIT``), then
-    compute anyway. The versions are read before the value is computed. The
-    loader's own exceptions propagate after the lock is released.
+    compute anyway (*waited()* is called when a caller starts waiting). The
+    versions are read before the value is computed. The loader's own
+    exceptions propagate after the lock is released.
     """
     lkey = lock_key(ek.entry)
     if hit:
@@ -375,9 +377,11 @@ def fill_steps(
         if callable(default) and options.stampede_lock:
             locked = yield from take_lock(adapter, lkey, options.stampede_lock_timeout)
             if not locked:
-                waited = yield from wait_steps(ek, options)
-                if waited is not MISSING:
-                    return waited, "served"
+                if waited is not None:
+                    waited()
+                got = yield from wait_steps(ek, options)
+                if got is not MISSING:
+                    return got, "served"
         tokens = yield from write_tokens(
             adapter, ek.version_keys, options.version_timeout, values[1:]
         )

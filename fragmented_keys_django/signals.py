@@ -14,6 +14,16 @@ arguments: ``alias`` (the fragmented cache alias), ``tenant`` (tenant id or
 * ``tags_bumped``: ``tags`` (tuple of ``(name, instance)``).
 * ``tenant_flushed``: nothing more.
 * ``store_failed``: ``operation`` (str) and ``exception``.
+* ``cache_bypassed``: ``reason`` (str): a read did not use the cache:
+  ``"bump_pending"`` (a failed bump of the tenant's versions has not landed),
+  ``"transaction"`` (the caller's transaction wrote registered models) or
+  ``"breaker_open"`` (the store's circuit breaker skipped the call).
+* ``stampede_waited``: ``key``: a miss found another caller computing the
+  value (the stampede lock) and waited for it.
+* ``recomputed_early``: ``key``: a live entry was recomputed before its expiry
+  (``EARLY_RECOMPUTE``, by the caller holding the stampede lock).
+* ``retry_backlog_changed``: ``pending`` (int): how many failed bumps of this
+  alias and tenant this process keeps for retry now (``0`` once they landed).
 
 ``model_registry_changed`` is sent by ``ModelTagManager`` (the sender) with
 ``model`` after a model is registered or unregistered.
@@ -30,6 +40,10 @@ cache_missed = Signal()
 tags_bumped = Signal()
 tenant_flushed = Signal()
 store_failed = Signal()
+cache_bypassed = Signal()
+stampede_waited = Signal()
+recomputed_early = Signal()
+retry_backlog_changed = Signal()
 entry_stored = Signal()
 model_registry_changed = Signal()
 
@@ -50,11 +64,15 @@ def sender() -> type:
 
 
 __all__ = [
+    "cache_bypassed",
     "cache_hit",
     "cache_missed",
     "entry_stored",
     "model_registry_changed",
+    "recomputed_early",
+    "retry_backlog_changed",
     "sender",
+    "stampede_waited",
     "store_failed",
     "tags_bumped",
     "tenant_flushed",

@@ -51,6 +51,9 @@ def _run_demo(on_redis, env):
     start = next(i for i, line in enumerate(lines) if line.split()[:2] == ["tenant", "requests"])
     rows = [line.split()[0] for line in lines[start + 1 :] if line.startswith("   ")]
     assert rows == ["acme", "globex", "initech"], output
+    # The same counts from the Prometheus registry (the "prometheus" extra, in the dev venv).
+    prom = next(i for i, line in enumerate(lines) if "from the Prometheus registry" in line)
+    assert [line.split()[0] for line in lines[prom + 2 : prom + 5]] == rows, output
     assert "OK: all" in proc.stdout, output
     assert ("Redis at" in proc.stdout) == bool(on_redis), output
     # initech's own store, then the one its Tenant row moves it to, live.

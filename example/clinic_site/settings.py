@@ -15,6 +15,7 @@ switches its store live. The demo gives ``initech`` its own store.
 """
 
 import os
+from importlib.util import find_spec
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent  # example/
@@ -109,6 +110,13 @@ CACHES = {
             "TENANT_CONFIG_RECHECK": 0.5,
         },
     },
+}
+
+# Prometheus metrics, per tenant: `make demo` installs the "prometheus" extra and the
+# demo prints them from prometheus_client's registry (off when it is not installed).
+FRAGMENTED_KEYS = {
+    "PROMETHEUS": find_spec("prometheus_client") is not None,
+    "PROMETHEUS_TENANT_LABELS": True,
 }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -243,7 +243,30 @@ class Command(BaseCommand):
         ]
         for signal, receiver in pairs:
             signal.connect(receiver, weak=False)
+        self.prom_before = self.prometheus_counts()
         return pairs
+
+    def prometheus_counts(self) -> dict[Any, tuple[float, ...]]:
+        """{tenant: (hits, misses, bumps, flushes)} from prometheus_client's registry, if on."""
+        from fragmented_keys_django import prometheus
+
+        if prometheus.installed() is None:
+            return {}
+        from prometheus_client import REGISTRY
+
+        def get(name: str, tenant: Any, **more: str) -> float:
+            labels = {"alias": "fragmented", "tenant": tenant or "", **more}
+            return REGISTRY.get_sample_value(f"fragmented_keys_{name}", labels) or 0.0
+
+        return {
+            tenant: (
+                get("cache_hits_total", tenant),
+                get("cache_misses_total", tenant),
+                get("bumps_total", tenant, kind="tags"),
+                get("bumps_total", tenant, kind="flush"),
+            )
+            for tenant in [None, *settings.TENANTS]
+        }
 
     # -- helpers -------------------------------------------------------------
 
@@ -529,4 +552,28 @@ class Command(BaseCommand):
             self.say(
                 f"   {label:<8}{s.requests:>9}{s.hits:>6}{s.misses:>8}"
                 f"{s.bumps:>7}{s.flushes:>9}{s.ms:>9.1f}"
+            )
+        self.prometheus_report()
+
+    def prometheus_report(self) -> None:
+        """The same counts, from the Prometheus registry (the "prometheus" extra)."""
+        after = self.prometheus_counts()
+        if not after:
+            self.say("Prometheus: off (pip install 'fragmented-keys-django[prometheus]')")
+            return
+        self.say("per tenant, from the Prometheus registry (fragmented_keys_*{tenant=...}):")
+        self.say(f"  {'tenant':<8}{'hits':>6}{'misses':>8}{'hit %':>7}{'bumps':>7}{'flushes':>9}")
+        for tenant, s in self.stats.items():
+            was = self.prom_before.get(tenant, (0.0,) * 4)
+            hits, misses, bumps, flushes = (
+                now - then for now, then in zip(after.get(tenant, (0.0,) * 4), was, strict=True)
+            )
+            ratio = f"{100 * hits / (hits + misses):.0f}" if hits + misses else "-"
+            label = "(public)" if tenant is None else tenant
+            self.say(
+                f"  {label:<8}{hits:>6.0f}{misses:>8.0f}{ratio:>7}{bumps:>7.0f}{flushes:>9.0f}"
+            )
+            self.expect(
+                (hits, misses, bumps, flushes) == (s.hits, s.misses, s.bumps, s.flushes),
+                f"the Prometheus counts of {label} differ from its signals' counts",
             )
