@@ -9,7 +9,8 @@
 # run as root). With FKD_TEST_REDIS_DBS set (the databases the suite may use
 # on an existing server), it checks that the server at FKD_TEST_REDIS_URL
 # (default redis://127.0.0.1:6379) answers, and starts nothing.
-# memcached and redis-cli (Redis Cluster creation) are installed the same way:
+# memcached, redis-cli (Redis Cluster creation) and Debian's chromium and
+# chromium-driver (the operator page's browser test) are installed the same way:
 # the suite starts its own memcached, cluster and sentinels (tests/servers.py).
 # PostgreSQL is optional: a stopped local cluster is started, but PostgreSQL is
 # never installed automatically; if it is missing, a message says which tests
@@ -118,6 +119,13 @@ ensure_servers() {
         echo "redis-cli: ok (the suite creates its own Redis Cluster and Sentinel topology)"
     else
         echo "redis-cli: FAILED (not installed: apt-get install -y redis-tools); tests marked 'cluster' will fail"
+        rc=1
+    fi
+    # The operator page's test drives Debian's headless Chromium through its chromedriver.
+    if { have chromium || install_pkg chromium; } && { [[ -x /usr/bin/chromedriver ]] || install_pkg chromium-driver; }; then
+        echo "chromium: ok (tests/test_operator_page.py drives it headless through /usr/bin/chromedriver)"
+    else
+        echo "chromium: FAILED (apt-get install -y chromium chromium-driver); tests/test_operator_page.py will fail"
         rc=1
     fi
     return $rc
