@@ -130,7 +130,10 @@ def current() -> Frame | None:
 
 # Dependency keys last seen per entry key: fetched with the entry on its next read.
 _remembered: dict[str, tuple[str, ...]] = {}
-_REMEMBERED_SIZE = 16384
+#: How many keys ``_remembered`` may hold in all (about 100 bytes each) before it is
+#: forgotten at once: a page entry can depend on hundreds of keys.
+_REMEMBERED_KEYS = 100_000
+_held = [0]  # keys held now (approximate under threads: only bounds the memory)
 
 
 def remembered(entry: str) -> tuple[str, ...] | None:
@@ -139,12 +142,19 @@ def remembered(entry: str) -> tuple[str, ...] | None:
 
 
 def remember(entry: str, keys: tuple[str, ...]) -> None:
-    """Remember *keys* as *entry*'s dependency keys (bounded: forgotten all at once when full)."""
-    if len(_remembered) >= _REMEMBERED_SIZE:
+    """Remember *keys* as *entry*'s dependency keys (bounded: all forgotten at once when full).
+
+    A bound on the keys, not the entries; an entry remembered again counts again
+    (its dependencies changed: rare), which only makes the next clearing earlier.
+    """
+    if _held[0] + len(keys) > _REMEMBERED_KEYS:
         _remembered.clear()
+        _held[0] = 0
+    _held[0] += len(keys)
     _remembered[entry] = keys
 
 
 def forget() -> None:
     """Forget every remembered dependency key (a cold process; used by tests and benchmarks)."""
     _remembered.clear()
+    _held[0] = 0

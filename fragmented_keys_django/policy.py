@@ -388,21 +388,16 @@ class CachePolicy:
         """The store of *tenant*'s versions: dependencies are checked within one (see deps.py)."""
         return self.version_space(tenant)[0]
 
-    def _read(self, ek: EntryKeys) -> Steps:
-        """Steps: read *ek*'s entry, its versions and its remembered dependencies.
+    def _read(self, ek: EntryKeys, extra: tuple[str, ...]) -> Steps:
+        """Steps: read *ek*'s entry, its versions and the dependency keys *extra* remembered with it.
 
         Returns ``(hit, value, values)``, *values* the entry and its own
         versions as read (the dependency keys left out). One round trip, and
         one more when the entry holds dependency keys this process had not seen
-        with it (see :mod:`.deps`).
+        with it (see :mod:`.deps`). The callers inline the common case (no
+        remembered keys), so a read of an entry that was never nested costs no
+        more than before.
         """
-        extra = deps._remembered.get(ek.entry) if deps._remembered else None
-        if extra is None:
-            values = yield "read", ek.read_keys, 1
-            hit, value = protocol.decode(values)
-            if not hit and type(values[0]) is tuple:  # it may hold dependencies
-                hit, value = yield from protocol.decode_steps(ek, values)
-            return hit, value, values
         values = yield "read", (*ek.read_keys, *extra), 1
         hit, value = yield from protocol.decode_steps(ek, values, extra)
         return hit, value, values[: len(ek.read_keys)]
@@ -423,7 +418,14 @@ class CachePolicy:
         if (yield from self._bypassed(tenant)):
             self._unknown()
             return default
-        hit, value, values = yield from self._read(ek)
+        extra = deps._remembered.get(ek.entry) if deps._remembered else None
+        if extra is None:
+            values = yield "read", ek.read_keys, 1
+            hit, value = protocol.decode(values)
+            if not hit and type(values[0]) is tuple:  # it may hold dependencies
+                hit, value = yield from protocol.decode_steps(ek, values)
+        else:
+            hit, value, values = yield from self._read(ek, extra)
         self._signal(hit, tenant, key, specs)
         frame = deps._current.get()
         if frame is not None:
@@ -487,7 +489,14 @@ class CachePolicy:
             self._unknown()
             return (yield from protocol.compute(default))
         try:
-            hit, value, values = yield from self._read(ek)
+            extra = deps._remembered.get(ek.entry) if deps._remembered else None
+            if extra is None:
+                values = yield "read", ek.read_keys, 1
+                hit, value = protocol.decode(values)
+                if not hit and type(values[0]) is tuple:  # it may hold dependencies
+                    hit, value = yield from protocol.decode_steps(ek, values)
+            else:
+                hit, value, values = yield from self._read(ek, extra)
         except metrics.store_errors() as exc:
             self._failed("get_or_set_with_tags", tenant, exc)
             self._unknown()

@@ -522,3 +522,38 @@ def test_a_warm_read_of_a_nested_entry_is_one_get_many_on_the_database_cache():
         frag.close()
     assert warm == {"get_many": 1}
     assert cold == {"get_many": 2}
+
+
+def test_an_inner_entry_of_another_store_keeps_the_outer_out_of_the_cache():
+    """Its versions could not be checked where the outer entry lives: computed, not stored."""
+    conf = store_settings("locmem")
+    conf["other"] = {
+        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+        "LOCATION": uuid.uuid4().hex,
+    }
+    conf["fragmented_other"] = {**conf["fragmented"], "CACHE_NAME": "other"}
+    with override_settings(CACHES=conf):
+        frag, other = caches["fragmented"], caches["fragmented_other"]
+        computed: Counter = Counter()
+
+        def loader():
+            computed["outer"] += 1
+            return other.get_or_set_with_tags("inner", lambda: "elsewhere", [("Item", 1)])
+
+        with TenantContext.use_tenant("a"):
+            assert frag.get_or_set_with_tags("outer", loader, [("Page", "")]) == "elsewhere"
+            assert frag.get_or_set_with_tags("outer", loader, [("Page", "")]) == "elsewhere"
+            assert other.get_with_tags("inner", [("Item", 1)]) == "elsewhere"  # stored there
+        assert computed["outer"] == 2
+
+
+def test_remembered_dependency_keys_are_bounded(monkeypatch):
+    """The per-process memo of dependency keys holds at most ``_REMEMBERED_KEYS`` keys."""
+    monkeypatch.setattr(deps, "_REMEMBERED_KEYS", 10)
+    deps.forget()
+    for i in range(20):
+        deps.remember(f"entry-{i}", (f"k{i}-a", f"k{i}-b", f"k{i}-c"))
+        assert sum(map(len, deps._remembered.values())) <= 10
+    assert deps.remembered("entry-19") == ("k19-a", "k19-b", "k19-c")
+    deps.forget()
+    assert deps.remembered("entry-19") is None
