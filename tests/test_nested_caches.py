@@ -557,3 +557,50 @@ def test_remembered_dependency_keys_are_bounded(monkeypatch):
     assert deps.remembered("entry-19") == ("k19-a", "k19-b", "k19-c")
     deps.forget()
     assert deps.remembered("entry-19") is None
+
+
+def test_get_touch_incr_and_delete_check_a_nested_entrys_dependencies(frag, api):
+    """Plain ``get``, ``touch``, ``incr`` and ``delete`` of an entry computed with no tags of its own."""
+    b = _backend(frag)
+
+    def loader():
+        return b.get_or_set_with_tags("inner", lambda: 40, [("Item", 1)]) + 1
+
+    async def aloader():
+        return await b.aget_or_set_with_tags("inner", lambda: 40, [("Item", 1)]) + 1
+
+    chosen = loader if api == "sync" else aloader
+    with TenantContext.use_tenant("a"):
+        assert frag.get_or_set_with_tags("n", chosen, []) == 41
+        assert frag.get("n") == 41
+        assert frag.touch("n", 600) is True
+        assert frag.incr("n") == 42
+        assert frag.get("n") == 42  # incr kept the dependencies: still checked
+        frag.invalidate_tags([("Item", 1)])
+        assert frag.get("n") is None
+        assert frag.touch("n", 600) is False
+        with pytest.raises(ValueError):
+            frag.incr("n")
+        assert frag.delete("n") is False  # deleted, but it was not live
+        assert frag.get_or_set_with_tags("n", chosen, []) == 41
+        assert frag.delete("n") is True
+
+
+def test_the_redis_entry_format_keeps_dependencies_and_early_recompute_data():
+    """``\\x00fk3:`` entries round-trip, with and without the early-recompute meta."""
+    from fragmented_keys_django.stores.redis_codec import HEADER_DEPS, RedisCodec
+
+    class Store:
+        default_timeout = 300
+
+        def make_key(self, key):
+            return key
+
+    codec = RedisCodec(Store(), lambda v: repr(v).encode(), lambda b: eval(b), lambda b: b)
+    held = (("fk:{a}:v:1", "fk:{b}:v:2"), (b"11", b"22"))
+    plain = ([b"1", b"2"], {"x": 1}, held)
+    raw = codec.entry_bytes(plain)
+    assert raw.startswith(HEADER_DEPS)
+    assert codec.decode_entry(raw) == ((b"1", b"2"), {"x": 1}, held)
+    meta = ((b"1",), [3], 1234.5, 0.25, held)
+    assert codec.decode_entry(codec.entry_bytes(meta)) == ((b"1",), [3], 1234.5, 0.25, held)
