@@ -309,7 +309,7 @@ def test_each_thread_computes_in_its_own_frame():
 
 
 def test_threads_and_tasks_started_inside_a_computation_record_into_it():
-    """``sync_to_async``, ``asyncio.gather`` and ``copy_context().run`` in a thread all record."""
+    """``async_to_sync``, ``sync_to_async``, ``asyncio.gather`` and ``copy_context().run`` record."""
     conf = store_settings("locmem")
     with override_settings(CACHES=conf):
         frag = caches["fragmented"]
@@ -332,7 +332,16 @@ def test_threads_and_tasks_started_inside_a_computation_record_into_it():
             )
             return a + b
 
+        def through_async_to_sync():
+            inner_async = async_to_sync(frag.aget_or_set_with_tags)
+            return inner_async("inner-x", lambda: "x", [("Item", "x")])
+
         with TenantContext.use_tenant("a"):
+            assert (
+                frag.get_or_set_with_tags("outer-x", through_async_to_sync, [("Page", "")]) == "x"
+            )
+            frag.invalidate_tags([("Item", "x")])
+            assert frag.get_with_tags("outer-x", [("Page", "")]) is None
             assert frag.get_or_set_with_tags("outer-thread", in_thread, [("Page", "")]) == "t"
             outer_tasks = async_to_sync(frag.aget_or_set_with_tags)
             assert outer_tasks("outer-tasks", in_tasks, [("Page", "")]) == "gs"
