@@ -222,6 +222,11 @@ def bench(plan: Plan, client: Any, log: Any) -> tuple[list[h.Row], dict[str, Any
     async def aitem_summary(item_id: int) -> bytes:
         return VALUE
 
+    @tagged_cache(timeout=3600, tags=["Page:{page_id}"], cache_name="fragmented")
+    def page_of(page_id: int) -> list[bytes]:
+        # A nested entry: it records the two inner entries' versions (docs/concepts.md).
+        return [item_summary(page_id), item_summary(page_id + 1)]
+
     client.flushdb()
     with TenantContext.use_tenant(TENANT):
         # -- reads ---------------------------------------------------------
@@ -232,6 +237,7 @@ def bench(plan: Plan, client: Any, log: Any) -> tuple[list[h.Row], dict[str, Any
         frag.set("plain", VALUE)
         assert frag.get("plain") == VALUE
         item_summary(1)
+        page_of(1)
         measure(
             "reads",
             [
@@ -255,6 +261,11 @@ def bench(plan: Plan, client: Any, log: Any) -> tuple[list[h.Row], dict[str, Any
                     "tenant_get", "get via fragmented alias, in a tenant", lambda: frag.get("plain")
                 ),
                 h.Op("tagged_hit", "@tagged_cache hit (sync)", lambda: item_summary(1)),
+                h.Op(
+                    "tagged_hit_nested",
+                    "@tagged_cache hit (sync), nested entry (2 inner entries)",
+                    lambda: page_of(1),
+                ),
             ],
             plan.reads,
             "redis_get",
@@ -272,6 +283,7 @@ def bench(plan: Plan, client: Any, log: Any) -> tuple[list[h.Row], dict[str, Any
                 "cpu_gwt_10": lambda: frag.get_with_tags("r10", TAGS10),
                 "cpu_gwt_30": lambda: frag.get_with_tags("r30", TAGS30),
                 "cpu_tagged_hit": lambda: item_summary(1),
+                "cpu_tagged_nested": lambda: page_of(1),
             },
             pool,
             calls=plan.replay_calls,
@@ -284,6 +296,7 @@ def bench(plan: Plan, client: Any, log: Any) -> tuple[list[h.Row], dict[str, Any
             "cpu_gwt_10": "get_with_tags, 10 tags, CPU, I/O replayed",
             "cpu_gwt_30": "get_with_tags, 30 tags, CPU, I/O replayed",
             "cpu_tagged_hit": "@tagged_cache hit (sync), CPU, I/O replayed",
+            "cpu_tagged_nested": "@tagged_cache hit (sync), nested entry, CPU, I/O replayed",
         }
         base = h.percentile(replayed["cpu_redis_get"], 50)
         for key, found in replayed.items():

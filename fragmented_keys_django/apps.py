@@ -12,10 +12,11 @@ def on_setting_changed(*, setting: str, **kwargs: Any) -> None:
 
     The one ``setting_changed`` receiver for the package's process state:
     resolved aliases and the project settings (``conf``), the outbox tables
-    found per database, the Prometheus metrics, the retry queue, the routes and store adapters, and
-    the tenant stores (they name aliases that may be gone).
+    found per database, the Prometheus metrics, the retry queue, the routes and
+    store adapters, the tenant stores (they name aliases that may be gone), and
+    the dependency keys remembered per nested entry.
     """
-    from . import conf, outbox, routing
+    from . import conf, deps, outbox, routing
     from .invalidation import _retrier
     from .tenancy.stores import reset_registry
 
@@ -30,6 +31,7 @@ def on_setting_changed(*, setting: str, **kwargs: Any) -> None:
         _retrier.reset()
         routing.reset()
         reset_registry()
+        deps.forget()
 
 
 class FragmentedKeysConfig(AppConfig):

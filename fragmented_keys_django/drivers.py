@@ -7,8 +7,11 @@ style of h11): a request is a tuple ``(method name, *arguments)`` naming a
 driver's own steps:
 
 * :data:`SLEEP` ``(seconds)``: wait (``time.sleep`` / ``asyncio.sleep``);
-* :data:`COMPUTE` ``(callable)``: call the caller's loader; the async driver
-  awaits its result when it is awaitable;
+* :data:`COMPUTE` ``(callable, frame)``: call the caller's loader; the async
+  driver awaits its result when it is awaitable. *frame* (a
+  :class:`~.deps.Frame`, or ``None``) is the computation's own: current
+  (:func:`.deps.current`) while the loader runs, so the tagged reads it makes
+  are recorded there;
 * :data:`IN_TRANSACTION` ``(callable, *arguments)``: run sync code where the
   caller's database transaction lives: here for the sync driver; for async
   code called through ``async_to_sync`` from a thread, in that thread (the one
@@ -29,6 +32,7 @@ import time
 from collections.abc import Generator
 from typing import Any
 
+from .deps import _current
 from .stores.base import AsyncStoreAdapter, StoreAdapter
 from .transactions import caller_thread, in_caller_thread
 
@@ -57,7 +61,11 @@ def run(steps: Steps, adapter: StoreAdapter) -> Any:
                 time.sleep(request[1])
                 result = None
             elif op is COMPUTE:
-                result = request[1]()
+                token = _current.set(request[2])
+                try:
+                    result = request[1]()
+                finally:
+                    _current.reset(token)
             elif op is IN_TRANSACTION:
                 result = request[1](*request[2:])
             else:
@@ -84,9 +92,13 @@ async def arun(steps: Steps, adapter: AsyncStoreAdapter) -> Any:
                 await asyncio.sleep(request[1])
                 result = None
             elif op is COMPUTE:
-                result = request[1]()
-                if inspect.isawaitable(result):
-                    result = await result
+                token = _current.set(request[2])
+                try:
+                    result = request[1]()
+                    if inspect.isawaitable(result):
+                        result = await result
+                finally:
+                    _current.reset(token)
             elif op is IN_TRANSACTION:
                 if caller_thread():
                     result = await in_caller_thread(request[1], *request[2:])

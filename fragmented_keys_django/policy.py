@@ -25,7 +25,7 @@ from django.core.cache.backends.base import (
     memcache_key_warnings,
 )
 
-from . import invalidation, metrics, protocol
+from . import deps, invalidation, metrics, protocol
 from . import keys as keys_mod
 from .conf import BackendOptions, check_beta, check_seconds, get_cache_epoch
 from .drivers import IN_TRANSACTION, Steps, arun, run
@@ -370,7 +370,10 @@ class CachePolicy:
         if self._suspect(tenant):
             self._bypass(tenant)
             return default
-        hit, value = protocol.decode((yield "read", ek.read_keys, 1))
+        values = yield "read", ek.read_keys, 1
+        hit, value = protocol.decode(values)
+        if not hit and type(values[0]) is tuple:  # it may hold dependencies (see deps.py)
+            hit, value = yield from protocol.decode_steps(ek, values)
         return value if hit else default
 
     def _touch(self, adapter: Any, tenant: str | None, ek: EntryKeys, timeout: Any) -> Steps:
@@ -417,31 +420,92 @@ class CachePolicy:
         self._stored(tenant, key, specs, deferred=True)
         return True
 
+    def _space(self, tenant: str | None) -> str:
+        """The store of *tenant*'s versions: dependencies are checked within one (see deps.py)."""
+        return self.version_space(tenant)[0]
+
+    def _read(self, ek: EntryKeys, extra: tuple[str, ...]) -> Steps:
+        """Steps: read *ek*'s entry, its versions and the dependency keys *extra* remembered with it.
+
+        Returns ``(hit, value, values)``, *values* the entry and its own
+        versions as read (the dependency keys left out). One round trip, and
+        one more when the entry holds dependency keys this process had not seen
+        with it (see :mod:`.deps`). The callers inline the common case (no
+        remembered keys), so a read of an entry that was never nested costs no
+        more than before.
+        """
+        values = yield "read", (*ek.read_keys, *extra), 1
+        hit, value = yield from protocol.decode_steps(ek, values, extra)
+        return hit, value, values[: len(ek.read_keys)]
+
+    def _record(
+        self, frame: deps.Frame, tenant: str | None, ek: EntryKeys, values: list, hit: bool
+    ) -> None:
+        """Record a tagged read made by a cached computation in its *frame* (see deps.py)."""
+        space = self._space(tenant)
+        if hit:
+            frame.record_entry(space, ek.version_keys, values[1:], values[0])
+        else:
+            frame.record(space, ek.version_keys, values[1:])
+
     def _get_tagged(
         self, adapter: Any, tenant: str | None, ek: EntryKeys, key: Any, specs: tuple, default: Any
     ) -> Steps:
         if (yield from self._bypassed(tenant)):
+            self._unknown()
             return default
-        hit, value = protocol.decode((yield "read", ek.read_keys, 1))
+        extra = deps._remembered.get(ek.entry) if deps._remembered else None
+        if extra is None:
+            values = yield "read", ek.read_keys, 1
+            hit, value = protocol.decode(values)
+            if not hit and type(values[0]) is tuple:  # it may hold dependencies
+                hit, value = yield from protocol.decode_steps(ek, values)
+        else:
+            hit, value, values = yield from self._read(ek, extra)
         self._signal(hit, tenant, key, specs)
+        frame = deps._current.get()
+        if frame is not None:
+            self._record(frame, tenant, ek, values, hit)
         return value if hit else default
+
+    @staticmethod
+    def _unknown() -> None:
+        """A tagged read whose versions are not known: the computation around it is not stored."""
+        frame = deps._current.get()
+        if frame is not None:
+            frame.broken = True
 
     def _get_many_tagged(
         self, adapter: Any, tenant: str | None, plans: dict[str, EntryKeys]
     ) -> Steps:
         if (yield from self._bypassed(tenant)):
+            self._unknown()
             return {}
         wanted = dict.fromkeys(ek.entry for ek in plans.values())
         entries = len(wanted)
         for ek in plans.values():
             wanted.update(dict.fromkeys(ek.version_keys))
-        where = {k: i for i, k in enumerate(wanted)}
+            extra = deps.remembered(ek.entry)
+            if extra:
+                wanted.update(dict.fromkeys(extra))
         values = yield "read", tuple(wanted), entries
+        fetched = dict(zip(wanted, values, strict=True))
+        held = [protocol.held(fetched[ek.entry]) for ek in plans.values()]
+        missing = {k: None for h in held if h is not None for k in h[0] if k not in fetched}
+        if missing:  # dependency keys not seen with their entries before: one more read
+            fetched.update(zip(missing, (yield "read", tuple(missing), 0), strict=True))
+        frame = deps._current.get()
         out = {}
         for key, ek in plans.items():
-            versions = [values[where[k]] for k in ek.version_keys]
-            hit, value = protocol.decode_env(values[where[ek.entry]], versions)
+            env = fetched[ek.entry]
+            versions = [fetched[k] for k in ek.version_keys]
+            if protocol.held(env) is None:
+                hit, value = protocol.decode_env(env, versions)
+            else:
+                hit, value = yield from protocol.check_held(env, versions, fetched, ek.entry)
             self._signal(hit, tenant, key)
+            if frame is not None:
+                self._record(frame, tenant, ek, [env, *versions], hit)
             if hit:
                 out[key] = value
         return out
@@ -458,19 +522,32 @@ class CachePolicy:
         beta: float | None,
     ) -> Steps:
         if (yield from self._bypassed(tenant)):
+            self._unknown()
             return (yield from protocol.compute(default))
         try:
-            values = yield "read", ek.read_keys, 1
+            extra = deps._remembered.get(ek.entry) if deps._remembered else None
+            if extra is None:
+                values = yield "read", ek.read_keys, 1
+                hit, value = protocol.decode(values)
+                if not hit and type(values[0]) is tuple:  # it may hold dependencies
+                    hit, value = yield from protocol.decode_steps(ek, values)
+            else:
+                hit, value, values = yield from self._read(ek, extra)
         except metrics.store_errors() as exc:
             self._failed("get_or_set_with_tags", tenant, exc)
+            self._unknown()
             return (yield from protocol.compute(default))
-        hit, value = protocol.decode(values)
         self._signal(hit, tenant, key, specs)
+        parent = deps._current.get()
+        if parent is not None and hit:
+            self._record(parent, tenant, ek, values, hit)
         if hit and not (beta and callable(default) and protocol.recompute_early(values[0], beta)):
             return value
         waited = partial(self._event, stampede_waited, tenant, key)
         mode, using = yield IN_TRANSACTION, write_mode
-        value, how = yield from protocol.fill_steps(
+        # The computation's own frame: the tagged reads it makes are stored with the entry.
+        frame = deps.Frame(self._space(tenant)) if callable(default) else None
+        value, how, tokens = yield from protocol.fill_steps(
             adapter,
             ek,
             key,
@@ -487,7 +564,17 @@ class CachePolicy:
             failed=self._reporter("get_or_set_with_tags", tenant),
             defer=lambda k, e, env, t, u: self._put_on_commit(k, e, env, t, tenant, u),
             waited=waited,
+            frame=frame,
         )
+        if parent is not None:
+            # The enclosing computation depends on this entry's versions as read
+            # before the value was computed, and on what the value depended on.
+            if tokens is None:
+                parent.broken = True
+            else:
+                parent.record(self._space(tenant), ek.version_keys, tokens)
+                if frame is not None:
+                    parent.merge(frame)
         if how in ("stored", "deferred"):
             self._stored(tenant, key, specs, deferred=how == "deferred")
             if hit:  # a live entry recomputed before its expiry (this caller held the lock)

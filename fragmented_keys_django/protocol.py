@@ -19,6 +19,11 @@ current when it lands (atomically, in one script, on Redis), or read before
 the value was computed (a miss), so a value computed from data older than a
 bump is never served after it.
 
+An entry computed while other tagged entries were read (a nested cache, see
+:mod:`.deps`) also holds those entries' version keys and the tokens they were
+read at (a :class:`~.deps.Dependencies`, the envelope's last item): it is
+served only if they hold too (:func:`check_held`).
+
 Store errors raised by a request are thrown back into the steps at their
 ``yield``: the steps that survive one (the stampede lock, a fill's write)
 report it through their *failed* callback (logged and counted by the
@@ -37,6 +42,7 @@ from typing import Any
 
 from . import metrics
 from .conf import BackendOptions
+from .deps import Frame, remember, remembered
 from .drivers import COMPUTE, IN_TRANSACTION, SLEEP, Steps
 from .exceptions import UnpicklableValue
 from .keys import EntryKeys, lock_key
@@ -46,11 +52,14 @@ from .versions import _backoff, ensure_steps, fresh_token
 
 __all__ = [
     "MISSING",
+    "check_held",
     "compute",
     "decode",
     "decode_env",
+    "decode_steps",
     "delete_steps",
     "fill_steps",
+    "held",
     "incr_steps",
     "recompute_early",
     "set_many_steps",
@@ -72,7 +81,8 @@ def decode_env(env: Any, versions: Sequence[Any]) -> tuple[bool, Any]:
     """Return ``(hit, value)``: *env* is an entry read, *versions* the current tokens in order.
 
     A hit needs an envelope whose recorded tokens equal *versions*, one for
-    one (a missing version, ``None``, never matches).
+    one (a missing version, ``None``, never matches). An envelope that holds
+    dependencies is a miss here: only :func:`check_held` can tell.
     """
     if type(env) is not tuple or len(env) not in (2, 4):  # 4: with early-recompute meta
         return _MISS
@@ -89,13 +99,57 @@ def decode(values: list[Any]) -> tuple[bool, Any]:
     return decode_env(values[0], values[1:])
 
 
+def held(env: Any) -> Any:
+    """Return the dependencies ``(keys, tokens)`` an envelope holds, or ``None``."""
+    return env[-1] if type(env) is tuple and len(env) in (3, 5) else None
+
+
+def check_held(
+    env: tuple, versions: Sequence[Any], fetched: Mapping[str, Any], entry: str
+) -> Steps:
+    """Steps: ``(hit, value)`` of envelope *env*, which holds dependencies.
+
+    *versions* are its own version tokens as read; *fetched* the values of
+    the dependency keys read with it (the ones :func:`.deps.remembered` knew).
+    Keys it holds that were not fetched are read now (one more round trip: the
+    first read of such an entry in a process, or after its dependencies
+    changed); they are remembered for the next read of *entry*.
+    """
+    if list(env[0]) != list(versions):
+        return _MISS
+    keys, tokens = env[-1]
+    missing = tuple(k for k in keys if k not in fetched)
+    if missing:
+        got = yield "read", missing, 0
+        fetched = {**fetched, **dict(zip(missing, got, strict=True))}
+    if remembered(entry) != keys:
+        remember(entry, tuple(keys))
+    for key, token in zip(keys, tokens, strict=True):
+        if fetched[key] != token:
+            return _MISS
+    return True, env[1]
+
+
+def decode_steps(ek: EntryKeys, values: list[Any], extra: tuple[str, ...] = ()) -> Steps:
+    """Steps: ``(hit, value)`` of a read of ``(*ek.read_keys, *extra)`` (*extra*: remembered dependency keys).
+
+    No request unless the entry holds dependencies not fetched with it.
+    """
+    env = values[0]
+    if type(env) is tuple and len(env) in (3, 5):
+        n = len(ek.read_keys)
+        fetched = dict(zip(extra, values[n:], strict=True)) if extra else {}
+        return (yield from check_held(env, values[1:n], fetched, ek.entry))
+    return decode_env(env, values[1 : len(ek.read_keys)] if extra else values[1:])
+
+
 def recompute_early(env: tuple, beta: float) -> bool:
     """XFetch (probabilistic early expiration): recompute before expiry, the likelier the closer.
 
-    *env* is ``(tokens, value, expiry, compute_seconds)``; the test is
+    *env* is ``(tokens, value, expiry, compute_seconds[, dependencies])``; the test is
     ``now - compute_seconds * beta * ln(U) >= expiry`` with ``U`` uniform in (0, 1].
     """
-    if len(env) != 4 or env[2] <= 0:
+    if len(env) not in (4, 5) or env[2] <= 0:
         return False
     return time.time() - env[3] * beta * math.log(1.0 - random.random()) >= env[2]
 
@@ -218,7 +272,7 @@ def delete_steps(adapter: Adapter, ek: EntryKeys) -> Steps:
     values = yield "read", ek.read_keys, 1
     if values[0] is None:
         return False
-    live = decode(values)[0]
+    live = (yield from decode_steps(ek, values))[0]
     deleted = yield "delete", ek.entry
     return bool(live and deleted)
 
@@ -226,7 +280,7 @@ def delete_steps(adapter: Adapter, ek: EntryKeys) -> Steps:
 def touch_steps(adapter: Adapter, ek: EntryKeys, timeout: Any) -> Steps:
     """Steps: set a new expiry on *ek*'s live entry; return False if it has none."""
     values = yield "read", ek.read_keys, 1
-    if not decode(values)[0]:
+    if not (yield from decode_steps(ek, values))[0]:
         return False
     return bool((yield "touch", ek.entry, timeout))
 
@@ -244,11 +298,12 @@ def incr_steps(
     As Django's ``BaseCache.incr``: a read then a write, not atomic.
     """
     values = yield "read", ek.read_keys, 1
-    hit, value = decode(values)
+    hit, value = yield from decode_steps(ek, values)
     if not hit or suspect():  # suspect: a bump pending, the value untrusted
         raise ValueError(f"Key '{key}' not found")
     new = value + delta
-    yield "write", ek.entry, (values[1:], new), timeout, False
+    deps = held(values[0])  # kept: the new value depends on what the old one did
+    yield "write", ek.entry, (values[1:], new, *(() if deps is None else (deps,))), timeout, False
     return new
 
 
@@ -287,14 +342,14 @@ def wait_steps(ek: EntryKeys, options: BackendOptions) -> Steps:
     while time.monotonic() < deadline:
         yield SLEEP, options.stampede_poll
         values = yield "read", keys, 1
-        hit, value = decode(values[:-1])
+        hit, value = yield from decode_steps(ek, values[:-1])
         if hit:
             return value
         if values[-1] is None:
             # The holder writes the entry, then drops the lock; a store whose
             # get_many is not one snapshot may show the lock gone before the
             # entry: look once more.
-            hit, value = decode((yield "read", ek.read_keys, 1))
+            hit, value = yield from decode_steps(ek, (yield "read", ek.read_keys, 1))
             return value if hit else MISSING
     return MISSING
 
@@ -335,15 +390,20 @@ def fill_steps(
     failed: Failed,
     defer: Callable[..., None],
     waited: Callable[[], None] | None = None,
+    frame: Frame | None = None,
 ) -> Steps:
-    """Steps: after a read (*values*) that missed (or a hit due for early recomputation), fill it.
+    """Steps: after a read (*values*: the entry and its own versions) that missed (or a hit due for early recomputation), fill it.
 
-    Returns ``(value, how)``: ``how`` is ``"stored"``, ``"deferred"`` (stored at
-    the commit of *using*, by *defer*), ``"computed"`` (not stored) or
-    ``"served"`` (another caller's value, or the live one). *mode* is the
-    transaction's :class:`~.transactions.WriteMode` (``NOW`` outside one).
-    *seconds* is how long the entry lives (``None``: forever or unknown),
-    for early recomputation (*beta*).
+    Returns ``(value, how, tokens)``: ``how`` is ``"stored"``, ``"deferred"``
+    (stored at the commit of *using*, by *defer*), ``"computed"`` (not
+    stored) or ``"served"`` (another caller's value, or the live one);
+    *tokens* are the entry's own versions the value was computed under
+    (``None`` when unknown: not read, or served by another caller). *mode* is
+    the transaction's :class:`~.transactions.WriteMode` (``NOW`` outside one).
+    *seconds* is how long the entry lives (``None``: forever or unknown), for
+    early recomputation (*beta*). *frame* (:mod:`.deps`) records the tagged
+    reads of the computation: stored with the entry, which is not stored when
+    the frame is broken.
 
     With a callable *default* and the stampede lock on, one caller takes the
     lock and computes; others wait for its value (``STAMPEDE_WAIT``), then
@@ -358,20 +418,20 @@ def fill_steps(
         # takes the lock; the others keep serving the live value.
         value = values[0][1]
         if mode is not WriteMode.NOW:
-            return value, "served"
+            return value, "served", values[1:]
         try:
             if not (yield from take_lock(adapter, lkey, options.stampede_lock_timeout)):
-                return value, "served"
+                return value, "served", values[1:]
         except metrics.store_errors() as exc:
             failed(exc)
-            return value, "served"
+            return value, "served", values[1:]
         return (
             yield from _compute_and_store(
-                ek, key, default, values[1:], True, timeout, seconds, beta, verify, failed
+                ek, key, default, values[1:], True, timeout, seconds, beta, verify, failed, frame
             )
         )
     if mode is WriteMode.BYPASS:
-        return (yield from compute(default)), "computed"
+        return (yield from compute(default, frame)), "computed", None
     locked = False
     try:
         if callable(default) and options.stampede_lock:
@@ -381,7 +441,7 @@ def fill_steps(
                     waited()
                 got = yield from wait_steps(ek, options)
                 if got is not MISSING:
-                    return got, "served"
+                    return got, "served", None
         tokens = yield from write_tokens(
             adapter, ek.version_keys, options.version_timeout, values[1:]
         )
@@ -391,27 +451,42 @@ def fill_steps(
     if mode is WriteMode.NOW and tokens is not None:
         return (
             yield from _compute_and_store(
-                ek, key, default, tokens, locked, timeout, seconds, beta, verify, failed
+                ek, key, default, tokens, locked, timeout, seconds, beta, verify, failed, frame
             )
         )
     how = "computed"
     try:
-        value = yield from compute(default)  # its errors are the caller's
-        if tokens is not None and mode is WriteMode.DEFER:
+        value = yield from compute(default, frame)  # its errors are the caller's
+        if tokens is not None and mode is WriteMode.DEFER and not (frame and frame.broken):
             # Inside a transaction: store after the commit, nothing on rollback.
-            yield IN_TRANSACTION, defer, key, ek, (tokens, value), timeout, using
+            envelope = _with_deps((tokens, value), frame, ek, tokens)
+            yield IN_TRANSACTION, defer, key, ek, envelope, timeout, using
             how = "deferred"
     finally:
         if locked:
             yield from unlock(lkey, failed)
-    return value, how
+    return value, how, tokens
 
 
-def compute(default: Any) -> Steps:
-    """Steps: the caller's value: *default* called (and awaited, async) if callable."""
+def compute(default: Any, frame: Frame | None = None) -> Steps:
+    """Steps: the caller's value: *default* called (and awaited, async) if callable.
+
+    *frame* is current while it runs (see :mod:`.deps`).
+    """
     if callable(default):
-        return (yield COMPUTE, default)
+        return (yield COMPUTE, default, frame)
     return default
+
+
+def _with_deps(envelope: tuple, frame: Frame | None, ek: EntryKeys, tokens: Sequence[Any]) -> tuple:
+    """*envelope* with the dependencies *frame* recorded (unchanged when none)."""
+    if frame is None or not frame.deps:
+        return envelope
+    deps = frame.dependencies(ek.version_keys, tokens)
+    if deps is None:
+        return envelope
+    remember(ek.entry, deps[0])  # this process reads them with the entry from now on
+    return (*envelope, deps)
 
 
 def _compute_and_store(
@@ -425,21 +500,27 @@ def _compute_and_store(
     beta: float | None,
     verify: bool,
     failed: Failed,
+    frame: Frame | None = None,
 ) -> Steps:
     """Steps: compute *default*, store it stamped with *tokens* (read before), release the lock.
 
-    The loader's own exceptions propagate (a ``DatabaseError`` it raises is
-    the caller's, not a store outage); store errors are reported. The lock
-    is released in the write's own round trip where the store allows.
+    Returns ``(value, how, tokens)`` as :func:`fill_steps`. The loader's own
+    exceptions propagate (a ``DatabaseError`` it raises is the caller's, not a
+    store outage); store errors are reported. The lock is released in the
+    write's own round trip where the store allows. A value whose *frame*
+    broke is not stored (see :mod:`.deps`).
     """
     lkey = lock_key(ek.entry)
     how = "computed"
     try:
         started = time.monotonic()
-        value = yield from compute(default)
+        value = yield from compute(default, frame)
+        if frame is not None and frame.broken:
+            return value, how, tokens
         envelope: tuple = (tokens, value)
         if beta and seconds:
             envelope = (tokens, value, time.time() + seconds, time.monotonic() - started)
+        envelope = _with_deps(envelope, frame, ek, tokens)
         try:
             if locked and not verify:
                 request = ("write_unlock", ek.entry, envelope, timeout, lkey)
@@ -453,4 +534,4 @@ def _compute_and_store(
     finally:
         if locked:
             yield from unlock(lkey, failed)
-    return value, how
+    return value, how, tokens

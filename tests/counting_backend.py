@@ -89,3 +89,13 @@ def counting(cls: type) -> type:
 
 #: Django's PyMemcacheCache, counted (tests/test_memcached.py).
 CountingPyMemcacheCache = counting(PyMemcacheCache)
+
+
+def _database_cache() -> type:
+    from django.core.cache.backends.db import DatabaseCache
+
+    return counting(DatabaseCache)
+
+
+#: Django's DatabaseCache, counted (tests/test_nested_caches.py).
+CountingDatabaseCache = _database_cache()

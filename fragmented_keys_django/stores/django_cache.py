@@ -39,8 +39,15 @@ def writes_land_or_raise(store: Any) -> bool:
 
 
 def _stored(envelope: Envelope) -> tuple:
-    """*envelope* as kept in a Django cache: its tokens a tuple (the format every version reads)."""
+    """*envelope* as kept in a Django cache: its tokens a tuple (the format every version reads).
+
+    Dependencies (the last item of a 3- or 5-item envelope, see :mod:`...deps`)
+    are kept as a plain ``(keys, tokens)`` tuple.
+    """
     tokens = envelope[0]
+    if len(envelope) in (3, 5):
+        keys, held = envelope[-1]
+        return (tuple(tokens), *envelope[1:-1], (tuple(keys), tuple(held)))
     return envelope if type(tokens) is tuple else (tuple(tokens), *envelope[1:])
 
 

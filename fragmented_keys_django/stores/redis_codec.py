@@ -8,7 +8,11 @@ expected stamps.
 An entry is stored as ``b"\\x00fk1:" + b",".join(tokens) + b"\\x00" + payload``
 (the payload is the store's serializer/compressor output), or with
 ``\\x00fk2:`` and ``expiry,compute_seconds`` before the payload for early
-recomputation; a version token as its decimal digits. The stamping script
+recomputation; an entry that holds dependencies (:mod:`..deps`) as
+``b"\\x00fk3:" + stamp + b"\\x00" + meta + b"\\x00" + keys + b"\\x00" + tokens +
+b"\\x00" + payload`` (*meta* empty or ``expiry,compute_seconds``; *keys* and
+*tokens* comma-joined: our keys are ASCII without commas); a version token as
+its decimal digits. The stamping script
 (``set``, ``add``, ``set_with_tags``, ``set_many``) reads the versions, creates
 the missing ones and writes the entry stamped with them, atomically, without
 unpickling. Entries written through the store's own Django API (a pickled
@@ -34,6 +38,7 @@ from django.core.cache.backends.base import DEFAULT_TIMEOUT
 
 __all__ = [
     "HEADER",
+    "HEADER_DEPS",
     "HEADER_META",
     "STAMP_CHUNK",
     "STAMP_LUA",
@@ -45,6 +50,8 @@ __all__ = [
 HEADER = b"\x00fk1:"
 #: Entries that also carry (expiry, compute seconds) for early recomputation.
 HEADER_META = b"\x00fk2:"
+#: Entries that also hold dependencies (their meta may be empty).
+HEADER_DEPS = b"\x00fk3:"
 #: Entries per script call in ``stamp_many``.
 STAMP_CHUNK = 500
 
@@ -313,6 +320,8 @@ class RedisCodec:
             end2 = raw.index(b"\x00", end + 1)
             expiry, delta = map(float, raw[end + 1 : end2].split(b","))
             return (tuple(raw[5:end].split(b",")), self.loads(raw[end2 + 1 :]), expiry, delta)
+        if raw.startswith(HEADER_DEPS):
+            return self._decode_deps(raw)
         if raw[:1].isdigit():
             return raw  # a token: never an entry
         env = self.fallback_loads(raw)
@@ -321,9 +330,32 @@ class RedisCodec:
             return (tuple(str(t).encode() for t in env[0]), *env[1:])
         return env
 
+    def _decode_deps(self, raw: bytes) -> tuple:
+        """An ``fk3`` entry: ``(tokens, value[, expiry, compute_seconds], (keys, tokens))``."""
+        parts = raw[5:].split(b"\x00", 4)
+        stamp, meta, keys, tokens, payload = parts
+        deps = (tuple(keys.decode().split(",")), tuple(tokens.split(b",")))
+        value = self.loads(payload)
+        if meta:
+            expiry, delta = map(float, meta.split(b","))
+            return (tuple(stamp.split(b",")), value, expiry, delta, deps)
+        return (tuple(stamp.split(b",")), value, deps)
+
     def entry_bytes(self, envelope: Sequence[Any]) -> bytes:
-        """Encode an envelope: the header with its tokens (and meta), then the payload."""
+        """Encode an envelope: the header with its tokens (and meta, dependencies), then the payload."""
         stamp = _stamp_bytes(envelope[0])
+        if len(envelope) in (3, 5):
+            keys, tokens = envelope[-1]
+            meta = f"{envelope[2]:.3f},{envelope[3]:.6f}".encode() if len(envelope) == 5 else b""
+            return b"\x00".join(
+                (
+                    HEADER_DEPS + stamp,
+                    meta,
+                    ",".join(keys).encode(),
+                    _stamp_bytes(tokens),
+                    self.dumps(envelope[1]),
+                )
+            )
         if len(envelope) > 2:
             extra = f"{envelope[2]:.3f},{envelope[3]:.6f}".encode()
             return HEADER_META + stamp + b"\x00" + extra + b"\x00" + self.dumps(envelope[1])
