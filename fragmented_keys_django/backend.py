@@ -222,36 +222,36 @@ class FragmentedKeysCacheBackend(CachePolicy, BaseCache):
 
     def get_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
         """Return ``{key: value}`` for the keys with live entries, in one round trip."""
-        tenant, entries, ns = self._many_keys(keys, version)
+        tenant, entries, vkeys = self._many_keys(keys, version)
         if not entries:
             return {}
-        return self._run("get_many", tenant, {}, self._get_many, tenant, entries, ns)
+        return self._run("get_many", tenant, {}, self._get_many, tenant, entries, vkeys)
 
     async def aget_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
         """Async twin of :meth:`get_many`."""
-        tenant, entries, ns = self._many_keys(keys, version)
+        tenant, entries, vkeys = self._many_keys(keys, version)
         if not entries:
             return {}
-        return await self._arun("get_many", tenant, {}, self._get_many, tenant, entries, ns)
+        return await self._arun("get_many", tenant, {}, self._get_many, tenant, entries, vkeys)
 
     def set_many(
         self, data: Mapping[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
     ) -> list[Any]:
         """Store every item of *data*; return the keys that failed (Django's contract)."""
-        tenant, entries, ns = self._many_keys(data, version)
+        tenant, entries, vkeys = self._many_keys(data, version)
         if not entries:
             return []
-        args = (entries, ns, data, self._timeout(timeout), self.options.version_timeout)
+        args = (entries, vkeys, data, self._timeout(timeout), self.options.version_timeout)
         return self._run("set_many", tenant, list(data), protocol.set_many_steps, *args)
 
     async def aset_many(
         self, data: Mapping[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
     ) -> list[Any]:
         """Async twin of :meth:`set_many`."""
-        tenant, entries, ns = self._many_keys(data, version)
+        tenant, entries, vkeys = self._many_keys(data, version)
         if not entries:
             return []
-        args = (entries, ns, data, self._timeout(timeout), self.options.version_timeout)
+        args = (entries, vkeys, data, self._timeout(timeout), self.options.version_timeout)
         return await self._arun("set_many", tenant, list(data), protocol.set_many_steps, *args)
 
     def delete_many(self, keys: Iterable[Any], version: int | None = None) -> None:

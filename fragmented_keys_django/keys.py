@@ -15,6 +15,7 @@ hash tag so that everything one read needs sits in one slot)::
     fk:{T}:m:<digest>    net version of one tag name in one tenant (the safety net: see net.py);
                          tenant None is the "all tenants" net version, in the public slot
     fk:{T}:e:<digest>    entry: (tenant, key, group_id, tags, epoch)
+    fk:{fk-failover}:epoch   a Sentinel-managed store's failover epoch (one per store)
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from functools import lru_cache
 from typing import NamedTuple
 
 __all__ = [
+    "FAILOVER_EPOCH_KEY",
     "EntryKeys",
     "TagSpec",
     "encode_parts",
@@ -202,20 +204,25 @@ def entry_keys(
     key: str,
     group_id: str,
     tags: tuple[TagSpec, ...],
+    store_keys: tuple[str, ...] = (),
 ) -> EntryKeys:
     """Return the entry key and the version keys for one cached value.
 
     *key* is the caller's key after the alias's ``KEY_FUNCTION``; *tags* must
     already be canonical (sorted, deduplicated: see ``tags.normalize_tags``).
+    *store_keys* are versions every entry of the store records, appended last
+    (the failover epoch of a Sentinel-managed store: :data:`FAILOVER_EPOCH_KEY`).
     Results are memoised (the hot path of repeated reads) whatever the number
     of tags, for inputs of at most :data:`_MEMO_CHARS` characters in all (their
     size is measured once, when they are first seen).
     """
-    memo_key = (prefix, tenant, epoch, key, group_id, tags)
+    memo_key = (prefix, tenant, epoch, key, group_id, tags, store_keys)
     hit = _entry_memo.get(memo_key)
     if hit is not None:
         return hit
     made = _entry_keys(prefix, tenant, epoch, key, group_id, tags)
+    if store_keys:
+        made = EntryKeys(made.entry, made.version_keys + store_keys)
     size = len(key) + len(tenant or "") + len(group_id)
     if size + sum(len(t.name) + len(t.instance) for t in tags) <= _MEMO_CHARS:
         if len(_entry_memo) >= _ENTRY_MEMO_SIZE:
@@ -258,7 +265,14 @@ def _append_net_keys(
         vkeys.append(net_version_key(prefix, None, name))
 
 
-#: Remembered entry keys: ``(prefix, tenant, epoch, key, group_id, tags) -> EntryKeys``.
+#: The failover epoch of a store whose primary can change (Sentinel): one key per store,
+#: holding a token derived from the serving primary's replication id, rewritten by the
+#: first connection to a new primary (``stores/redis_py.py``). Every entry of that store
+#: records it (:func:`entry_keys`' *store_keys*), so a failover invalidates them all,
+#: bumps the old primary acknowledged but never replicated included.
+FAILOVER_EPOCH_KEY = "fk:{fk-failover}:epoch"
+
+#: Remembered entry keys: ``(prefix, tenant, epoch, key, group_id, tags, store_keys) -> EntryKeys``.
 _entry_memo: dict[tuple, EntryKeys] = {}
 _ENTRY_MEMO_SIZE = 16384
 

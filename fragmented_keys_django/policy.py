@@ -228,7 +228,28 @@ class CachePolicy:
             raise TypeError(f"group_id must be a string, got {group_id!r}")
         if keys_mod._global_tags and tags and self.options.tenant_stores is not None:
             self._route.no_global_tags(tags)
-        return tenant, entry_keys(self.options.prefix, tenant, self._epoch(), made, group_id, tags)
+        store_keys = self._store_keys(tenant)
+        ek = entry_keys(
+            self.options.prefix, tenant, self._epoch(), made, group_id, tags, store_keys
+        )
+        return tenant, ek
+
+    def _store_keys(self, tenant: str | None) -> tuple[str, ...]:
+        """Versions every entry of *tenant*'s store records: its failover epoch, if it has one.
+
+        A store whose primary can change (Sentinel) keeps a failover epoch
+        (``keys.FAILOVER_EPOCH_KEY``, rewritten by the first connection to a
+        new primary): every entry records it, so a failover invalidates them.
+        If the store cannot be looked up here, the call's own lookup meets the
+        same error and reports it; an entry keyed without the epoch then never
+        matches one with it (a miss, never a stale hit).
+        """
+        try:
+            adapter = self._adapter(tenant)
+        except (ConfigurationError, *metrics.store_errors()):
+            return ()
+        key = getattr(adapter, "failover_key", None)
+        return () if key is None else (key,)
 
     def _tagged(
         self, key: Any, tags: Iterable[Any], group_id: str, version: int | None
@@ -238,7 +259,12 @@ class CachePolicy:
 
     def _many_keys(
         self, keys: Iterable[Any], version: int | None
-    ) -> tuple[str | None, dict[str, Any], str]:
+    ) -> tuple[str | None, dict[str, Any], tuple[str, ...]]:
+        """Return ``(tenant, {entry key: key}, version keys)`` of plain entries of *keys*.
+
+        The version keys every one of them records: the tenant namespace and
+        the store's (:meth:`_store_keys`).
+        """
         tenant = self._tenant()
         prefix, epoch = self.options.prefix, self._epoch()
         entries: dict[str, Any] = {}
@@ -247,7 +273,7 @@ class CachePolicy:
             if made not in _portable_keys:
                 self._validate(made)
             entries[entry_keys(prefix, tenant, epoch, made, "", ()).entry] = key
-        return tenant, entries, namespace_key(prefix, tenant)
+        return tenant, entries, (namespace_key(prefix, tenant), *self._store_keys(tenant))
 
     def _validate(self, made: str) -> None:
         """Django's ``validate_key`` (memcached portability warnings); remember good keys.
@@ -382,15 +408,16 @@ class CachePolicy:
         return (yield from protocol.touch_steps(adapter, ek, timeout))
 
     def _get_many(
-        self, adapter: Any, tenant: str | None, entries: dict[str, Any], ns: str
+        self, adapter: Any, tenant: str | None, entries: dict[str, Any], vkeys: tuple[str, ...]
     ) -> Steps:
         if self._suspect(tenant):
             self._bypass(tenant)
             return {}
-        values = yield "read", (*entries, ns), len(entries)
+        values = yield "read", (*entries, *vkeys), len(entries)
+        versions = values[len(entries) :]
         out = {}
         for env, key in zip(values, entries.values(), strict=False):
-            hit, value = protocol.decode_env(env, values[-1:])
+            hit, value = protocol.decode_env(env, versions)
             if hit:
                 out[key] = value
         return out

@@ -243,23 +243,24 @@ def store_steps(
 def set_many_steps(
     adapter: Adapter,
     entries: Mapping[str, Any],
-    ns: str,
+    vkeys: tuple[str, ...],
     data: Mapping[Any, Any],
     timeout: Any,
     version_timeout: float | None,
 ) -> Steps:
-    """Steps: store ``{entry: data[key]}`` for *entries* ``{entry: key}``, stamped with namespace *ns*.
+    """Steps: store ``{entry: data[key]}`` for *entries* ``{entry: key}``, stamped with *vkeys*.
 
-    Returns the keys that failed (Django's ``set_many`` contract).
+    *vkeys* are the versions plain entries record (the tenant namespace, and
+    the store's failover epoch if it has one). Returns the keys that failed
+    (Django's ``set_many`` contract).
     """
     items = [(k, data[k]) for k in entries.values()]
     if adapter.stamps:
         values = {e: data[k] for e, k in entries.items()}
-        yield from _writing(
-            items, ("stamp_many", values, (ns,), timeout, version_timeout, [fresh_token()])
-        )
+        fresh = [fresh_token() for _ in vkeys]
+        yield from _writing(items, ("stamp_many", values, vkeys, timeout, version_timeout, fresh))
         return []
-    tokens = yield from write_tokens(adapter, (ns,), version_timeout)
+    tokens = yield from write_tokens(adapter, vkeys, version_timeout)
     if tokens is None:
         return list(data)
     envelopes = {e: (tokens, data[k]) for e, k in entries.items()}

@@ -1,15 +1,15 @@
 """FragmentedKeysCacheBackend on a Sentinel-managed primary: issue 12, item 2.
 
-The store is django-redis with its ``SentinelClient`` (``SentinelConnectionFactory``):
-every command goes to the primary the sentinels name, so reads and writes follow a
-failover. The package does not know that client (its Redis fast path is for the default
-client only), so the backend drives it through the generic Django-API path, which works.
+The store is django-redis with its ``SentinelClient`` (``SentinelConnectionFactory``).
+The package drives it with its Redis adapter (one ``MGET`` per read, one script per
+write), always on the primary the sentinels name, so reads and writes follow a failover.
 
 Redis replicates asynchronously: a bump the old primary acknowledged may never reach the
-replica that replaces it, and the entry the bump invalidated is served again. The test
-forces that loss (replica paused, replication link cut, bump, primary killed, replica
-resumed and promoted: tests/servers.py) and is a strict xfail until the package closes
-the hole (``WAIT`` for a replica, a failover epoch, or the outbox replayed on failover).
+replica that replaces it. The store's failover epoch (``stores/failover.py``) closes that
+hole: every entry records a token derived from the primary's replication id, rewritten by
+the first connection to a new primary, so a failover invalidates every entry cached
+before it. The test forces the loss (replica paused, replication link cut, bump, primary
+killed, replica resumed and promoted: tests/servers.py) and failed on the code before.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ import pytest
 from django.core.cache import caches
 from django.test import override_settings
 
-from fragmented_keys_django import TenantContext
+from fragmented_keys_django import TenantContext, invalidation, metrics, routing
+from fragmented_keys_django.keys import FAILOVER_EPOCH_KEY
+from fragmented_keys_django.stores.failover import epoch_token
 
 from . import servers
 from .race_support import reset_retrier
@@ -84,32 +86,72 @@ def _replicated(topology: servers.SentinelTopology) -> None:
     assert topology.primary.client().execute_command("WAIT", 1, 2000) == 1
 
 
+def _commands(server, name: str) -> int:
+    """How many *name* commands *server* has run (``INFO commandstats``)."""
+    return server.client().info("commandstats").get(f"cmdstat_{name}", {}).get("calls", 0)
+
+
+def test_the_store_is_driven_on_the_primary_with_one_mget_per_read(sentinel, frag):
+    """The Redis adapter drives the Sentinel store: a read is one ``MGET`` on the primary.
+
+    django-redis's own ``SentinelClient`` reads from a replica, whose lag would serve an
+    entry whose tag was already bumped on the primary.
+    """
+    adapter = routing.route("fragmented").shared_adapter()
+    assert adapter.stamps and adapter.failover_key == FAILOVER_EPOCH_KEY
+    with TenantContext.use_tenant("acme"):
+        frag.set_with_tags("page", "v", TAGS)
+        assert frag.get_with_tags("page", TAGS) == "v"  # connections checked from here on
+        primary, replica = sentinel.primary, sentinel.replica
+        before = _commands(primary, "mget"), _commands(replica, "mget")
+        assert frag.get_with_tags("page", TAGS) == "v"
+        assert frag.get_many(["nothing"]) == {}
+    assert (_commands(primary, "mget"), _commands(replica, "mget")) == (
+        before[0] + 2,
+        before[1],
+    )
+    # The epoch key holds the primary's token.
+    replid = primary.client().info("replication")["master_replid"]
+    stored = caches["default"].get(FAILOVER_EPOCH_KEY)
+    assert stored == epoch_token(replid.encode())
+
+
+def test_a_reconnection_to_the_same_primary_keeps_entries_warm(sentinel, frag):
+    with TenantContext.use_tenant("acme"):
+        frag.set_with_tags("page", "warm", TAGS)
+        frag.set("plain", "warm too")
+        sentinel.primary.client().execute_command("CLIENT", "KILL", "TYPE", "normal")
+        assert eventually(lambda: frag.get_with_tags("page", TAGS, default=None) == "warm")
+        assert frag.get("plain") == "warm too"
+    assert metrics.snapshot().get(("-", "failover_epoch"), 0) == 0
+
+
 def test_reads_and_writes_follow_the_primary_after_a_failover(sentinel, frag):
+    metrics.reset()
     with TenantContext.use_tenant("acme"):
         frag.set_with_tags("page", "before", TAGS)
+        frag.set("plain", "before")
         assert frag.get_with_tags("page", TAGS) == "before"
     _replicated(sentinel)
     old = sentinel.kill_primary()
     new = sentinel.wait_for_failover(old)
     with TenantContext.use_tenant("acme"):
-        assert eventually(lambda: frag.get_with_tags("page", TAGS, default=None) == "before")
-        assert frag.invalidate_tags(TAGS) == 1
+        # Wait until the backend serves from the new primary (its breaker closed).
+        assert eventually(lambda: frag.set_with_tags("probe", 1, []) or frag.get("probe") == 1)
+        # The failover epoch: what was cached before the failover is not served after it.
         assert frag.get_with_tags("page", TAGS, default=MISS) is MISS
+        assert frag.get("plain", default=MISS) is MISS
         frag.set_with_tags("page", "after", TAGS)
         assert frag.get_with_tags("page", TAGS) == "after"
-    # Everything went to the new primary.
+        assert frag.invalidate_tags(TAGS) == 1
+        assert frag.get_with_tags("page", TAGS, default=MISS) is MISS
+        frag.set_with_tags("page", "again", TAGS)
+        assert frag.get_with_tags("page", TAGS) == "again"
+    # Everything went to the new primary, and the epoch change was logged and counted.
     assert any(b"fk:" in k for k in new.client().keys("*"))
+    assert metrics.snapshot()[("-", "failover_epoch")] >= 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Redis replication is asynchronous: a bump acknowledged by the primary alone (its "
-        "replica paused, the link cut) is lost when the primary dies and the replica is "
-        "promoted, and the entry it invalidated is served again. Needs bumps sent with WAIT "
-        "for a replica, a failover epoch, or the outbox replayed on failover (issue 12, item 2)"
-    ),
-)
 def test_a_bump_lost_in_a_failover_does_not_serve_the_entry_again(sentinel, frag):
     with TenantContext.use_tenant("acme"):
         frag.set_with_tags("page", "stale after the bump", TAGS)
@@ -129,4 +171,13 @@ def test_a_bump_lost_in_a_failover_does_not_serve_the_entry_again(sentinel, frag
     with TenantContext.use_tenant("acme"):
         # Wait until the backend serves from the new primary again, then read.
         assert eventually(lambda: frag.set_with_tags("probe", 1, []) or frag.get("probe") == 1)
+        # The bump landed (as far as this process knows): the miss is the store's doing,
+        # not a bypass of a tenant with a bump pending.
+        assert invalidation.pending_retries() == 0
+        assert not invalidation.is_suspect("fragmented", "acme")
         assert frag.get_with_tags("page", TAGS, default=MISS) is MISS
+    # A process that never saw the bump nor the failover (no adapter, no connection yet).
+    routing.reset()
+    reset_retrier()
+    with TenantContext.use_tenant("acme"):
+        assert caches["fragmented"].get_with_tags("page", TAGS, default=MISS) is MISS

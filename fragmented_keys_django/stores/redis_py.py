@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .base import AsyncStoreAdapter, Envelope
+from .failover import FailoverEpoch
 from .redis_codec import Plan, RedisCodec, django_codec, django_redis_codec
 
 __all__ = ["RedisAdapter", "redis_adapter"]
@@ -50,6 +51,9 @@ class RedisAdapter:
     atomic_create = True
     drops_writes = False
     per_process = True
+    #: The key of the store's failover epoch, which every entry records, or ``None``
+    #: (see :mod:`.failover`; :meth:`use_failover_epoch`).
+    failover_key: str | None = None
 
     def __init__(
         self,
@@ -63,6 +67,18 @@ class RedisAdapter:
         self.connection = connection
         self._client = client
         self._aio: dict[int, tuple[Any, int, AsyncStoreAdapter]] = {}
+        self._epoch: FailoverEpoch | None = None
+
+    def use_failover_epoch(self) -> None:
+        """Keep a failover epoch (:mod:`.failover`): for a store whose primary can change.
+
+        Every connection is checked before its first command; every entry
+        records the epoch (``failover_key``). Its async face then runs this
+        adapter in a worker thread (connections checked in one place).
+        """
+        self._epoch = FailoverEpoch(self.codec)
+        self.failover_key = self._epoch.key
+        self.connection = None
 
     def _do(self, plan: Plan) -> Any:
         """Send *plan* on a pooled connection, in one round trip; return what it makes of the replies.
@@ -74,10 +90,19 @@ class RedisAdapter:
         """
         pool = self._client().connection_pool
         conn = pool.get_connection()
+        epoch = self._epoch
         try:
-            replies = conn.retry.call_with_retry(
-                lambda: _exchange(conn, plan), lambda _error: conn.disconnect()
-            )
+            if epoch is None:
+                replies = conn.retry.call_with_retry(
+                    lambda: _exchange(conn, plan), lambda _error: conn.disconnect()
+                )
+            else:  # each (re)connection checked before its first command
+
+                def exchange() -> list[Any]:
+                    epoch.check(conn)
+                    return _exchange(conn, plan)
+
+                replies = conn.retry.call_with_retry(exchange, lambda _error: conn.disconnect())
         finally:
             reconnect = getattr(conn, "should_reconnect", None)
             if reconnect is not None and reconnect():
@@ -242,9 +267,11 @@ def redis_adapter(store: Any) -> RedisAdapter | None:
     """Return a :class:`RedisAdapter` for *store*, or ``None`` if it is not a Redis store we can drive.
 
     By what the store is, subclasses included: django-redis's ``RedisCache``
-    with its ``DefaultClient`` (or a subclass that is not the sharded, herd
-    or sentinel client, which find or encode keys their own way), or Django's
-    ``RedisCache``.
+    with its ``DefaultClient`` (or a subclass that is not the sharded or herd
+    client, which find or encode keys their own way), or Django's
+    ``RedisCache``. With django-redis's ``SentinelClient`` the adapter talks
+    to the primary the sentinels name (never a replica: django-redis's own
+    reads would go to one) and keeps a failover epoch (:mod:`.failover`).
     """
     from django.core.cache.backends.redis import RedisCache
 
@@ -264,16 +291,17 @@ def redis_adapter(store: Any) -> RedisAdapter | None:
     if not isinstance(store, DjangoRedisCache):
         return None
     client = store.client
-    if not isinstance(client, DefaultClient) or isinstance(
-        client, (ShardClient, HerdClient, SentinelClient)
-    ):
+    if not isinstance(client, DefaultClient) or isinstance(client, (ShardClient, HerdClient)):
         return None
-    return _adapter(
+    made = _adapter(
         store,
         lambda: client.get_client(write=True),
         django_redis_codec(store),
         _django_redis_connection(store),
     )
+    if isinstance(client, SentinelClient):
+        made.use_failover_epoch()
+    return made
 
 
 def _adapter(
