@@ -35,6 +35,7 @@ from .exceptions import (
     StoreUnavailable,
     TenantRequired,
     UnpicklableValue,
+    ValueTooLarge,
 )
 from .tags import VersionedTag, aggregate_tag, constant_tag, custom_tag, list_tag, model_tag
 from .tenancy.context import TenantContext
@@ -77,6 +78,7 @@ __all__ = [
     "TenantContext",
     "TenantRequired",
     "UnpicklableValue",
+    "ValueTooLarge",
     "VersionedTag",
     "aggregate_tag",
     "bump_tags",

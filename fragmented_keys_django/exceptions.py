@@ -67,6 +67,24 @@ class StoreUnavailable(FragmentedKeysError, ConnectionError):
     """
 
 
+class ValueTooLarge(FragmentedKeysError, ValueError):
+    """A store refused values as too large for it (memcached's item size limit, 1 MB by default).
+
+    Raised by the generic store adapter once the refused entries are deleted
+    (their old values must not be served) and the other values of the same
+    call written; the backend logs and counts it, and the call fails for those
+    values only (the store stays in service). *keys* are the refused entries'
+    store keys; *failed* every entry key the call did not write, refused ones
+    included; *result*, what the failed call returns (set by the protocol).
+    """
+
+    def __init__(self, message: str, keys: list[str], failed: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.keys = keys
+        self.failed = list(keys) if failed is None else failed
+        self.result: object = None
+
+
 __all__ = [
     "BumpFailed",
     "ConfigurationError",
@@ -78,4 +96,5 @@ __all__ = [
     "StoreUnavailable",
     "TenantRequired",
     "UnpicklableValue",
+    "ValueTooLarge",
 ]

@@ -13,6 +13,7 @@ protocol (:mod:`.protocol`), run by the sync or the async driver.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Callable, Iterable
 from functools import partial
@@ -29,7 +30,13 @@ from . import deps, invalidation, metrics, protocol
 from . import keys as keys_mod
 from .conf import BackendOptions, check_beta, check_seconds, get_cache_epoch
 from .drivers import IN_TRANSACTION, Steps, arun, run
-from .exceptions import ConfigurationError, InvalidTimeout, StoreUnavailable, TenantRequired
+from .exceptions import (
+    ConfigurationError,
+    InvalidTimeout,
+    StoreUnavailable,
+    TenantRequired,
+    ValueTooLarge,
+)
 from .keys import EntryKeys, TagSpec, entry_keys, namespace_key
 from .routing import Route
 from .signals import (
@@ -154,6 +161,11 @@ class CachePolicy:
                 raise
             self._failed(operation, tenant, exc)
             return fallback
+        except ValueTooLarge as exc:  # those values only: the store stays in service
+            if fallback is RAISE:
+                raise
+            self._failed(operation, tenant, exc)
+            return fallback if exc.result is None else exc.result
 
     async def _arun(
         self, operation: str, tenant: str | None, fallback: Any, steps: Any, *args: Any
@@ -167,6 +179,11 @@ class CachePolicy:
                 raise
             self._failed(operation, tenant, exc)
             return fallback
+        except ValueTooLarge as exc:  # as in _run
+            if fallback is RAISE:
+                raise
+            self._failed(operation, tenant, exc)
+            return fallback if exc.result is None else exc.result
 
     # -- policy ---------------------------------------------------------------
 
@@ -350,6 +367,13 @@ class CachePolicy:
         ``set`` or ``delete`` that did not reach the store) would leave the old
         value to be served once the store is back: the tenant is flushed then.
         """
+        if isinstance(exc, ValueTooLarge):
+            # The store refused these values and deleted their entries; it is in service.
+            metrics.count(self.alias, "value_too_large")
+            metrics.record_error(
+                self.alias, tenant, operation, exc, level=logging.WARNING, what="value refused"
+            )
+            return
         if isinstance(exc, StoreUnavailable):
             metrics.count(self.alias, f"{operation} (breaker open)")
             if operation in _READS:

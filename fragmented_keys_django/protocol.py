@@ -44,7 +44,7 @@ from . import metrics
 from .conf import BackendOptions
 from .deps import Frame, remember, remembered
 from .drivers import COMPUTE, IN_TRANSACTION, SLEEP, Steps
-from .exceptions import UnpicklableValue
+from .exceptions import UnpicklableValue, ValueTooLarge
 from .keys import EntryKeys, lock_key
 from .stores import AsyncStoreAdapter, StoreAdapter
 from .transactions import WriteMode
@@ -174,7 +174,7 @@ def _writing(items: Sequence[tuple[Any, Any]], request: tuple) -> Steps:
     try:
         return (yield request)
     except Exception as exc:
-        if not isinstance(exc, metrics.store_errors()):
+        if not isinstance(exc, (ValueTooLarge, *metrics.store_errors())):
             for key, value in items:
                 name_unpicklable(key, value, exc)
         raise
@@ -264,7 +264,11 @@ def set_many_steps(
     if tokens is None:
         return list(data)
     envelopes = {e: (tokens, data[k]) for e, k in entries.items()}
-    failed = yield from _writing(items, ("set_many", envelopes, timeout))
+    try:
+        failed = yield from _writing(items, ("set_many", envelopes, timeout))
+    except ValueTooLarge as exc:  # the others are written: the call fails for those only
+        exc.result = [entries[e] for e in exc.failed]
+        raise
     return [entries[e] for e in failed or ()]
 
 
@@ -530,7 +534,7 @@ def _compute_and_store(
             else:
                 yield from put_checked(ek, key, envelope, timeout, verify)
             how = "stored"
-        except metrics.store_errors() as exc:
+        except (ValueTooLarge, *metrics.store_errors()) as exc:  # the value is still returned
             failed(exc)
     finally:
         if locked:

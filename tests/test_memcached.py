@@ -11,21 +11,22 @@ through ``tests/contract``. This module covers what is memcached's own:
 * eviction and ``flush_all`` never revive a superseded entry (memcached evicts version
   keys under memory pressure like any other key);
 * the round trips of a read, a write and a bump (no script on memcached);
-* a value over memcached's 1 MB item limit.
+* a value over memcached's 1 MB item limit: a failed write of that value only (logged,
+  counted), never a store outage.
 """
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.core.cache import caches
 from django.test import override_settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fragmented_keys_django import TenantContext
+from fragmented_keys_django import TenantContext, invalidation, metrics
 
 from . import servers
 from .race_support import reset_retrier, wrapper_alias
@@ -208,38 +209,89 @@ def test_flush_all_never_revives_a_superseded_entry(own_memcached):
         _assert_superseded(frag, ek, env)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "A value over memcached's 1 MB item limit makes PyMemcacheCache.set raise "
-        "MemcacheServerError('object too large for cache'); the backend takes it for a store "
-        "outage: it opens the store's circuit breaker for CIRCUIT_BREAKER seconds (every "
-        "tenant's reads miss and writes are dropped meanwhile) and flushes the tenant "
-        "(keep_flush). It should fail that one write (raise, or drop it with the old entry "
-        "deleted) and leave the store in service."
-    ),
-)
-def test_a_value_too_large_for_memcached_leaves_the_store_in_service(memcached_server):
+BIG = "x" * (2**20 + 1)  # over memcached's 1 MB item limit once pickled
+
+
+@pytest.fixture
+def big_frag(memcached_server):
     conf = {
         "default": memcached_store(memcached_server.location, f"fkd-big-{uuid.uuid4().hex[:8]}"),
         "fragmented": wrapper_alias(),
     }
+    metrics.reset()
     with override_settings(CACHES=conf):
         frag = caches["fragmented"]
         try:
-            with TenantContext.use_tenant("acme"):
-                frag.set_with_tags("kept", "still here", TAGS)
-                frag.set_with_tags("big", "small", TAGS)
-                with contextlib.suppress(Exception):  # refusing the value loudly is fine
-                    frag.set_with_tags("big", "x" * (2**20 + 1), TAGS)
-                assert frag.get_with_tags("big", TAGS, default=MISS) in (MISS, "x" * (2**20 + 1))
-                # The store still serves, and the tenant's other entries survive.
-                assert frag.get_with_tags("kept", TAGS, default=MISS) == "still here"
-                frag.set("after", 1)
-                assert frag.get("after") == 1
-            with TenantContext.use_tenant("globex"):
-                frag.set("other tenant", 2)
-                assert frag.get("other tenant") == 2
+            yield frag
         finally:
             frag.close()
-            reset_retrier()  # the breaker the failure opened must not reach the next test
+            reset_retrier()  # a breaker the failure opened must not reach the next test
+
+
+def _refusals_only(operation: str, n: int = 1) -> None:
+    """*n* refusals logged and counted for *operation*; no breaker opened, nothing else failed."""
+    counts = metrics.snapshot()
+    assert counts.get(("fragmented", "value_too_large")) == n
+    assert counts.get(("fragmented", operation)) == n
+    assert not any("breaker" in op for _, op in counts), counts
+    assert not invalidation._retrier._recovering
+    assert invalidation.pending_retries() == 0  # no flush of the tenant queued
+
+
+def test_a_value_too_large_for_memcached_leaves_the_store_in_service(big_frag, caplog):
+    """A value over memcached's item limit fails that one write: logged with tenant, alias and
+    operation, counted, the old entry gone; the store stays in service (failed on the code
+    before: the refusal opened the store's breaker and flushed the tenant)."""
+    frag = big_frag
+    with TenantContext.use_tenant("acme"):
+        frag.set_with_tags("kept", "still here", TAGS)
+        frag.set_with_tags("big", "small", TAGS)
+        with caplog.at_level("WARNING", logger="fragmented_keys_django"):
+            assert frag.set_with_tags("big", BIG, TAGS) is False
+        # The old value is not served in its place.
+        assert frag.get_with_tags("big", TAGS, default=MISS) is MISS
+        # The store still serves, and the tenant's other entries survive.
+        assert frag.get_with_tags("kept", TAGS, default=MISS) == "still here"
+        frag.set("after", 1)
+        assert frag.get("after") == 1
+    with TenantContext.use_tenant("globex"):
+        frag.set("other-tenant", 2)
+        assert frag.get("other-tenant") == 2
+    _refusals_only("set_with_tags")
+    [record] = [r for r in caplog.records if getattr(r, "operation", None) == "set_with_tags"]
+    assert (record.alias, record.tenant) == ("fragmented", "acme")
+    assert "too large" in record.getMessage()
+
+
+def test_plain_set_add_and_the_async_api_fail_that_value_only(big_frag):
+    frag = big_frag
+    with TenantContext.use_tenant("acme"):
+        frag.set("k", "old")
+        frag.set("k", BIG)
+        assert frag.get("k", default=MISS) is MISS
+        assert frag.add("new", BIG) is False
+        assert async_to_sync(frag.aset_with_tags)("a", BIG, TAGS) is False
+        frag.set("fine", 1)
+        assert frag.get("fine") == 1
+    counts = metrics.snapshot()
+    assert counts[("fragmented", "value_too_large")] == 3
+    assert not any("breaker" in op for _, op in counts), counts
+
+
+def test_a_set_many_with_one_value_too_large_writes_the_others(big_frag):
+    frag = big_frag
+    with TenantContext.use_tenant("acme"):
+        frag.set_many({"a": "old a", "big": "old big", "c": "old c"})
+        failed = frag.set_many({"a": "new a", "big": BIG, "c": "new c"})
+        assert failed == ["big"]  # Django's contract: the keys that failed
+        assert frag.get_many(["a", "big", "c"]) == {"a": "new a", "c": "new c"}
+    _refusals_only("set_many")
+
+
+def test_get_or_set_returns_a_value_too_large_to_store(big_frag):
+    frag = big_frag
+    with TenantContext.use_tenant("acme"):
+        assert frag.get_or_set_with_tags("big", lambda: BIG, TAGS) == BIG
+        assert frag.get_or_set_with_tags("small", lambda: "s", TAGS) == "s"
+        assert frag.get_with_tags("small", TAGS) == "s"
+    _refusals_only("get_or_set_with_tags")
