@@ -12,7 +12,7 @@ ifdef REDIS_URL
 export REDIS_URL
 endif
 
-.PHONY: help demo test lint docs bench bench-asgi
+.PHONY: help demo test lint docs bench bench-asgi bench-sentinel
 
 help:
 	@echo "make demo   - run the example project's demo (SQLite + database cache; REDIS_URL=... for Redis)"
@@ -21,6 +21,7 @@ help:
 	@echo "make docs   - build the docs into site/ (mkdocs --strict)"
 	@echo "make bench  - run benchmarks/run.py"
 	@echo "make bench-asgi - the ASGI load benchmark (uvicorn + wrk or an asyncio client)"
+	@echo "make bench-sentinel - what Sentinel's failover epoch costs (and what WAIT would)"
 
 # --- virtualenv -------------------------------------------------------------
 # bin/pip is the sentinel: Debian's python3 -m venv without ensurepip leaves a
@@ -63,6 +64,9 @@ bench: $(VENV)/.stamp-dev
 	$(PY) benchmarks/run.py
 
 # uvicorn from the bench extra; wrk is used when installed (apt-get install wrk).
+bench-sentinel: $(VENV)/.stamp-dev
+	$(PY) benchmarks/sentinel.py
+
 bench-asgi: $(VENV)/.stamp-dev
 	$(PIP) install -q -e '.[bench]'
 	$(PY) benchmarks/asgi_load.py

@@ -18,6 +18,7 @@ import time
 import uuid
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.core.cache import caches
 from django.test import override_settings
 
@@ -106,8 +107,9 @@ def test_the_store_is_driven_on_the_primary_with_one_mget_per_read(sentinel, fra
         before = _commands(primary, "mget"), _commands(replica, "mget")
         assert frag.get_with_tags("page", TAGS) == "v"
         assert frag.get_many(["nothing"]) == {}
+        assert async_to_sync(frag.aget_with_tags)("page", TAGS) == "v"
     assert (_commands(primary, "mget"), _commands(replica, "mget")) == (
-        before[0] + 2,
+        before[0] + 3,
         before[1],
     )
     # The epoch key holds the primary's token.
