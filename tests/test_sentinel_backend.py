@@ -119,6 +119,7 @@ def test_the_store_is_driven_on_the_primary_with_one_mget_per_read(sentinel, fra
 
 
 def test_a_reconnection_to_the_same_primary_keeps_entries_warm(sentinel, frag):
+    metrics.reset()
     with TenantContext.use_tenant("acme"):
         frag.set_with_tags("page", "warm", TAGS)
         frag.set("plain", "warm too")
@@ -126,6 +127,24 @@ def test_a_reconnection_to_the_same_primary_keeps_entries_warm(sentinel, frag):
         assert eventually(lambda: frag.get_with_tags("page", TAGS, default=None) == "warm")
         assert frag.get("plain") == "warm too"
     assert metrics.snapshot().get(("-", "failover_epoch"), 0) == 0
+
+
+def test_a_lost_epoch_key_is_a_miss_never_a_stale_hit(sentinel, frag):
+    """The epoch is a version: deleted (evicted, expired), every entry misses; the next
+    connection's check writes the primary's token again (one more cold start, logged)."""
+    metrics.reset()
+    with TenantContext.use_tenant("acme"):
+        frag.set_with_tags("page", "v1", TAGS)
+        assert caches["default"].delete(FAILOVER_EPOCH_KEY)
+        assert frag.get_with_tags("page", TAGS, default=MISS) is MISS
+        frag.set_with_tags("page", "v2", TAGS)  # re-creates the epoch (a fresh token)
+        assert frag.get_with_tags("page", TAGS) == "v2"
+        sentinel.primary.client().execute_command("CLIENT", "KILL", "TYPE", "normal")
+        assert eventually(lambda: frag.set_with_tags("probe", 1, []) or frag.get("probe") == 1)
+        assert frag.get_with_tags("page", TAGS, default=MISS) is MISS
+    replid = sentinel.primary.client().info("replication")["master_replid"]
+    assert caches["default"].get(FAILOVER_EPOCH_KEY) == epoch_token(replid.encode())
+    assert metrics.snapshot()[("-", "failover_epoch")] == 1
 
 
 def test_reads_and_writes_follow_the_primary_after_a_failover(sentinel, frag):
