@@ -76,6 +76,9 @@ _OPTION_DEFAULTS: dict[str, Any] = {
     # The store adapter class (or its dotted path), called with each store of the
     # alias; None: chosen by what the store is (see fragmented_keys_django.stores).
     "STORE_ADAPTER": None,
+    # True: the shared Redis store keeps a failover epoch (stores/failover.py), for a
+    # primary whose endpoint moves on failover; None: only Sentinel stores keep one.
+    "FAILOVER_EPOCH": None,
 }
 
 # Stores whose set/set_many either lands or raises; others get read-back checks.
@@ -261,6 +264,7 @@ class BackendOptions:
     early_recompute: float | None
     circuit_breaker: float
     store_adapter: Any = None
+    failover_epoch: bool | None = None
 
     @classmethod
     def from_params(cls, alias: str, location: str, params: dict[str, Any]) -> BackendOptions:
@@ -309,6 +313,12 @@ class BackendOptions:
             raise ConfigurationError(
                 f"{where}['VERIFY_BUMPS'] must be True, False or None (auto), got {o['VERIFY_BUMPS']!r}"
             )
+        if o["FAILOVER_EPOCH"] not in (None, True):
+            raise ConfigurationError(
+                f"{where}['FAILOVER_EPOCH'] must be True (keep a failover epoch on the Redis "
+                f"store) or None (only on Sentinel stores, where it cannot be turned off), "
+                f"got {o['FAILOVER_EPOCH']!r}"
+            )
         if o["SHARED"] and (o["TENANT_REQUIRED"] or o["TENANT_STORES"] is not None):
             raise ConfigurationError(
                 f"{where}: SHARED=True (one namespace for every tenant) excludes TENANT_REQUIRED "
@@ -345,6 +355,7 @@ class BackendOptions:
                 o["CIRCUIT_BREAKER"], f"{where}['CIRCUIT_BREAKER']", allow_none=False
             ),
             store_adapter=_adapter_class(o["STORE_ADAPTER"], f"{where}['STORE_ADAPTER']"),
+            failover_epoch=o["FAILOVER_EPOCH"],
         )
 
 

@@ -72,6 +72,8 @@ class Route:
         shared = self._shared
         if shared is None:
             shared = store_adapter(self.alias, self.options.cache_name, self.options.store_adapter)
+            if self.options.failover_epoch:
+                _keep_failover_epoch(self.alias, self.options.cache_name, shared)
             if shared.per_process:
                 self._shared = shared
         return shared
@@ -116,6 +118,22 @@ class Route:
                 f"store. Use a tenant-scoped tag, or a separate alias without TENANT_STORES for "
                 f"shared data."
             )
+
+
+def _keep_failover_epoch(alias: str, name: str, adapter: StoreAdapter) -> None:
+    """``FAILOVER_EPOCH``: make store *name*'s *adapter* keep a failover epoch, or raise.
+
+    Raises ``ConfigurationError`` if the adapter cannot (not a Redis store
+    driven by the package's Redis adapter).
+    """
+    use = getattr(adapter, "use_failover_epoch", None)
+    if use is None:
+        raise ConfigurationError(
+            f"CACHES[{alias!r}]['OPTIONS']['FAILOVER_EPOCH'] needs a Redis store driven by the "
+            f"package's Redis adapter (django-redis, Django's RedisCache), but {name!r} is a "
+            f"{type(adapter.store).__name__} ({type(adapter).__name__}). Remove the option."
+        )
+    use()
 
 
 def route(alias: str, options: BackendOptions | None = None) -> Route:

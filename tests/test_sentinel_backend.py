@@ -22,12 +22,13 @@ from asgiref.sync import async_to_sync
 from django.core.cache import caches
 from django.test import override_settings
 
-from fragmented_keys_django import TenantContext, invalidation, metrics, routing
+from fragmented_keys_django import ConfigurationError, TenantContext, invalidation, metrics, routing
 from fragmented_keys_django.keys import FAILOVER_EPOCH_KEY
 from fragmented_keys_django.stores.failover import epoch_token
 
 from . import servers
 from .race_support import reset_retrier
+from .wire import RoundTripProxy
 
 pytestmark = [
     pytest.mark.redis,
@@ -202,3 +203,75 @@ def test_a_bump_lost_in_a_failover_does_not_serve_the_entry_again(sentinel, frag
     reset_retrier()
     with TenantContext.use_tenant("acme"):
         assert caches["fragmented"].get_with_tags("page", TAGS, default=MISS) is MISS
+
+
+@pytest.fixture
+def moving_endpoint(sentinel):
+    """A plain django-redis store of the primary behind one address that a failover moves
+    (a TCP proxy: what a managed Redis's primary endpoint does), with ``FAILOVER_EPOCH``."""
+    proxy = RoundTripProxy("127.0.0.1", sentinel.primary.port).__enter__()
+    conf = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": proxy.url(db=0),
+            "KEY_PREFIX": f"fkd-{uuid.uuid4().hex[:8]}",
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 1},
+        },
+        "fragmented": {
+            "BACKEND": "fragmented_keys_django.FragmentedKeysCacheBackend",
+            "CACHE_NAME": "default",
+            "PREFIX": "t",
+            "OPTIONS": {"FAILOVER_EPOCH": True},
+        },
+    }
+    try:
+        with override_settings(CACHES=conf):
+            yield proxy
+            caches["fragmented"].close()
+    finally:
+        proxy.__exit__(None, None, None)
+        reset_retrier()
+
+
+def test_failover_epoch_option_on_a_primary_endpoint_that_moves(sentinel, moving_endpoint):
+    """``FAILOVER_EPOCH`` on a plain Redis store: the bump lost in a failover is not undone
+    when the endpoint moves to the promoted replica, sync and async (native redis.asyncio)."""
+    frag = caches["fragmented"]
+    aget = async_to_sync(frag.aget_with_tags)
+    with TenantContext.use_tenant("acme"):
+        frag.set_with_tags("page", "stale after the bump", TAGS)
+        assert aget("page", TAGS) == "stale after the bump"  # async connection checked too
+    _replicated(sentinel)
+    old, replica = sentinel.primary, sentinel.replica
+    sentinel.pause(replica)
+    try:
+        sentinel.cut_replication()
+        with TenantContext.use_tenant("acme"):
+            assert frag.invalidate_tags(TAGS) == 1  # acknowledged by the primary only
+        sentinel.kill_primary()
+        moving_endpoint.target = ("127.0.0.1", replica.port)  # the endpoint moves
+    finally:
+        sentinel.resume(replica)
+    assert sentinel.wait_for_failover(old).port == replica.port
+    with TenantContext.use_tenant("acme"):
+        assert eventually(lambda: frag.set_with_tags("probe", 1, []) or frag.get("probe") == 1)
+        assert not invalidation.is_suspect("fragmented", "acme")
+        assert frag.get_with_tags("page", TAGS, default=MISS) is MISS
+        assert aget("page", TAGS, default=MISS) is MISS
+        frag.set_with_tags("page", "fresh", TAGS)
+        assert aget("page", TAGS) == "fresh"
+
+
+def test_failover_epoch_option_needs_a_redis_store():
+    conf = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "fragmented": {
+            "BACKEND": "fragmented_keys_django.FragmentedKeysCacheBackend",
+            "OPTIONS": {"FAILOVER_EPOCH": True},
+        },
+    }
+    with override_settings(CACHES=conf), pytest.raises(ConfigurationError, match="FAILOVER_EPOCH"):
+        caches["fragmented"].get("k")
+    conf["fragmented"]["OPTIONS"] = {"FAILOVER_EPOCH": False}
+    with override_settings(CACHES=conf), pytest.raises(ConfigurationError, match="True"):
+        caches["fragmented"].get("k")

@@ -81,6 +81,33 @@ class FailoverEpoch:
         conn.connect()
         conn.send_packed_command((self._probe,))
         info, current = conn.read_response(), conn.read_response()
+        rewrite = self._verdict(conn, info, current)
+        if rewrite is not None:
+            conn.send_packed_command((rewrite,))
+            conn.read_response()
+        self._checked.add(conn._sock)
+
+    async def acheck(self, conn: Any) -> None:
+        """Async twin of :meth:`check`, for a ``redis.asyncio`` connection (once per stream)."""
+        writer = conn._writer
+        if writer is not None and writer in self._checked:
+            return
+        await conn.connect()
+        await conn.send_packed_command((self._probe,))
+        info, current = await conn.read_response(), await conn.read_response()
+        rewrite = self._verdict(conn, info, current)
+        if rewrite is not None:
+            await conn.send_packed_command((rewrite,))
+            await conn.read_response()
+        self._checked.add(conn._writer)
+
+    def _verdict(self, conn: Any, info: Any, current: Any) -> bytes | None:
+        """The ``SET`` to send (packed) if the epoch is not this primary's, else ``None``.
+
+        *info* and *current* are the replies to ``INFO replication`` and the
+        epoch's ``GET``. Raises redis-py's ``ConnectionError`` if the server
+        is not a primary.
+        """
         if isinstance(info, str):
             info = info.encode()
         role, replid = _field(info, b"role"), _field(info, b"master_replid")
@@ -88,25 +115,23 @@ class FailoverEpoch:
         if role != b"master" or not replid:
             from redis.exceptions import ConnectionError
 
-            conn.disconnect()
             raise ConnectionError(
                 f"Redis at {where} is not a primary (INFO replication: role {role!r}): the "
-                f"failover epoch needs the primary; reconnecting through the sentinels"
+                f"failover epoch needs the primary; reconnecting"
             )
         token = epoch_token(replid)
         if isinstance(current, str):
             current = current.encode()
-        if current != b"%d" % token:
-            conn.send_packed_command((self._codec.pack(("SET", self._inner, token)),))
-            conn.read_response()
-            if current is not None:
-                count("-", "failover_epoch")
-                logger.warning(
-                    "Redis primary %s (replication id %s) is not the one the store's entries "
-                    "were cached under (a failover, or its epoch key was evicted): every entry "
-                    "of the store is invalidated",
-                    where,
-                    replid.decode(errors="replace"),
-                    extra={"alias": "-", "tenant": None, "operation": "failover_epoch"},
-                )
-        self._checked.add(conn._sock)
+        if current == b"%d" % token:
+            return None
+        if current is not None:
+            count("-", "failover_epoch")
+            logger.warning(
+                "Redis primary %s (replication id %s) is not the one the store's entries "
+                "were cached under (a failover, a restart, or its epoch key was lost): every "
+                "entry of the store is invalidated",
+                where,
+                replid.decode(errors="replace"),
+                extra={"alias": "-", "tenant": None, "operation": "failover_epoch"},
+            )
+        return self._codec.pack(("SET", self._inner, token))

@@ -49,9 +49,11 @@ class AsyncRedisAdapter:
     atomic_create = True
     drops_writes = False
 
-    def __init__(self, codec: RedisCodec, client: aioredis.Redis) -> None:
+    def __init__(self, codec: RedisCodec, client: aioredis.Redis, epoch: Any = None) -> None:
         self.store = codec.store
         self.codec = codec
+        #: The store's :class:`~.failover.FailoverEpoch`, or ``None``.
+        self._epoch = epoch
         self._client = client
         self._pool = client.connection_pool
         # Connections that finished an exchange cleanly, kept for the next call on this
@@ -68,10 +70,21 @@ class AsyncRedisAdapter:
         idle = self._idle
         conn = idle.pop() if idle else await self._pool.get_connection()
         clean = False
+        epoch = self._epoch
         try:
-            replies = await conn.retry.call_with_retry(
-                lambda: _exchange(conn, plan), lambda _error: conn.disconnect()
-            )
+            if epoch is None:
+                replies = await conn.retry.call_with_retry(
+                    lambda: _exchange(conn, plan), lambda _error: conn.disconnect()
+                )
+            else:  # each (re)connection checked before its first command
+
+                async def exchange() -> list[Any]:
+                    await epoch.acheck(conn)
+                    return await _exchange(conn, plan)
+
+                replies = await conn.retry.call_with_retry(
+                    exchange, lambda _error: conn.disconnect()
+                )
             clean = True
         finally:
             if clean and len(idle) < _IDLE:
@@ -197,14 +210,15 @@ def for_running_loop(
     adapter: StoreAdapter,
     codec: RedisCodec,
     connection: tuple[str, type, dict[str, Any]] | None,
+    epoch: Any = None,
 ) -> AsyncStoreAdapter:
     """Return the async adapter of a Redis store for the running loop, made once per loop and process.
 
     *registry* is the sync *adapter*'s ``{id(loop): (loop, pid, async adapter)}``;
     *codec* and *connection* (``(url, pool class, pool kwargs)``) are its
-    encoding and its primary's settings. Without connection settings (a
-    sentinel or custom connection factory) the sync adapter runs in a worker
-    thread instead.
+    encoding and its primary's settings; *epoch* its failover epoch, if any
+    (:mod:`.failover`). Without connection settings (a sentinel or custom
+    connection factory) the sync adapter runs in a worker thread instead.
     """
     loop = asyncio.get_running_loop()
     hit = registry.get(id(loop))
@@ -220,6 +234,6 @@ def for_running_loop(
         else:
             url, pool_class, kwargs = connection
             client = aioredis.Redis(connection_pool=_async_pool(url, pool_class, kwargs))
-            made = AsyncRedisAdapter(codec, client)
+            made = AsyncRedisAdapter(codec, client, epoch)
         registry[id(loop)] = (loop, pid, made)
     return made

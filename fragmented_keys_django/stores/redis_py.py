@@ -72,13 +72,13 @@ class RedisAdapter:
     def use_failover_epoch(self) -> None:
         """Keep a failover epoch (:mod:`.failover`): for a store whose primary can change.
 
-        Every connection is checked before its first command; every entry
-        records the epoch (``failover_key``). Its async face then runs this
-        adapter in a worker thread (connections checked in one place).
+        Every connection, sync and async, is checked before its first
+        command; every entry records the epoch (``failover_key``). Idempotent.
         """
-        self._epoch = FailoverEpoch(self.codec)
-        self.failover_key = self._epoch.key
-        self.connection = None
+        if self._epoch is None:
+            self._epoch = FailoverEpoch(self.codec)
+            self._aio.clear()  # async adapters made before check nothing: made again
+            self.failover_key = self._epoch.key
 
     def _do(self, plan: Plan) -> Any:
         """Send *plan* on a pooled connection, in one round trip; return what it makes of the replies.
@@ -211,7 +211,7 @@ class RedisAdapter:
         """
         from .redis_asyncio import for_running_loop
 
-        return for_running_loop(self._aio, self, self.codec, self.connection)
+        return for_running_loop(self._aio, self, self.codec, self.connection, self._epoch)
 
     def close(self) -> None:
         """Forget the async clients (their pools close when collected); the store keeps its own."""
