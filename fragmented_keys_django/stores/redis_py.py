@@ -1,7 +1,8 @@
 """The redis-py adapter (sync): one round trip per call, through the store's own client.
 
 Used for django-redis (its default client, or a subclass of it that keeps its
-connection handling) and Django's ``RedisCache``, subclasses included
+connection handling, such as its ``SentinelClient``) and Django's ``RedisCache``,
+subclasses included
 (django-prometheus's instrumented backends, a team's own). It talks to the
 store's redis-py client (same connection pool, serializer and compressor),
 always to the primary: a replica's lag could serve an entry whose tag was
