@@ -27,6 +27,7 @@ from .conf import fragmented_aliases, resolve_alias
 from .exceptions import FragmentedKeysError
 from .models import CacheOperations
 from .tags import normalize_tags
+from .tenancy.catalog import tenant_is_known
 from .tenancy.context import TenantContext
 
 __all__ = ["PERMISSION", "CacheOperationsAdmin"]
@@ -83,6 +84,11 @@ class CacheOperationsAdmin(admin.ModelAdmin):
         tenant = (data.get("tenant") or "").strip()
         if not tenant:
             raise ValueError("choose a tenant")
+        if tenant_is_known(tenant, [alias]) is False:
+            raise ValueError(
+                f"unknown tenant {tenant!r}: no tenant source knows it (the fk_* commands "
+                f"refuse it too); check its spelling"
+            )
         return alias, tenant
 
     def _context(self, request: HttpRequest, **more: Any) -> dict[str, Any]:

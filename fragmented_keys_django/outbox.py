@@ -435,7 +435,10 @@ def backlog(using: str, older_than: float = 0.0) -> dict[tuple[str, str | None],
 
     Rows that old are bumps (or markers) that did not land and be deleted in
     time: the outbox's backlog, across every process (read by the Prometheus
-    collector and the operator page). ``{}`` when *using* has no outbox table.
+    collector and the operator page). This process's own landed markers that
+    wait for its next transaction to delete them (SQLite) are left out;
+    another process's cannot be told apart. ``{}`` when *using* has no
+    outbox table.
     """
     table = _table(using)
     if table is None:
@@ -445,12 +448,15 @@ def backlog(using: str, older_than: float = 0.0) -> dict[tuple[str, str | None],
     before = conn.ops.adapt_datetimefield_value(
         timezone.now() - datetime.timedelta(seconds=older_than)
     )
-    sql = (
-        f"SELECT {q('alias')}, {q('tenant')}, COUNT(*) FROM {table} "
-        f"WHERE {q('created')} <= %s GROUP BY {q('alias')}, {q('tenant')}"
-    )
+    sql = f"SELECT {q('alias')}, {q('tenant')}, COUNT(*) FROM {table} WHERE {q('created')} <= %s"
+    params: list[Any] = [before]
+    landed = sorted(waiting(using))
+    if landed:
+        sql += f" AND {q('id')} NOT IN ({', '.join(['%s'] * len(landed))})"
+        params += landed
+    sql += f" GROUP BY {q('alias')}, {q('tenant')}"
     with conn.cursor() as cur:
-        cur.execute(sql, [before])
+        cur.execute(sql, params)
         return {(alias, tenant): n for alias, tenant, n in cur.fetchall()}
 
 

@@ -1,7 +1,7 @@
 """Prometheus metrics of the cache (the ``prometheus`` extra), fed by the package's signals.
 
 Installed by the app when ``settings.FRAGMENTED_KEYS["PROMETHEUS"]`` is true
-(``pip install 'fragmented-keys-django[prometheus]'``), and installed again,
+(the ``prometheus`` extra: ``prometheus-client``), and installed again,
 or removed, whenever that setting changes (``override_settings``): nothing to
 reset by hand. Off (the default), nothing here is imported by the read path and
 no receiver is connected, so a read pays only the ``receivers`` check it
@@ -73,7 +73,8 @@ class CacheMetrics:
         except ImportError as exc:
             raise ConfigurationError(
                 "settings.FRAGMENTED_KEYS['PROMETHEUS'] is True but prometheus_client is not "
-                "installed: pip install 'fragmented-keys-django[prometheus]', or set it to False"
+                "installed: pip install 'prometheus-client>=0.20' (the package's [prometheus] extra), "
+                "or set it to False"
             ) from exc
         self.registry = REGISTRY if registry is None else registry
         self.tenant_labels = bool(tenant_labels)
@@ -108,6 +109,7 @@ class CacheMetrics:
         self._metrics.append(self.outbox)
         # (metric, labels) -> child: labels() validates and locks on every call.
         self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+        self._siblings = {self.hits: self.misses, self.misses: self.hits}
         # (alias, tenant) -> pending retries, summed per alias without tenant labels.
         self._per_tenant: dict[tuple[str, str | None], int] = {}
         self._receivers = [
@@ -129,6 +131,11 @@ class CacheMetrics:
         found = self._children.get(key)
         if found is None:
             found = self._children[key] = metric.labels(*labels)
+            sibling = self._siblings.get(metric)
+            if sibling is not None:
+                # Hits and misses appear together, so hits / (hits + misses) is
+                # defined for a series that has only ever hit (or missed).
+                sibling.labels(*labels)
         return found
 
     # -- receivers (run in the caller's thread: a dict lookup and an increment) ----------

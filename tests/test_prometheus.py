@@ -79,6 +79,12 @@ def test_counts_per_alias_and_tenant_after_known_operations(frag):
         assert value("fragmented_keys_bumped_tags_total", **acme) == 1
         assert value("fragmented_keys_bumps_total", kind="flush", **acme) == 1
         assert value("fragmented_keys_bumps_total", kind="tags", **globex) == 0
+        # A series that only ever hit has its misses at 0 (not absent): the ratio is defined.
+        with TenantContext.use_tenant("initech"):
+            frag.set_with_tags("k", "v", TAGS)
+            assert frag.get_with_tags("k", TAGS) == "v"
+        initech = {"alias": "fragmented", "tenant": "initech"}
+        assert REGISTRY.get_sample_value("fragmented_keys_cache_misses_total", initech) == 0.0
 
 
 def test_without_tenant_labels_one_series_per_alias(frag):
@@ -250,6 +256,25 @@ def test_metrics_view_exposes_the_text_format_with_the_outbox_backlog():
         assert samples[("fragmented_keys_cache_misses_total", acme)] == 1
         backlog = (("alias", "fragmented"), ("database", "default"), ("tenant", "acme"))
         assert samples[("fragmented_keys_outbox_backlog", backlog)] == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_this_process_s_landed_sqlite_markers_are_not_outbox_backlog():
+    """On SQLite a landed marker waits for the process's next transaction: not a backlog."""
+    from fragmented_keys_django import outbox
+
+    with override_settings(CACHES=store_settings("locmem")):
+        landed, lost = outbox.record(
+            "default", [("fragmented", "acme", ["a-key"], (), False) for _ in range(2)]
+        )
+        for ref in (landed, lost):
+            _age("default", ref[1])
+        outbox.forget([landed])  # its bump landed: deleted by the next transaction
+        assert outbox.waiting("default") == {landed[1]}
+        assert outbox.backlog("default", older_than=5) == {("fragmented", "acme"): 1}
+        outbox.forget([lost])
+        assert outbox.backlog("default", older_than=5) == {}
+        outbox.forget_deferred()
 
 
 def _age(using: str, pk: int) -> None:

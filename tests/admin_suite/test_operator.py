@@ -17,7 +17,7 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from django.core.cache import caches
 from django.core.management import call_command
-from django.test import Client
+from django.test import Client, override_settings
 
 from fragmented_keys_django import TenantContext
 
@@ -161,6 +161,21 @@ def test_bad_input_is_reported_not_bumped():
     no_tenant = client.post(FLUSH, {"alias": "fragmented", "tenant": " "}, follow=True)
     assert "Choose a tenant" in no_tenant.text
     assert cached("acme") == "v"
+
+
+def test_a_tenant_no_source_knows_is_refused_as_the_commands_refuse_it():
+    """A typo ("acmee") is not flushed, as ``fk_flush_tenant --tenant acmee`` refuses it."""
+    cache_in("acme")
+    client = client_for(user("op", allowed=True))
+    with override_settings(FRAGMENTED_KEYS_MIDDLEWARE={"TENANTS": {"acme", "globex"}}):
+        typo = client.post(FLUSH, {"alias": "fragmented", "tenant": "acmee"}, follow=True)
+        assert "Unknown tenant &#x27;acmee&#x27;" in typo.text
+        assert "Flushed" not in typo.text
+        page = client.get(PAGE, {"alias": "fragmented", "tenant": "acmee"})
+        assert "Unknown tenant &#x27;acmee&#x27;" in page.text
+        done = client.post(FLUSH, {"alias": "fragmented", "tenant": "acme"}, follow=True)
+        assert "Flushed tenant acme on alias fragmented." in done.text
+    assert cached("acme") is None
 
 
 # -- a real browser --------------------------------------------------------------------
