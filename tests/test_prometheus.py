@@ -434,7 +434,7 @@ def test_without_the_extra_nothing_breaks_and_enabling_it_says_what_to_install()
     )
     assert done.returncode == 0, done.stderr
     assert "refused:" in done.stdout, done.stdout + done.stderr
-    assert "pip install 'fragmented-keys-django[prometheus]'" in done.stdout
+    assert "pip install 'prometheus-client>=0.20'" in done.stdout
 
 
 def test_enabling_without_prometheus_client_is_a_configuration_error(monkeypatch):
