@@ -488,9 +488,9 @@ class FragmentedKeysCacheBackend(CachePolicy, BaseCache):
     def tag_version_keys(self, tags: Iterable[Any], tenant: Any = MISSING) -> list[str]:
         """Return the version keys of the (non-constant) *tags* in *tenant* (default: current)."""
         tid = self._tenant_arg(tenant)
-        prefix = self.options.prefix
+        prefix, slots = self.options.prefix, self.options.slot_copies
         return [
-            tag_version_key(prefix, tid, s.name, s.instance)
+            tag_version_key(prefix, tid, s.name, s.instance, slots)
             for s in normalize_tags(tags)
             if not s.constant
         ]

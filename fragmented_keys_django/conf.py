@@ -8,6 +8,7 @@ raise ``ConfigurationError`` (a typo must not be silently ignored).
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 import numbers
@@ -261,6 +262,9 @@ class BackendOptions:
     early_recompute: float | None
     circuit_breaker: float
     store_adapter: Any = None
+    #: The store has Redis Cluster hash slots (its BACKEND class says ``hash_slots = True``):
+    #: versions shared by every tenant are kept as one copy per slot (see :mod:`.keys`).
+    slot_copies: bool = False
 
     @classmethod
     def from_params(cls, alias: str, location: str, params: dict[str, Any]) -> BackendOptions:
@@ -371,8 +375,30 @@ def alias_options(alias: str) -> BackendOptions:
 
         conf = settings.CACHES[alias]
         params = {k: v for k, v in conf.items() if k not in ("BACKEND", "LOCATION")}
-        hit = _options[alias] = BackendOptions.from_params(alias, conf.get("LOCATION", ""), params)
+        hit = BackendOptions.from_params(alias, conf.get("LOCATION", ""), params)
+        store = settings.CACHES.get(hit.cache_name) or {}
+        if _has_hash_slots(store.get("BACKEND")):
+            hit = dataclasses.replace(hit, slot_copies=True)
+        _options[alias] = hit
     return hit
+
+
+def _has_hash_slots(backend_path: Any) -> bool:
+    """True if the Django cache class at *backend_path* keeps keys in Redis Cluster hash slots.
+
+    Decided by what the class says (``hash_slots = True``, subclasses
+    included); a path that cannot be imported says nothing here (the store's
+    own construction reports it).
+    """
+    if not isinstance(backend_path, str):
+        return False
+    from django.utils.module_loading import import_string
+
+    try:
+        cls = import_string(backend_path)
+    except ImportError:
+        return False
+    return bool(getattr(cls, "hash_slots", False))
 
 
 # alias_options() answers, forgotten when CACHES changes.

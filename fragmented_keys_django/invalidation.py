@@ -547,7 +547,9 @@ def tag_bumps(route: Route, tenant: str | None, pairs: list[tuple[str, str]]) ->
     A global tag's version lives in the public namespace: its bump is the
     public namespace's (``tenant=None``), whatever tenant asked for it, so
     that a failure bypasses, and a drained outbox marker reaches, every
-    tenant. A ``SHARED`` alias has one namespace for every tenant.
+    tenant. A ``SHARED`` alias has one namespace for every tenant. On a Redis
+    Cluster store the global bump names one slot's copy of each version; the
+    store adapter deletes the copy in every slot (:func:`.keys.slot_copies`).
     """
     where = None if route.options.shared else tenant
     prefix = route.options.prefix
@@ -558,7 +560,8 @@ def tag_bumps(route: Route, tenant: str | None, pairs: list[tuple[str, str]]) ->
         keys = [tag_version_key(prefix, where, n, i) for n, i in scoped]
         items.append(_Bump(route.alias, where, keys, tuple(scoped)))
     if common:
-        keys = [tag_version_key(prefix, None, n, i) for n, i in common]
+        slots = route.options.slot_copies
+        keys = [tag_version_key(prefix, None, n, i, slots) for n, i in common]
         items.append(_Bump(route.alias, None, keys, tuple(common)))
     return items
 

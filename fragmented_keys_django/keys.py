@@ -15,10 +15,23 @@ hash tag so that everything one read needs sits in one slot)::
     fk:{T}:m:<digest>    net version of one tag name in one tenant (the safety net: see net.py);
                          tenant None is the "all tenants" net version, in the public slot
     fk:{T}:e:<digest>    entry: (tenant, key, group_id, tags, epoch)
+
+On a Redis Cluster store (``slots=True``: the alias's store has hash slots) the
+versions every tenant shares are kept as one copy per hash slot, so that a
+tenant's read stays one single-slot ``MGET``::
+
+    fk:{S}:g:<digest>    a global tag's version, the copy of slot S
+    fk:{S}:a:<digest>    an "all tenants" net version, the copy of slot S
+
+``S`` is the hash tag of slot S (:func:`slot_tag`): a read in tenant T uses the
+copy of T's slot. A bump of such a version deletes its copy in every slot
+(:func:`slot_copies`); a read that finds its copy missing re-creates it with a
+fresh token, as any missing version.
 """
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -31,6 +44,8 @@ __all__ = [
     "entry_keys",
     "net_version_key",
     "set_netted_names",
+    "slot_copies",
+    "slot_tag",
     "tag_version_key",
 ]
 
@@ -92,6 +107,64 @@ def _slot(prefix: str, tenant: str | None) -> str:
     return "fk:{" + hashlib.sha256(encode_parts("slot", prefix, tenant)).hexdigest()[:16] + "}:"
 
 
+#: Hash slots of a Redis Cluster.
+SLOTS = 16384
+
+
+def hash_slot(key: str) -> int:
+    """Return the Redis Cluster hash slot of *key* (CRC16/XMODEM of its hash tag, mod 16384)."""
+    data = key.encode("utf-8", "surrogatepass")
+    start = data.find(b"{")
+    if start >= 0:
+        end = data.find(b"}", start + 1)
+        if end > start + 1:
+            data = data[start + 1 : end]
+    return binascii.crc_hqx(data, 0) % SLOTS
+
+
+@lru_cache(maxsize=1)
+def _slot_tags() -> tuple[str, ...]:
+    """One short hash tag per slot: ``_slot_tags()[s]`` hashes to slot *s* (found once per process)."""
+    tags: list[str | None] = [None] * SLOTS
+    left, n = SLOTS, 0
+    while left:
+        tag = format(n, "x")
+        slot = binascii.crc_hqx(tag.encode(), 0) % SLOTS
+        if tags[slot] is None:
+            tags[slot] = tag
+            left -= 1
+        n += 1
+    return tuple(tags)  # type: ignore[arg-type]
+
+
+def slot_tag(slot: int) -> str:
+    """Return a hash tag (text without braces) whose keys live in hash slot *slot* (0..16383).
+
+    Tags are at most 6 hex digits, so they never equal a tenant's (16 digits).
+    """
+    return _slot_tags()[slot]
+
+
+def _copy_key(kind: str, prefix: str, tenant: str | None, digest: str) -> str:
+    """The copy, in *tenant*'s hash slot, of a shared version (*kind* ``g`` or ``a``)."""
+    tenant_slot = hash_slot(_slot(prefix, tenant))
+    return "fk:{" + slot_tag(tenant_slot) + "}:" + kind + ":" + digest
+
+
+def slot_copies(key: str) -> list[str] | None:
+    """Return every slot's copy of the shared version *key*, or ``None`` if *key* is not one.
+
+    *key* is one copy (``fk:{S}:g:<digest>`` or ``fk:{S}:a:<digest>``, as built
+    with ``slots=True``); the result holds the same version's copy in each of
+    the 16384 slots, in slot order.
+    """
+    end = key.find("}:", 4)
+    if not key.startswith("fk:{") or end < 0 or key[end + 2 : end + 4] not in ("g:", "a:"):
+        return None
+    tail = key[end + 1 :]
+    return ["fk:{" + tag + "}" + tail for tag in _slot_tags()]
+
+
 @lru_cache(maxsize=4096)
 def namespace_key(prefix: str, tenant: str | None) -> str:
     """Return the key of the tenant namespace version for (*prefix*, *tenant*)."""
@@ -147,13 +220,19 @@ def netted_names() -> frozenset[str]:
 
 
 @lru_cache(maxsize=4096)
-def net_version_key(prefix: str, tenant: str | None, name: str) -> str:
+def net_version_key(
+    prefix: str, tenant: str | None, name: str, slots: bool = False, reader: str | None = None
+) -> str:
     """Return the key of the net version of tag name *name* in *tenant*.
 
     The safety net bumps it when a statement writes a table of the model
     registered as *name*; tenant ``None`` is the "all tenants" net version
     (kept in the public slot), read by every tenant's entries of that name.
+    With *slots* (a Redis Cluster store) the "all tenants" version is the copy
+    in the slot of tenant *reader* (see the module docstring).
     """
+    if slots and tenant is None:
+        return _copy_key("a", prefix, reader, _digest("m", prefix, None, name))
     return _slot(prefix, tenant) + "m:" + _digest("m", prefix, tenant, name)
 
 
@@ -162,19 +241,28 @@ def net_version_key(prefix: str, tenant: str | None, name: str) -> str:
 _MEMO_CHARS = 1024
 
 
-def tag_version_key(prefix: str, tenant: str | None, name: str, instance: str) -> str:
+def tag_version_key(
+    prefix: str, tenant: str | None, name: str, instance: str, slots: bool = False
+) -> str:
     """Return the key holding the version of tag (*name*, *instance*) in *tenant*.
 
-    A global tag's version lives in the public namespace (tenant ``None``).
+    A global tag's version lives in the public namespace (tenant ``None``); with
+    *slots* (a Redis Cluster store) it is that version's copy in *tenant*'s
+    hash slot (see the module docstring).
     """
     if len(name) + len(instance) + len(tenant or "") <= _MEMO_CHARS:
-        return _tag_version_key_memo(prefix, tenant, name, instance)
-    return _tag_version_key(prefix, tenant, name, instance)
+        return _tag_version_key_memo(prefix, tenant, name, instance, slots)
+    return _tag_version_key(prefix, tenant, name, instance, slots)
 
 
-def _tag_version_key(prefix: str, tenant: str | None, name: str, instance: str) -> str:
+def _tag_version_key(
+    prefix: str, tenant: str | None, name: str, instance: str, slots: bool = False
+) -> str:
     if name in _global_tags:
-        tenant = None
+        digest = _digest("v", prefix, None, name, instance)
+        if slots:
+            return _copy_key("g", prefix, tenant, digest)
+        return _slot(prefix, None) + "v:" + digest
     return _slot(prefix, tenant) + "v:" + _digest("v", prefix, tenant, name, instance)
 
 
@@ -188,6 +276,7 @@ def entry_keys(
     key: str,
     group_id: str,
     tags: tuple[TagSpec, ...],
+    slots: bool = False,
 ) -> EntryKeys:
     """Return the entry key and the version keys for one cached value.
 
@@ -195,13 +284,14 @@ def entry_keys(
     already be canonical (sorted, deduplicated: see ``tags.normalize_tags``).
     Results are memoised (the hot path of repeated reads) whatever the number
     of tags, for inputs of at most :data:`_MEMO_CHARS` characters in all (their
-    size is measured once, when they are first seen).
+    size is measured once, when they are first seen). With *slots* (a Redis
+    Cluster store) the shared versions are their copies in *tenant*'s slot.
     """
-    memo_key = (prefix, tenant, epoch, key, group_id, tags)
+    memo_key = (prefix, tenant, epoch, key, group_id, tags, slots)
     hit = _entry_memo.get(memo_key)
     if hit is not None:
         return hit
-    made = _entry_keys(prefix, tenant, epoch, key, group_id, tags)
+    made = _entry_keys(prefix, tenant, epoch, key, group_id, tags, slots)
     size = len(key) + len(tenant or "") + len(group_id)
     if size + sum(len(t.name) + len(t.instance) for t in tags) <= _MEMO_CHARS:
         if len(_entry_memo) >= _ENTRY_MEMO_SIZE:
@@ -217,20 +307,25 @@ def _entry_keys(
     key: str,
     group_id: str,
     tags: tuple[TagSpec, ...],
+    slots: bool = False,
 ) -> EntryKeys:
     parts: list[str | int | None] = ["e", prefix, tenant, epoch, key, group_id, len(tags)]
     vkeys = [namespace_key(prefix, tenant)]
     for t in tags:
         parts += (t.name, t.instance, t.constant)
         if not t.constant:
-            vkeys.append(tag_version_key(prefix, tenant, t.name, t.instance))
+            vkeys.append(tag_version_key(prefix, tenant, t.name, t.instance, slots))
     if _netted_names:
-        _append_net_keys(vkeys, prefix, tenant, tags)
+        _append_net_keys(vkeys, prefix, tenant, tags, slots)
     return EntryKeys(_slot(prefix, tenant) + "e:" + _digest(*parts), tuple(vkeys))
 
 
 def _append_net_keys(
-    vkeys: list[str], prefix: str, tenant: str | None, tags: tuple[TagSpec, ...]
+    vkeys: list[str],
+    prefix: str,
+    tenant: str | None,
+    tags: tuple[TagSpec, ...],
+    slots: bool = False,
 ) -> None:
     """Append the net versions of the distinct netted names among *tags* (sorted by name)."""
     last = None
@@ -241,10 +336,10 @@ def _append_net_keys(
         last = name
         if tenant is not None and name not in _global_tags:
             vkeys.append(net_version_key(prefix, tenant, name))
-        vkeys.append(net_version_key(prefix, None, name))
+        vkeys.append(net_version_key(prefix, None, name, slots, tenant))
 
 
-#: Remembered entry keys: ``(prefix, tenant, epoch, key, group_id, tags) -> EntryKeys``.
+#: Remembered entry keys: ``(prefix, tenant, epoch, key, group_id, tags, slots) -> EntryKeys``.
 _entry_memo: dict[tuple, EntryKeys] = {}
 _ENTRY_MEMO_SIZE = 16384
 

@@ -217,7 +217,10 @@ class CachePolicy:
             raise TypeError(f"group_id must be a string, got {group_id!r}")
         if keys_mod._global_tags and tags and self.options.tenant_stores is not None:
             self._route.no_global_tags(tags)
-        return tenant, entry_keys(self.options.prefix, tenant, self._epoch(), made, group_id, tags)
+        options = self.options
+        return tenant, entry_keys(
+            options.prefix, tenant, self._epoch(), made, group_id, tags, options.slot_copies
+        )
 
     def _tagged(
         self, key: Any, tags: Iterable[Any], group_id: str, version: int | None

@@ -1,20 +1,13 @@
 """FragmentedKeysCacheBackend on a Redis Cluster: the acceptance tests of issue 12, item 1.
 
-The store is the one cluster-capable Django cache backend that installs here on Python
-3.11: django-valkey's ``ClusterValkeyCache`` (valkey-py's ``ValkeyCluster``; django-cachex
-needs Python 3.12, django-redis has no cluster client). It does not fit as it is:
-
-* its ``set_many`` is ``mset_nonatomic(data, version=None, client=None)``: Django's
-  ``timeout`` argument raises ``TypeError``, so every bump (``store.set_many(tokens,
-  timeout=...)``) fails and is retried forever, and the backend bypasses the tenant;
-* it is not a Django ``BaseCache``: it has no ``a*`` methods, so no async call works.
-
-And the package has no cluster adapter (one script per write, global tags in the
-tenant's slot, TRYAGAIN handled). So every test here is a strict xfail naming what it
-needs; together they are the acceptance tests for the adapter over redis-py's
-``RedisCluster`` / ``redis.asyncio.cluster.RedisCluster`` (or a fixed django-valkey):
-swap the store in :func:`cluster_caches` and remove the marks as they pass. Commands are
-counted per node from ``INFO commandstats`` of the suite's cluster (tests/servers.py).
+The store is our ``RedisClusterCache`` (Django's ``RedisCache`` on redis-py's
+``RedisCluster``): no cluster-capable Django backend fits Python 3.11 with async
+(django-valkey's ``ClusterValkeyCache`` is sync-only and its ``set_many`` takes no
+``timeout``; django-cachex needs Python 3.12; django-redis has no cluster client).
+The fragmented backend drives it through ``stores/redis_cluster.py``: one ``MGET``
+per read, one script per write, one command per tenant bump, on the node owning the
+tenant's slot; ``MOVED``/``ASK``/``TRYAGAIN`` survived. Commands are counted per
+primary from the slowlog of the suite's cluster (tests/servers.py).
 """
 
 from __future__ import annotations
@@ -39,12 +32,6 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),  # a recovering store drains the outbox
 ]
 
-#: Why the store of :func:`cluster_caches` cannot run the backend today.
-NO_STORE = (
-    "django-valkey's ClusterValkeyCache.set_many takes no timeout (TypeError), so every "
-    "bump fails and is retried, and the package has no cluster adapter"
-)
-
 MISS = object()
 TAGS = [("User", "1"), ("Org", "7")]
 #: Commands that read or write data (housekeeping such as INFO and CLUSTER SLOTS is not counted).
@@ -55,11 +42,12 @@ DATA_COMMANDS = {
 
 
 def cluster_caches(cluster: servers.RedisClusterTopology, **wrapper: object) -> dict:
-    """``default``: django-valkey's cluster backend on the suite's cluster; ``fragmented`` over it."""
+    """``default``: our ``RedisClusterCache`` on the suite's cluster; ``fragmented`` over it."""
     return {
         "default": {
-            "BACKEND": "django_valkey.cluster_cache.cache.ClusterValkeyCache",
-            "LOCATION": cluster.url.replace("redis://", "valkey://"),
+            "BACKEND": "fragmented_keys_django.cache_backends.redis_cluster.RedisClusterCache",
+            "LOCATION": cluster.url,
+            "OPTIONS": {"socket_timeout": 2, "socket_connect_timeout": 2},
             "KEY_PREFIX": f"fkd-{uuid.uuid4().hex[:8]}",
         },
         "fragmented": {
@@ -77,28 +65,48 @@ def frag(redis_cluster):
     with override_settings(CACHES=cluster_caches(redis_cluster)):
         yield caches["fragmented"]
         caches["fragmented"].close()
-        caches["default"].close()
+        caches["default"].client.close()
     reset_retrier()
 
 
 class Counter:
-    """Data commands each node ran between two snapshots."""
+    """Data commands clients sent to each primary between two snapshots.
+
+    Read from each primary's slowlog, every command logged (threshold 0 µs) with
+    the client that sent it: ``INFO commandstats`` would also count the commands
+    a script runs inside (the stamping script's ``MGET`` and ``SET``, logged as
+    client ``?:0``) and what replicas apply, which are not round trips.
+    """
+
+    LUA_CLIENT = "?:0"
 
     def __init__(self, cluster: servers.RedisClusterTopology) -> None:
         self.cluster = cluster
-        self.before = cluster.command_calls()
+        self.nodes = cluster.primaries()
+        for node in self.nodes:
+            client = node.client()
+            client.config_set("slowlog-max-len", 100_000)
+            client.config_set("slowlog-log-slower-than", 0)
+            client.slowlog_reset()
 
     def delta(self) -> dict[int, dict[str, int]]:
-        after = self.cluster.command_calls()
         out: dict[int, dict[str, int]] = {}
-        for port, calls in after.items():
-            diff = {
-                name: n - self.before.get(port, {}).get(name, 0)
-                for name, n in calls.items()
-                if name in DATA_COMMANDS and n > self.before.get(port, {}).get(name, 0)
-            }
-            if diff:
-                out[port] = diff
+        for node in self.nodes:
+            client = node.client()
+            entries = client.slowlog_get(-1)
+            client.config_set("slowlog-log-slower-than", 10_000)  # the default again
+            for entry in entries:
+                command = entry["command"]
+                name = (
+                    command.split()[0].decode()
+                    if isinstance(command, bytes)
+                    else command.split()[0]
+                )
+                address = entry.get("client_address") or b""
+                address = address.decode() if isinstance(address, bytes) else address
+                if name.lower() in DATA_COMMANDS and address != self.LUA_CLIENT:
+                    calls = out.setdefault(node.port, {})
+                    calls[name.lower()] = calls.get(name.lower(), 0) + 1
         return out
 
 
@@ -113,7 +121,6 @@ def store_errors() -> dict:
     return {k: n for k, n in metrics.snapshot().items() if n}
 
 
-@pytest.mark.xfail(strict=True, reason=NO_STORE)
 def test_tagged_api_works_on_a_cluster_and_a_warm_read_is_one_mget_on_one_node(redis_cluster, frag):
     node = tenant_node(redis_cluster, frag, "acme")
     with TenantContext.use_tenant("acme"):
@@ -131,14 +138,6 @@ def test_tagged_api_works_on_a_cluster_and_a_warm_read_is_one_mget_on_one_node(r
     assert store_errors() == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        f"{NO_STORE}; and over a cluster store the backend takes the generic Django-API "
-        "path, so a tagged write is a get_many (MGET) then a SET, plus an ADD per missing "
-        "version, not one script (EVALSHA) on the tenant's node"
-    ),
-)
 def test_a_tagged_write_is_one_script_on_one_node(redis_cluster, frag):
     node = tenant_node(redis_cluster, frag, "acme")
     with TenantContext.use_tenant("acme"):
@@ -148,7 +147,6 @@ def test_a_tagged_write_is_one_script_on_one_node(redis_cluster, frag):
         assert counter.delta() == {node.port: {"evalsha": 1}}
 
 
-@pytest.mark.xfail(strict=True, reason=NO_STORE)
 def test_a_bump_of_one_tenant_is_one_command_on_its_node(redis_cluster, frag):
     node = tenant_node(redis_cluster, frag, "acme")
     with TenantContext.use_tenant("acme"):
@@ -164,14 +162,6 @@ def test_a_bump_of_one_tenant_is_one_command_on_its_node(redis_cluster, frag):
     assert sum(delta[node.port].values()) == 1, delta
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        f"{NO_STORE}; and a global tag's version lives in the public namespace's slot: a tenant's read of an "
-        "entry with a global tag spans two slots, which the cluster client splits into two "
-        "MGETs (CROSSSLOT for a single MGET); the issue asks for one MGET on one node"
-    ),
-)
 def test_a_read_with_a_global_tag_is_one_mget_on_one_node(redis_cluster, frag):
     register_global_tag("Country")
     tags = [*TAGS, ("Country", "FR")]
@@ -183,15 +173,6 @@ def test_a_read_with_a_global_tag_is_one_mget_on_one_node(redis_cluster, frag):
     assert [calls for calls in delta.values()] == [{"mget": 1}]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "no async cluster store: django-valkey's ClusterValkeyCache (like its ValkeyCache) "
-        "is not a django BaseCache and has no a* methods (AttributeError), and "
-        "the package has no adapter over redis.asyncio.cluster.RedisCluster: async tagged "
-        "calls on a cluster fail"
-    ),
-)
 def test_async_tagged_api_on_a_cluster(redis_cluster, frag):
     async def scenario():
         with TenantContext.use_tenant("acme"):
@@ -253,14 +234,6 @@ def _run_with_traffic(frag, tenant: str, fault) -> dict:
     return report
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        f"{NO_STORE}; and a multi-key read of a slot being migrated gets TRYAGAIN (its keys "
-        "split between two nodes), which the cluster client raises after its retries: the "
-        "adapter must survive MOVED/ASK/TRYAGAIN (a miss, no store error, no breaker)"
-    ),
-)
 def test_resharding_the_tenant_slot_under_live_traffic_serves_nothing_stale(redis_cluster, frag):
     node = tenant_node(redis_cluster, frag, "acme")
     with TenantContext.use_tenant("acme"):
@@ -285,7 +258,6 @@ def test_resharding_the_tenant_slot_under_live_traffic_serves_nothing_stale(redi
         assert frag.get_with_tags("after", TAGS) == "fresh"
 
 
-@pytest.mark.xfail(strict=True, reason=NO_STORE)
 def test_a_failover_of_the_tenant_node_under_live_traffic_serves_nothing_stale(redis_cluster, frag):
     node = tenant_node(redis_cluster, frag, "acme")
     report = _run_with_traffic(frag, "acme", lambda: redis_cluster.failover(node))

@@ -1,0 +1,566 @@
+"""The Redis Cluster adapter: redis-py's ``RedisCluster`` (sync) and ``redis.asyncio`` cluster (async).
+
+Used for :class:`~fragmented_keys_django.cache_backends.redis_cluster.RedisClusterCache`
+(subclasses included). The encoding is :mod:`.redis_codec`'s (the same entry bytes
+and stamping script as on one Redis); what differs is how a plan reaches the cluster:
+
+* every key one operation of one tenant needs shares the tenant's hash slot (see
+  :mod:`..keys`), so a read is one ``MGET``, a stamped write one ``EVALSHA`` and
+  a bump of a tenant's tags one command (one ``SET``, or one script setting them
+  all), each on the node owning the slot. The cluster client routes by slot and
+  follows ``MOVED`` (the slot map is refreshed) and ``ASK`` (resharding);
+* versions shared by every tenant (global tags, the safety net's "all tenants"
+  versions) are kept as one copy per hash slot; their bump deletes the copy in
+  every slot, one script per primary, sent to every primary before any reply is
+  read (one round trip per node, concurrently; ``asyncio.gather`` on the async
+  adapter). A node whose script fails (its slots moving) gets the deletes one by
+  one through the client's redirects instead;
+* ``TRYAGAIN`` (a multi-key command on a slot whose keys are split by a migration)
+  and a cluster that is briefly down (failover) are retried with backoff for up
+  to :data:`RETRY_SECONDS`; then the error goes to the caller's outage policy
+  (logged, counted, the operation's fallback). Errors of the cluster client that
+  are not ``RedisError`` (``SlotNotCoveredError``) are raised as ``ClusterError``,
+  a store error;
+* ``NOSCRIPT`` (a primary that never saw the script: a new node, a promoted
+  replica) loads the adapter's scripts on every primary (``SCRIPT LOAD``) and
+  calls again.
+
+The store's ``client.cluster()`` is the process's sync ``RedisCluster``; the adapter
+exposes it as :attr:`RedisClusterAdapter.client`. Async calls use one
+``redis.asyncio.cluster.RedisCluster`` per event loop and process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from ..keys import hash_slot, slot_copies
+from .base import AsyncStoreAdapter, Envelope
+from .redis_codec import STAMP_LUA, STAMP_SHA, Plan, RedisCodec, django_codec
+
+__all__ = [
+    "RETRY_SECONDS",
+    "AsyncRedisClusterAdapter",
+    "ClusterCodec",
+    "RedisClusterAdapter",
+    "cluster_adapter",
+]
+
+#: How long a call keeps retrying ``TRYAGAIN`` and a cluster that is down (seconds).
+RETRY_SECONDS = 3.0
+
+# KEYS: version keys of one slot; ARGV[1]: PX (-1: none); ARGV[2..]: their tokens.
+SET_TOKENS_LUA = """
+local px = tonumber(ARGV[1])
+for i = 1, #KEYS do
+  if px >= 0 then
+    redis.call('SET', KEYS[i], ARGV[i + 1], 'PX', px)
+  else
+    redis.call('SET', KEYS[i], ARGV[i + 1])
+  end
+end
+return #KEYS
+"""
+SET_TOKENS_SHA = hashlib.sha1(SET_TOKENS_LUA.encode()).hexdigest()
+
+# ARGV: keys of this node, any slots (undeclared, so the client need not route them).
+DELETE_COPIES_LUA = """#!lua flags=allow-cross-slot-keys
+for i = 1, #ARGV do
+  redis.call('DEL', ARGV[i])
+end
+return #ARGV
+"""
+DELETE_COPIES_SHA = hashlib.sha1(DELETE_COPIES_LUA.encode()).hexdigest()
+
+_SCRIPTS = {STAMP_SHA: STAMP_LUA, SET_TOKENS_SHA: SET_TOKENS_LUA}
+
+
+class ClusterCodec(RedisCodec):
+    """The codec of a cluster store: plans hold commands (tuples), not packed bytes.
+
+    The cluster client packs and routes each command itself (by the slot of its
+    keys), so :meth:`pack` returns the commands as given.
+    """
+
+    def pack(self, *commands: Sequence[Any]) -> list[tuple]:  # type: ignore[override]
+        return [tuple(command) for command in commands]
+
+    def set_many(self, envelopes: Mapping[str, Sequence[Any]], timeout: Any) -> Plan:
+        plans = [self.write(k, e, timeout, False) for k, e in envelopes.items()]
+        commands = [command for p in plans for command in p.packed]
+        return Plan(commands, len(commands), lambda replies: [])  # type: ignore[arg-type]
+
+    def set_tokens_by_slot(
+        self, tokens: Mapping[str, int], timeout: float | None
+    ) -> tuple[list[tuple], list[str]]:
+        """Split a bump: one command per hash slot, and the shared copies to delete.
+
+        Returns ``(commands, copies)``: a ``SET`` for a slot with one key, else
+        one ``EVALSHA`` of the token-setting script; *copies* are the store keys
+        of every slot's copy of the shared versions among *tokens*.
+        """
+        px = self.version_px(timeout)
+        by_slot: dict[int, list[tuple[str, int]]] = {}
+        copies: list[str] = []
+        inner = self.inner
+        for key, token in tokens.items():
+            every = slot_copies(key)
+            if every is not None:
+                copies += [inner(k) for k in every]
+                continue
+            made = inner(key)
+            by_slot.setdefault(hash_slot(made), []).append((made, token))
+        commands: list[tuple] = []
+        for pairs in by_slot.values():
+            if len(pairs) == 1:
+                (made, token), tail = pairs[0], (() if px is None else ("PX", px))
+                commands.append(("SET", made, token, *tail))
+            else:
+                keys = [k for k, _ in pairs]
+                args = [-1 if px is None else px, *[t for _, t in pairs]]
+                commands.append(("EVALSHA", SET_TOKENS_SHA, len(keys), *keys, *args))
+        return commands, copies
+
+
+def _errors() -> tuple[type[BaseException], ...]:
+    """``(retried errors, errors to convert)`` of redis-py's cluster client."""
+    from redis.exceptions import ClusterError, TryAgainError
+
+    return (TryAgainError, ClusterError)
+
+
+def _backoff(attempt: int) -> float:
+    return random.uniform(0.5, 1.0) * min(0.01 * 2**attempt, 0.2)
+
+
+def _converted(exc: BaseException) -> BaseException:
+    """A store error for *exc*: cluster-client errors that are not ``RedisError`` become ``ClusterError``."""
+    from redis.exceptions import ClusterError, RedisClusterException
+
+    if isinstance(exc, RedisClusterException):
+        error = ClusterError(f"{type(exc).__name__}: {exc}")
+        error.__cause__ = exc
+        return error
+    return exc
+
+
+def _is_noscript(exc: BaseException) -> bool:
+    from redis.exceptions import NoScriptError
+
+    return isinstance(exc, NoScriptError)
+
+
+class RedisClusterAdapter:
+    """A :class:`~.base.StoreAdapter` for a Redis Cluster store, on its ``RedisCluster``.
+
+    *cluster* returns the store's sync ``redis.cluster.RedisCluster`` (a
+    zero-argument callable); *async_options* returns ``(seed nodes, keyword
+    arguments)`` for the async client. See the module docstring.
+    """
+
+    stamps = True
+    atomic_create = True
+    drops_writes = False
+    per_process = True
+
+    def __init__(
+        self,
+        store: Any,
+        cluster: Callable[[], Any],
+        codec: ClusterCodec,
+        async_options: Callable[[], tuple[list[tuple[str, int]], dict[str, Any]]],
+    ) -> None:
+        self.store = store
+        self.codec = codec
+        self._cluster = cluster
+        self._async_options = async_options
+        self._aio: dict[int, tuple[Any, int, AsyncRedisClusterAdapter]] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> Any:
+        """The store's sync ``redis.cluster.RedisCluster`` (e.g. to reach the node owning a slot)."""
+        return self._cluster()
+
+    # -- sending -----------------------------------------------------------------
+
+    def _retrying(self, call: Callable[[], Any]) -> Any:
+        """Run *call*; retry ``TRYAGAIN`` and a cluster briefly down for :data:`RETRY_SECONDS`."""
+        retried = _errors()
+        deadline = None
+        attempt = 0
+        while True:
+            try:
+                return call()
+            except retried:
+                now = time.monotonic()
+                deadline = deadline or now + RETRY_SECONDS
+                if now >= deadline:
+                    raise
+                attempt += 1
+                time.sleep(_backoff(attempt))
+            except Exception as exc:
+                converted = _converted(exc)
+                if converted is exc:
+                    raise
+                raise converted from exc
+
+    def _command(self, command: tuple) -> Any:
+        client = self._cluster()
+        try:
+            return client.execute_command(*command)
+        except Exception as exc:
+            if not _is_noscript(exc):
+                raise
+            for script in _SCRIPTS.values():  # every one: the next calls need no reload
+                client.execute_command("SCRIPT", "LOAD", script)
+            return client.execute_command(*command)
+
+    def _send(self, commands: list[tuple]) -> list[Any]:
+        """Send *commands*: one command as it is, more in a cluster pipeline (grouped per node)."""
+        if len(commands) == 1:
+            return [self._retrying(lambda: self._command(commands[0]))]
+
+        def pipelined() -> list[Any]:
+            pipe = self._cluster().pipeline()
+            for command in commands:
+                pipe.execute_command(*command)
+            return pipe.execute()
+
+        return self._retrying(pipelined)
+
+    def _do(self, plan: Plan) -> Any:
+        return plan.finish(self._send(plan.packed))  # type: ignore[arg-type]
+
+    # -- the adapter protocol -----------------------------------------------------
+
+    def read(self, keys: Sequence[str], entries: int) -> list[Any]:
+        """One ``MGET`` on the node owning the keys' slot."""
+        return self._do(self.codec.read(keys, entries))
+
+    def write(self, key: str, envelope: Envelope, timeout: Any, add: bool = False) -> bool:
+        return self._do(self.codec.write(key, envelope, timeout, add))
+
+    def write_unlock(self, key: str, envelope: Envelope, timeout: Any, lock: str) -> None:
+        self._do(self.codec.write_unlock(key, envelope, timeout, lock))
+
+    def stamp(
+        self,
+        entry: str,
+        version_keys: Sequence[str],
+        value: Any,
+        timeout: Any,
+        version_timeout: float | None,
+        fresh: Sequence[int],
+        add: bool,
+    ) -> bool:
+        """One ``EVALSHA`` on the node owning the entry's slot."""
+        c = self.codec
+        keys, args, vkeys, expected = c.stamp_call(
+            entry, version_keys, value, timeout, version_timeout, fresh, add
+        )
+        return c.stamped(vkeys, expected, self._eval(keys, args))
+
+    def stamp_many(
+        self,
+        values: Mapping[str, Any],
+        version_keys: Sequence[str],
+        timeout: Any,
+        version_timeout: float | None,
+        fresh: Sequence[int],
+    ) -> None:
+        c = self.codec
+        vkeys, keys, fixed, payloads = c.stamp_many_calls(
+            values, version_keys, timeout, version_timeout, fresh
+        )
+        for i, chunk_keys in enumerate(keys):
+            stamp = self._eval(chunk_keys, [*fixed, *payloads[i]])
+            if stamp != fixed[3]:
+                c.learn(vkeys, stamp)
+                payloads[i + 1 :] = [c.restamp(p, fixed[3], stamp) for p in payloads[i + 1 :]]
+                fixed[3] = stamp
+
+    def set_tokens(self, tokens: Mapping[str, int], timeout: float | None) -> None:
+        """One command per hash slot; shared versions: their copy in every slot deleted."""
+        commands, copies = self.codec.set_tokens_by_slot(tokens, timeout)
+        if copies:
+            self._delete_copies(copies)
+        for command in commands:  # one per slot: a tenant's bump is one command
+            self._retrying(lambda command=command: self._command(command))
+
+    def create_tokens(self, tokens: Mapping[str, int], timeout: float | None) -> dict[str, Any]:
+        """``SET NX`` + ``GET`` per key, pipelined (one node: the keys share a slot)."""
+        return self._do(self.codec.create_tokens(tokens, timeout))
+
+    def token(self, value: int) -> bytes:
+        return str(value).encode()
+
+    def delete(self, key: str) -> bool:
+        return self._do(self.codec.delete(key))
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """One ``DEL`` per key, pipelined per node (the keys may span slots)."""
+        if keys:
+            self._send([("DEL", self.codec.inner(k)) for k in keys])
+
+    def touch(self, key: str, timeout: Any) -> bool:
+        return self._do(self.codec.touch(key, timeout))
+
+    def set_many(self, envelopes: Mapping[str, Envelope], timeout: Any) -> list[str]:
+        return self._do(self.codec.set_many(envelopes, timeout)) if envelopes else []
+
+    def _eval(self, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        command = ("EVALSHA", STAMP_SHA, len(keys), *keys, *args)
+        return self._retrying(lambda: self._command(command))
+
+    def aio(self) -> AsyncStoreAdapter:
+        """Return the async adapter for the running event loop (one per loop and process).
+
+        ``redis.asyncio`` connections belong to the loop that opened them, and
+        ``async_to_sync`` runs a new loop per call; adapters of closed loops
+        and of a parent process are dropped.
+        """
+        loop = asyncio.get_running_loop()
+        pid = os.getpid()
+        hit = self._aio.get(id(loop))
+        if hit is not None and hit[0] is loop and hit[1] == pid:
+            return hit[2]
+        from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+        with self._lock:
+            for key, (other, other_pid, _) in list(self._aio.items()):
+                if other.is_closed() or other_pid != pid:
+                    del self._aio[key]  # its connections close when collected
+            nodes, options = self._async_options()
+            client = RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in nodes], **options)
+            made = AsyncRedisClusterAdapter(self, client)
+            self._aio[id(loop)] = (loop, pid, made)
+        return made
+
+    def close(self) -> None:
+        """Forget the async clients (their connections close when collected); the store keeps its own."""
+        self._aio.clear()
+
+    def _delete_copies(self, copies: list[str]) -> None:
+        """Delete *copies* (store keys, every slot): one script per primary, all sent, then read.
+
+        A primary whose script fails (a slot of it moving: the key is not
+        local) gets its keys deleted one by one through the client's
+        redirects. Raises the first error that survives.
+        """
+        client = self._cluster()
+        by_node = _by_node(client, copies)
+        sent, errors = [], []
+        for node, keys in by_node.items():
+            try:
+                conn = client.get_redis_connection(node).connection_pool.get_connection()
+                conn.send_command("EVAL", DELETE_COPIES_LUA, 0, *keys)
+                sent.append((node, keys, conn))
+            except Exception as exc:
+                errors.append((node, keys, exc))
+        for node, keys, conn in sent:
+            pool = client.get_redis_connection(node).connection_pool
+            try:
+                conn.read_response()
+            except Exception as exc:
+                errors.append((node, keys, exc))
+                conn.disconnect()
+            finally:
+                pool.release(conn)
+        for _node, keys, _exc in errors:
+            self._send([("DEL", k) for k in keys])  # routed: follows MOVED / ASK
+
+
+def _by_node(client: Any, keys: list[str]) -> dict[Any, list[str]]:
+    """Group *keys* by the primary that serves their slot (the client's slot map)."""
+    manager = client.nodes_manager
+    by_node: dict[Any, list[str]] = {}
+    for key in keys:
+        node = manager.get_node_from_slot(hash_slot(key))
+        by_node.setdefault(node, []).append(key)
+    return by_node
+
+
+class AsyncRedisClusterAdapter:
+    """The async twin of :class:`RedisClusterAdapter`, on a ``redis.asyncio.cluster.RedisCluster``.
+
+    One per event loop (its connections belong to the loop); the same plans
+    and codec (learnt stamps included) as the sync adapter.
+    """
+
+    stamps = True
+    atomic_create = True
+    drops_writes = False
+
+    def __init__(self, sync: RedisClusterAdapter, client: Any) -> None:
+        self.store = sync.store
+        self.codec = sync.codec
+        self.client = client
+        self.token = sync.token
+
+    async def _retrying(self, call: Callable[[], Any]) -> Any:
+        retried = _errors()
+        deadline = None
+        attempt = 0
+        while True:
+            try:
+                return await call()
+            except retried:
+                now = time.monotonic()
+                deadline = deadline or now + RETRY_SECONDS
+                if now >= deadline:
+                    raise
+                attempt += 1
+                await asyncio.sleep(_backoff(attempt))
+            except Exception as exc:
+                converted = _converted(exc)
+                if converted is exc:
+                    raise
+                raise converted from exc
+
+    async def _command(self, command: tuple) -> Any:
+        client = self.client
+        try:
+            return await client.execute_command(*command)
+        except Exception as exc:
+            if not _is_noscript(exc):
+                raise
+            for script in _SCRIPTS.values():
+                await client.execute_command("SCRIPT", "LOAD", script)
+            return await client.execute_command(*command)
+
+    async def _send(self, commands: list[tuple]) -> list[Any]:
+        if len(commands) == 1:
+            return [await self._retrying(lambda: self._command(commands[0]))]
+
+        async def pipelined() -> list[Any]:
+            pipe = self.client.pipeline()
+            for command in commands:
+                pipe.execute_command(*command)
+            return await pipe.execute()
+
+        return await self._retrying(pipelined)
+
+    async def _do(self, plan: Plan) -> Any:
+        return plan.finish(await self._send(plan.packed))  # type: ignore[arg-type]
+
+    async def read(self, keys: Sequence[str], entries: int) -> list[Any]:
+        return await self._do(self.codec.read(keys, entries))
+
+    async def write(self, key: str, envelope: Envelope, timeout: Any, add: bool = False) -> bool:
+        return await self._do(self.codec.write(key, envelope, timeout, add))
+
+    async def write_unlock(self, key: str, envelope: Envelope, timeout: Any, lock: str) -> None:
+        await self._do(self.codec.write_unlock(key, envelope, timeout, lock))
+
+    async def stamp(
+        self,
+        entry: str,
+        version_keys: Sequence[str],
+        value: Any,
+        timeout: Any,
+        version_timeout: float | None,
+        fresh: Sequence[int],
+        add: bool,
+    ) -> bool:
+        c = self.codec
+        keys, args, vkeys, expected = c.stamp_call(
+            entry, version_keys, value, timeout, version_timeout, fresh, add
+        )
+        return c.stamped(vkeys, expected, await self._eval(keys, args))
+
+    async def stamp_many(
+        self,
+        values: Mapping[str, Any],
+        version_keys: Sequence[str],
+        timeout: Any,
+        version_timeout: float | None,
+        fresh: Sequence[int],
+    ) -> None:
+        c = self.codec
+        vkeys, keys, fixed, payloads = c.stamp_many_calls(
+            values, version_keys, timeout, version_timeout, fresh
+        )
+        for i, chunk_keys in enumerate(keys):
+            stamp = await self._eval(chunk_keys, [*fixed, *payloads[i]])
+            if stamp != fixed[3]:
+                c.learn(vkeys, stamp)
+                payloads[i + 1 :] = [c.restamp(p, fixed[3], stamp) for p in payloads[i + 1 :]]
+                fixed[3] = stamp
+
+    async def set_tokens(self, tokens: Mapping[str, int], timeout: float | None) -> None:
+        """One command per slot and one script per primary for shared copies, all gathered."""
+        commands, copies = self.codec.set_tokens_by_slot(tokens, timeout)
+        calls = [
+            self._retrying(lambda command=command: self._command(command)) for command in commands
+        ]
+        if copies:
+            calls.append(self._delete_copies(copies))
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def create_tokens(
+        self, tokens: Mapping[str, int], timeout: float | None
+    ) -> dict[str, Any]:
+        return await self._do(self.codec.create_tokens(tokens, timeout))
+
+    async def delete(self, key: str) -> bool:
+        return await self._do(self.codec.delete(key))
+
+    async def delete_many(self, keys: Sequence[str]) -> None:
+        if keys:
+            await self._send([("DEL", self.codec.inner(k)) for k in keys])
+
+    async def touch(self, key: str, timeout: Any) -> bool:
+        return await self._do(self.codec.touch(key, timeout))
+
+    async def set_many(self, envelopes: Mapping[str, Envelope], timeout: Any) -> list[str]:
+        return await self._do(self.codec.set_many(envelopes, timeout)) if envelopes else []
+
+    async def _eval(self, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        command = ("EVALSHA", STAMP_SHA, len(keys), *keys, *args)
+        return await self._retrying(lambda: self._command(command))
+
+    async def _delete_copies(self, copies: list[str]) -> None:
+        """As the sync adapter's: one script per primary, gathered; failed nodes key by key."""
+        client = self.client
+        await client.initialize()
+        by_node: dict[Any, list[str]] = {}
+        for key in copies:
+            by_node.setdefault(client.get_node_from_key(key), []).append(key)
+
+        async def on(node: Any, keys: list[str]) -> None:
+            try:
+                await client.execute_command("EVAL", DELETE_COPIES_LUA, 0, *keys, target_nodes=node)
+            except Exception:  # its slots moving: routed deletes follow MOVED / ASK
+                await self._send([("DEL", k) for k in keys])
+
+        await asyncio.gather(*[on(node, keys) for node, keys in by_node.items()])
+
+
+def cluster_adapter(store: Any) -> RedisClusterAdapter | None:
+    """Return a :class:`RedisClusterAdapter` for *store*, or ``None`` if it is not a cluster store.
+
+    By what the store is: a
+    :class:`~fragmented_keys_django.cache_backends.redis_cluster.RedisClusterCache`,
+    subclasses included.
+    """
+    from ..cache_backends.redis_cluster import RedisClusterCache
+
+    if not isinstance(store, RedisClusterCache):
+        return None
+    client = store.client
+    codec = django_codec(store)
+    cluster_codec = ClusterCodec(
+        store, codec.dumps, codec.loads, codec.fallback_loads, "utf-8", "strict"
+    )
+    return RedisClusterAdapter(store, client.cluster, cluster_codec, client.async_options)
