@@ -267,3 +267,126 @@ def test_a_failover_of_the_tenant_node_under_live_traffic_serves_nothing_stale(r
         frag.invalidate_tags(TAGS)
         assert frag.get_or_set_with_tags("after", "fresh", TAGS) == "fresh"
         assert frag.get_with_tags("after", TAGS) == "fresh"
+
+
+# -- versions every tenant shares: one copy per hash slot ------------------------------------
+
+
+def tenants_on_every_primary(cluster: servers.RedisClusterTopology, frag, per_node: int = 2):
+    """Tenant ids whose slots are spread over every primary, *per_node* each."""
+    wanted = {node.port: per_node for node in cluster.primaries()}
+    found: list[str] = []
+    for i in range(10_000):
+        tenant = f"tenant-{i}"
+        port = tenant_node(cluster, frag, tenant).port
+        if wanted.get(port):
+            wanted[port] -= 1
+            found.append(tenant)
+        if not any(wanted.values()):
+            return found
+    raise AssertionError(f"no tenants found on every primary: {wanted}")
+
+
+def test_a_global_bump_invalidates_every_tenant_one_script_per_primary(redis_cluster, frag):
+    register_global_tag("Country")
+    tags = [*TAGS, ("Country", "FR")]
+    tenants = [*tenants_on_every_primary(redis_cluster, frag), None]
+    for tenant in tenants:
+        with TenantContext.use_tenant(tenant):
+            frag.set_with_tags("page", f"v-{tenant}", tags)
+            assert frag.get_with_tags("page", tags) == f"v-{tenant}"
+    counter = Counter(redis_cluster)
+    with TenantContext.use_tenant(tenants[0]):
+        assert frag.invalidate_tags([("Country", "FR")]) == 1
+    delta = counter.delta()
+    # Every slot's copy deleted: one script per primary, nothing else sent.
+    assert delta == {node.port: {"eval": 1} for node in redis_cluster.primaries()}
+    for tenant in tenants:
+        with TenantContext.use_tenant(tenant):
+            assert frag.get_with_tags("page", tags, default=MISS) is MISS, tenant
+            assert frag.get_or_set_with_tags("page", "fresh", tags) == "fresh"
+            assert frag.get_with_tags("page", tags) == "fresh"
+    with TenantContext.use_tenant(tenants[1]):  # other instances of the global tag untouched
+        frag.set_with_tags("other", "kept", [("Country", "DE")])
+        frag.invalidate_tags([("Country", "FR")])
+        assert frag.get_with_tags("other", [("Country", "DE")]) == "kept"
+    assert store_errors() == {}
+
+
+def test_a_global_bump_async_reaches_every_tenant(redis_cluster, frag):
+    register_global_tag("Country")
+    tags = [*TAGS, ("Country", "FR")]
+    tenants = tenants_on_every_primary(redis_cluster, frag, per_node=1)
+
+    async def scenario():
+        for tenant in tenants:
+            with TenantContext.use_tenant(tenant):
+                await frag.aset_with_tags("page", "v1", tags)
+                assert await frag.aget_with_tags("page", tags) == "v1"
+        with TenantContext.use_tenant(tenants[-1]):
+            assert await frag.ainvalidate_tags([("Country", "FR")]) == 1
+        for tenant in tenants:
+            with TenantContext.use_tenant(tenant):
+                assert await frag.aget_with_tags("page", tags, default=MISS) is MISS
+
+    async_to_sync(scenario)()
+    assert store_errors() == {}
+
+
+def test_a_global_bump_while_a_tenant_slot_migrates_reaches_it(redis_cluster, frag):
+    register_global_tag("Country")
+    tags = [*TAGS, ("Country", "FR")]
+    node = tenant_node(redis_cluster, frag, "acme")
+    with TenantContext.use_tenant("acme"):
+        slot = redis_cluster.keyslot(frag.store.make_key(frag.tag_version_keys(TAGS)[0]))
+        copy = frag.store.make_key(frag.tag_version_keys([("Country", "FR")])[0])
+        frag.set_with_tags("page", "v1", tags)
+        frag.set_with_tags("more", "v1", tags)
+    assert redis_cluster.keyslot(copy) == slot, "the copy lives in the tenant's slot"
+    target = next(p for p in redis_cluster.primaries() if p.port != node.port)
+    migration = redis_cluster.migrate_slot(slot, target)
+    try:
+        # The slot's keys split between the two nodes (multi-key reads get TRYAGAIN
+        # until it ends), the copy of the global version already on the target.
+        node.client().execute_command(
+            "MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "REPLACE", "KEYS", copy
+        )
+        with TenantContext.use_tenant("globex"):
+            frag.invalidate_tags([("Country", "FR")])
+        assert store_errors() == {}
+    finally:
+        migration.move_keys().finish()
+    with TenantContext.use_tenant("acme"):
+        assert frag.get_with_tags("page", tags, default=MISS) is MISS
+        assert frag.get_with_tags("more", tags, default=MISS) is MISS
+        assert frag.get_or_set_with_tags("page", "fresh", tags) == "fresh"
+        assert frag.get_with_tags("page", tags) == "fresh"
+    assert store_errors() == {}
+
+
+@pytest.fixture
+def hospitals_netted():
+    from fragmented_keys_django import ModelTagManager
+    from tests.testapp.models import Hospital
+
+    ModelTagManager.register_model(Hospital)
+    return Hospital
+
+
+def test_the_safety_net_all_tenants_version_on_a_cluster(redis_cluster, frag, hospitals_netted):
+    from fragmented_keys_django import net
+
+    tags = [("Hospital", "1")]
+    tenants = tenants_on_every_primary(redis_cluster, frag, per_node=1)
+    for tenant in tenants:
+        with TenantContext.use_tenant(tenant):
+            frag.set_with_tags("page", "v1", tags)
+            counter = Counter(redis_cluster)
+            assert frag.get_with_tags("page", tags) == "v1"
+            node = tenant_node(redis_cluster, frag, tenant)
+            assert counter.delta() == {node.port: {"mget": 1}}  # the net's versions included
+    assert net.invalidate_models("Hospital", tenant=None) == 1  # every tenant
+    for tenant in tenants:
+        with TenantContext.use_tenant(tenant):
+            assert frag.get_with_tags("page", tags, default=MISS) is MISS, tenant
+    assert store_errors() == {}

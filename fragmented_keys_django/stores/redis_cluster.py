@@ -71,11 +71,16 @@ return #KEYS
 SET_TOKENS_SHA = hashlib.sha1(SET_TOKENS_LUA.encode()).hexdigest()
 
 # ARGV: keys of this node, any slots (undeclared, so the client need not route them).
+# Returns the keys this node could not delete (not local: their slot is moving).
 DELETE_COPIES_LUA = """#!lua flags=allow-cross-slot-keys
+local failed = {}
 for i = 1, #ARGV do
-  redis.call('DEL', ARGV[i])
+  local reply = redis.pcall('DEL', ARGV[i])
+  if type(reply) == 'table' and reply.err then
+    failed[#failed + 1] = ARGV[i]
+  end
 end
-return #ARGV
+return failed
 """
 DELETE_COPIES_SHA = hashlib.sha1(DELETE_COPIES_LUA.encode()).hexdigest()
 
@@ -351,9 +356,10 @@ class RedisClusterAdapter:
     def _delete_copies(self, copies: list[str]) -> None:
         """Delete *copies* (store keys, every slot): one script per primary, all sent, then read.
 
-        A primary whose script fails (a slot of it moving: the key is not
-        local) gets its keys deleted one by one through the client's
-        redirects. Raises the first error that survives.
+        Keys a primary could not delete (not local: their slot is moving), and
+        every key of a primary whose script failed, are deleted one by one
+        through the client's redirects (``MOVED``, ``ASK``). Raises the first
+        error that survives.
         """
         client = self._cluster()
         by_node = _by_node(client, copies)
@@ -363,19 +369,22 @@ class RedisClusterAdapter:
                 conn = client.get_redis_connection(node).connection_pool.get_connection()
                 conn.send_command("EVAL", DELETE_COPIES_LUA, 0, *keys)
                 sent.append((node, keys, conn))
-            except Exception as exc:
-                errors.append((node, keys, exc))
+            except Exception:  # the node unreachable: its keys are routed one by one
+                errors.append((node, keys))
+        left: list[str] = []
         for node, keys, conn in sent:
             pool = client.get_redis_connection(node).connection_pool
             try:
-                conn.read_response()
-            except Exception as exc:
-                errors.append((node, keys, exc))
+                left += [k.decode() for k in conn.read_response()]
+            except Exception:  # the whole node: its keys are routed one by one
+                left += keys
                 conn.disconnect()
             finally:
                 pool.release(conn)
-        for _node, keys, _exc in errors:
-            self._send([("DEL", k) for k in keys])  # routed: follows MOVED / ASK
+        for _node, keys in errors:
+            left += keys
+        if left:
+            self._send([("DEL", k) for k in left])  # routed: follows MOVED / ASK
 
 
 def _by_node(client: Any, keys: list[str]) -> dict[Any, list[str]]:
@@ -540,9 +549,14 @@ class AsyncRedisClusterAdapter:
 
         async def on(node: Any, keys: list[str]) -> None:
             try:
-                await client.execute_command("EVAL", DELETE_COPIES_LUA, 0, *keys, target_nodes=node)
-            except Exception:  # its slots moving: routed deletes follow MOVED / ASK
-                await self._send([("DEL", k) for k in keys])
+                left = await client.execute_command(
+                    "EVAL", DELETE_COPIES_LUA, 0, *keys, target_nodes=node
+                )
+                left = [k.decode() for k in left]
+            except Exception:  # the whole node: its keys are routed one by one
+                left = keys
+            if left:  # not local (their slot moving): routed deletes follow MOVED / ASK
+                await self._send([("DEL", k) for k in left])
 
         await asyncio.gather(*[on(node, keys) for node, keys in by_node.items()])
 
