@@ -390,3 +390,15 @@ def test_the_safety_net_all_tenants_version_on_a_cluster(redis_cluster, frag, ho
         with TenantContext.use_tenant(tenant):
             assert frag.get_with_tags("page", tags, default=MISS) is MISS, tenant
     assert store_errors() == {}
+
+
+def test_reading_from_replicas_is_refused_with_the_fix(redis_cluster):
+    from fragmented_keys_django.exceptions import ConfigurationError
+
+    conf = cluster_caches(redis_cluster)
+    conf["default"]["OPTIONS"]["read_from_replicas"] = True
+    with override_settings(CACHES=conf):
+        with pytest.raises(ConfigurationError, match="read_from_replicas.*primaries only"):
+            with TenantContext.use_tenant("acme"):
+                caches["fragmented"].get_with_tags("page", TAGS)
+        caches["default"].client.close()

@@ -127,6 +127,9 @@ class RedisClusterCacheClient(RedisCacheClient):
         return {k: loads(v) for k, v in zip(keys, values, strict=True) if v is not None}
 
     def set_many(self, data: dict[Any, Any], timeout: Any) -> None:
+        if timeout == 0:  # expire at once, as Django's RedisCache does
+            self.delete_many(list(data))
+            return
         pipe = self.cluster().pipeline()
         dumps = self._serializer.dumps
         for key, value in data.items():

@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from ..exceptions import ConfigurationError
 from ..keys import hash_slot, slot_copies
 from .base import AsyncStoreAdapter, Envelope
 from .redis_codec import STAMP_LUA, STAMP_SHA, Plan, RedisCodec, django_codec
@@ -573,6 +574,14 @@ def cluster_adapter(store: Any) -> RedisClusterAdapter | None:
     if not isinstance(store, RedisClusterCache):
         return None
     client = store.client
+    _, options = client.async_options()
+    for name in ("read_from_replicas", "load_balancing_strategy"):
+        if options.get(name):
+            raise ConfigurationError(
+                f"RedisClusterCache OPTIONS[{name!r}]={options[name]!r}: the fragmented backend "
+                f"reads from primaries only (a replica's lag could serve an entry whose tag was "
+                f"already bumped). Remove {name!r} from the store's OPTIONS."
+            )
     codec = django_codec(store)
     cluster_codec = ClusterCodec(
         store, codec.dumps, codec.loads, codec.fallback_loads, "utf-8", "strict"
