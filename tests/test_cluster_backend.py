@@ -398,7 +398,7 @@ def test_reading_from_replicas_is_refused_with_the_fix(redis_cluster):
     conf = cluster_caches(redis_cluster)
     conf["default"]["OPTIONS"]["read_from_replicas"] = True
     with override_settings(CACHES=conf):
-        with pytest.raises(ConfigurationError, match="read_from_replicas.*primaries only"):
-            with TenantContext.use_tenant("acme"):
-                caches["fragmented"].get_with_tags("page", TAGS)
+        refused = pytest.raises(ConfigurationError, match=r"read_from_replicas.*primaries only")
+        with refused, TenantContext.use_tenant("acme"):
+            caches["fragmented"].get_with_tags("page", TAGS)
         caches["default"].client.close()
