@@ -95,6 +95,10 @@ class ClusterCodec(RedisCodec):
     keys), so :meth:`pack` returns the commands as given.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._copies: dict[str, list[tuple[int, str]]] = {}
+
     def pack(self, *commands: Sequence[Any]) -> list[tuple]:  # type: ignore[override]
         return [tuple(command) for command in commands]
 
@@ -103,23 +107,40 @@ class ClusterCodec(RedisCodec):
         commands = [command for p in plans for command in p.packed]
         return Plan(commands, len(commands), lambda replies: [])  # type: ignore[arg-type]
 
+    def copies_of(self, key: str) -> list[tuple[int, str]] | None:
+        """``(slot, store key)`` of every slot's copy of shared version *key*; ``None`` if not one.
+
+        Remembered per key (bounded): a global bump names the same versions again.
+        """
+        hit = self._copies.get(key)
+        if hit is None:
+            every = slot_copies(key)
+            if every is None:
+                return None
+            made = [self.store.make_key(k) for k in every]
+            hit = [(hash_slot(k), k) for k in made]
+            if len(self._copies) >= 256:
+                self._copies.clear()
+            self._copies[key] = hit
+        return hit
+
     def set_tokens_by_slot(
         self, tokens: Mapping[str, int], timeout: float | None
     ) -> tuple[list[tuple], list[str]]:
         """Split a bump: one command per hash slot, and the shared copies to delete.
 
         Returns ``(commands, copies)``: a ``SET`` for a slot with one key, else
-        one ``EVALSHA`` of the token-setting script; *copies* are the store keys
-        of every slot's copy of the shared versions among *tokens*.
+        one ``EVALSHA`` of the token-setting script; *copies* are ``(slot, store
+        key)`` of every slot's copy of the shared versions among *tokens*.
         """
         px = self.version_px(timeout)
         by_slot: dict[int, list[tuple[str, int]]] = {}
-        copies: list[str] = []
+        copies: list[tuple[int, str]] = []
         inner = self.inner
         for key, token in tokens.items():
-            every = slot_copies(key)
+            every = self.copies_of(key)
             if every is not None:
-                copies += [inner(k) for k in every]
+                copies += every
                 continue
             made = inner(key)
             by_slot.setdefault(hash_slot(made), []).append((made, token))
@@ -354,8 +375,8 @@ class RedisClusterAdapter:
         """Forget the async clients (their connections close when collected); the store keeps its own."""
         self._aio.clear()
 
-    def _delete_copies(self, copies: list[str]) -> None:
-        """Delete *copies* (store keys, every slot): one script per primary, all sent, then read.
+    def _delete_copies(self, copies: list[tuple[int, str]]) -> None:
+        """Delete *copies* (``(slot, store key)``, every slot): one script per primary, all sent, then read.
 
         Keys a primary could not delete (not local: their slot is moving), and
         every key of a primary whose script failed, are deleted one by one
@@ -363,7 +384,7 @@ class RedisClusterAdapter:
         error that survives.
         """
         client = self._cluster()
-        by_node = _by_node(client, copies)
+        by_node = _by_node(client.nodes_manager, copies)
         sent, errors = [], []
         for node, keys in by_node.items():
             try:
@@ -388,13 +409,23 @@ class RedisClusterAdapter:
             self._send([("DEL", k) for k in left])  # routed: follows MOVED / ASK
 
 
-def _by_node(client: Any, keys: list[str]) -> dict[Any, list[str]]:
-    """Group *keys* by the primary that serves their slot (the client's slot map)."""
-    manager = client.nodes_manager
+def _by_node(manager: Any, copies: list[tuple[int, str]]) -> dict[Any, list[str]]:
+    """Group the keys of *copies* (``(slot, key)``) by the primary serving their slot.
+
+    *manager* is the client's ``nodes_manager`` (its slot map, as the client
+    routes commands); a slot it does not know is asked through
+    ``get_node_from_slot`` (which raises ``SlotNotCoveredError``).
+    """
+    table = getattr(manager, "slots_cache", None) or {}
     by_node: dict[Any, list[str]] = {}
-    for key in keys:
-        node = manager.get_node_from_slot(hash_slot(key))
-        by_node.setdefault(node, []).append(key)
+    last, keys = None, []
+    for slot, key in copies:  # in slot order: runs of one node
+        nodes = table.get(slot)
+        node = nodes[0] if nodes else manager.get_node_from_slot(slot)
+        if node is not last:
+            keys = by_node.setdefault(node, [])
+            last = node
+        keys.append(key)
     return by_node
 
 
@@ -540,13 +571,11 @@ class AsyncRedisClusterAdapter:
         command = ("EVALSHA", STAMP_SHA, len(keys), *keys, *args)
         return await self._retrying(lambda: self._command(command))
 
-    async def _delete_copies(self, copies: list[str]) -> None:
+    async def _delete_copies(self, copies: list[tuple[int, str]]) -> None:
         """As the sync adapter's: one script per primary, gathered; failed nodes key by key."""
         client = self.client
         await client.initialize()
-        by_node: dict[Any, list[str]] = {}
-        for key in copies:
-            by_node.setdefault(client.get_node_from_key(key), []).append(key)
+        by_node = _by_node(client.nodes_manager, copies)
 
         async def on(node: Any, keys: list[str]) -> None:
             try:
