@@ -103,8 +103,33 @@ def _digest(*parts: str | int | None) -> str:
 
 
 @lru_cache(maxsize=4096)
-def _slot(prefix: str, tenant: str | None) -> str:
-    return "fk:{" + hashlib.sha256(encode_parts("slot", prefix, tenant)).hexdigest()[:16] + "}:"
+def _slot(prefix: str, tenant: str | None, shards: int = 1, shard: int = 0) -> str:
+    tag = hashlib.sha256(encode_parts("slot", prefix, tenant)).hexdigest()[:16]
+    if shards > 1 and tenant is not None:
+        tag = f"{tag}.{shards}.{shard}"  # slot *shard* of the tenant's *shards*
+    return "fk:{" + tag + "}:"
+
+
+def shard_of(digest: str, shards: int) -> int:
+    """Return which of a tenant's *shards* hash slots holds the entry of *digest* (hex)."""
+    return int(digest[:8], 16) % shards if shards > 1 else 0
+
+
+def tenant_slot_keys(key: str) -> list[str] | None:
+    """Return *key* in each of its tenant's hash slots, or ``None`` for a key of one slot.
+
+    *key* is a version key built with ``shards=N`` (N > 1): ``fk:{T.N.0}:...``;
+    the result is the same version in slots ``T.N.0`` to ``T.N.(N-1)``: what a
+    bump of it must write.
+    """
+    if not key.startswith("fk:{"):
+        return None
+    end = key.find("}", 4)
+    parts = key[4:end].split(".") if end > 0 else ()
+    if len(parts) != 3 or parts[2] != "0" or not parts[1].isdigit():
+        return None
+    head, tail = "fk:{" + parts[0] + "." + parts[1] + ".", key[end:]
+    return [head + str(j) + tail for j in range(int(parts[1]))]
 
 
 #: Hash slots of a Redis Cluster.
@@ -145,9 +170,11 @@ def slot_tag(slot: int) -> str:
     return _slot_tags()[slot]
 
 
-def _copy_key(kind: str, prefix: str, tenant: str | None, digest: str) -> str:
+def _copy_key(
+    kind: str, prefix: str, tenant: str | None, digest: str, shards: int = 1, shard: int = 0
+) -> str:
     """The copy, in *tenant*'s hash slot, of a shared version (*kind* ``g`` or ``a``)."""
-    tenant_slot = hash_slot(_slot(prefix, tenant))
+    tenant_slot = hash_slot(_slot(prefix, tenant, shards, shard))
     return "fk:{" + slot_tag(tenant_slot) + "}:" + kind + ":" + digest
 
 
@@ -166,9 +193,13 @@ def slot_copies(key: str) -> list[str] | None:
 
 
 @lru_cache(maxsize=4096)
-def namespace_key(prefix: str, tenant: str | None) -> str:
-    """Return the key of the tenant namespace version for (*prefix*, *tenant*)."""
-    return _slot(prefix, tenant) + "n:" + _digest("n", prefix, tenant)
+def namespace_key(prefix: str, tenant: str | None, shards: int = 1, shard: int = 0) -> str:
+    """Return the key of the tenant namespace version for (*prefix*, *tenant*).
+
+    *shards* > 1: the tenant's keys are spread over that many hash slots (a
+    Redis Cluster store's ``TENANT_SLOTS``); the key is the one in slot *shard*.
+    """
+    return _slot(prefix, tenant, shards, shard) + "n:" + _digest("n", prefix, tenant)
 
 
 # Tag names whose versions are global: kept in the public namespace whatever
@@ -221,7 +252,13 @@ def netted_names() -> frozenset[str]:
 
 @lru_cache(maxsize=4096)
 def net_version_key(
-    prefix: str, tenant: str | None, name: str, slots: bool = False, reader: str | None = None
+    prefix: str,
+    tenant: str | None,
+    name: str,
+    slots: bool = False,
+    reader: str | None = None,
+    shards: int = 1,
+    shard: int = 0,
 ) -> str:
     """Return the key of the net version of tag name *name* in *tenant*.
 
@@ -229,11 +266,12 @@ def net_version_key(
     registered as *name*; tenant ``None`` is the "all tenants" net version
     (kept in the public slot), read by every tenant's entries of that name.
     With *slots* (a Redis Cluster store) the "all tenants" version is the copy
-    in the slot of tenant *reader* (see the module docstring).
+    in the slot of tenant *reader* (see the module docstring). *shards* and
+    *shard*: as for :func:`namespace_key` (of *tenant*, or of *reader*).
     """
     if slots and tenant is None:
-        return _copy_key("a", prefix, reader, _digest("m", prefix, None, name))
-    return _slot(prefix, tenant) + "m:" + _digest("m", prefix, tenant, name)
+        return _copy_key("a", prefix, reader, _digest("m", prefix, None, name), shards, shard)
+    return _slot(prefix, tenant, shards, shard) + "m:" + _digest("m", prefix, tenant, name)
 
 
 #: Inputs longer than this (characters) are not memoised: keys can carry
@@ -242,28 +280,42 @@ _MEMO_CHARS = 1024
 
 
 def tag_version_key(
-    prefix: str, tenant: str | None, name: str, instance: str, slots: bool = False
+    prefix: str,
+    tenant: str | None,
+    name: str,
+    instance: str,
+    slots: bool = False,
+    shards: int = 1,
+    shard: int = 0,
 ) -> str:
     """Return the key holding the version of tag (*name*, *instance*) in *tenant*.
 
     A global tag's version lives in the public namespace (tenant ``None``); with
     *slots* (a Redis Cluster store) it is that version's copy in *tenant*'s
-    hash slot (see the module docstring).
+    hash slot (see the module docstring). *shards* and *shard*: as for
+    :func:`namespace_key`.
     """
     if len(name) + len(instance) + len(tenant or "") <= _MEMO_CHARS:
-        return _tag_version_key_memo(prefix, tenant, name, instance, slots)
-    return _tag_version_key(prefix, tenant, name, instance, slots)
+        return _tag_version_key_memo(prefix, tenant, name, instance, slots, shards, shard)
+    return _tag_version_key(prefix, tenant, name, instance, slots, shards, shard)
 
 
 def _tag_version_key(
-    prefix: str, tenant: str | None, name: str, instance: str, slots: bool = False
+    prefix: str,
+    tenant: str | None,
+    name: str,
+    instance: str,
+    slots: bool = False,
+    shards: int = 1,
+    shard: int = 0,
 ) -> str:
     if name in _global_tags:
         digest = _digest("v", prefix, None, name, instance)
         if slots:
-            return _copy_key("g", prefix, tenant, digest)
+            return _copy_key("g", prefix, tenant, digest, shards, shard)
         return _slot(prefix, None) + "v:" + digest
-    return _slot(prefix, tenant) + "v:" + _digest("v", prefix, tenant, name, instance)
+    tail = "v:" + _digest("v", prefix, tenant, name, instance)
+    return _slot(prefix, tenant, shards, shard) + tail
 
 
 _tag_version_key_memo = lru_cache(maxsize=16384)(_tag_version_key)
@@ -277,6 +329,7 @@ def entry_keys(
     group_id: str,
     tags: tuple[TagSpec, ...],
     slots: bool = False,
+    shards: int = 1,
 ) -> EntryKeys:
     """Return the entry key and the version keys for one cached value.
 
@@ -286,12 +339,16 @@ def entry_keys(
     of tags, for inputs of at most :data:`_MEMO_CHARS` characters in all (their
     size is measured once, when they are first seen). With *slots* (a Redis
     Cluster store) the shared versions are their copies in *tenant*'s slot.
+    With *shards* > 1 (``TENANT_SLOTS``) the entry and every version it
+    records live in one of the tenant's *shards* slots, chosen by the entry's
+    digest (:func:`shard_of`); an entry without tags (Django's plain API,
+    whose ``set_many`` writes many in one script) in the first one.
     """
-    memo_key = (prefix, tenant, epoch, key, group_id, tags, slots)
+    memo_key = (prefix, tenant, epoch, key, group_id, tags, slots, shards)
     hit = _entry_memo.get(memo_key)
     if hit is not None:
         return hit
-    made = _entry_keys(prefix, tenant, epoch, key, group_id, tags, slots)
+    made = _entry_keys(prefix, tenant, epoch, key, group_id, tags, slots, shards)
     size = len(key) + len(tenant or "") + len(group_id)
     if size + sum(len(t.name) + len(t.instance) for t in tags) <= _MEMO_CHARS:
         if len(_entry_memo) >= _ENTRY_MEMO_SIZE:
@@ -308,16 +365,22 @@ def _entry_keys(
     group_id: str,
     tags: tuple[TagSpec, ...],
     slots: bool = False,
+    shards: int = 1,
 ) -> EntryKeys:
     parts: list[str | int | None] = ["e", prefix, tenant, epoch, key, group_id, len(tags)]
-    vkeys = [namespace_key(prefix, tenant)]
     for t in tags:
         parts += (t.name, t.instance, t.constant)
+    digest = _digest(*parts)
+    if tenant is None:
+        shards = 1
+    j = shard_of(digest, shards) if tags else 0  # untagged entries: the first slot
+    vkeys = [namespace_key(prefix, tenant, shards, j)]
+    for t in tags:
         if not t.constant:
-            vkeys.append(tag_version_key(prefix, tenant, t.name, t.instance, slots))
+            vkeys.append(tag_version_key(prefix, tenant, t.name, t.instance, slots, shards, j))
     if _netted_names:
-        _append_net_keys(vkeys, prefix, tenant, tags, slots)
-    return EntryKeys(_slot(prefix, tenant) + "e:" + _digest(*parts), tuple(vkeys))
+        _append_net_keys(vkeys, prefix, tenant, tags, slots, shards, j)
+    return EntryKeys(_slot(prefix, tenant, shards, j) + "e:" + digest, tuple(vkeys))
 
 
 def _append_net_keys(
@@ -326,6 +389,8 @@ def _append_net_keys(
     tenant: str | None,
     tags: tuple[TagSpec, ...],
     slots: bool = False,
+    shards: int = 1,
+    shard: int = 0,
 ) -> None:
     """Append the net versions of the distinct netted names among *tags* (sorted by name)."""
     last = None
@@ -335,11 +400,11 @@ def _append_net_keys(
             continue
         last = name
         if tenant is not None and name not in _global_tags:
-            vkeys.append(net_version_key(prefix, tenant, name))
-        vkeys.append(net_version_key(prefix, None, name, slots, tenant))
+            vkeys.append(net_version_key(prefix, tenant, name, False, None, shards, shard))
+        vkeys.append(net_version_key(prefix, None, name, slots, tenant, shards, shard))
 
 
-#: Remembered entry keys: ``(prefix, tenant, epoch, key, group_id, tags, slots) -> EntryKeys``.
+#: Remembered entry keys: ``(prefix, tenant, epoch, key, group_id, tags, slots, shards) -> EntryKeys``.
 _entry_memo: dict[tuple, EntryKeys] = {}
 _ENTRY_MEMO_SIZE = 16384
 

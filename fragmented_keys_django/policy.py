@@ -218,8 +218,9 @@ class CachePolicy:
         if keys_mod._global_tags and tags and self.options.tenant_stores is not None:
             self._route.no_global_tags(tags)
         options = self.options
+        shards = 1 if options.tenant_slots is None else options.shards_for(tenant)
         return tenant, entry_keys(
-            options.prefix, tenant, self._epoch(), made, group_id, tags, options.slot_copies
+            options.prefix, tenant, self._epoch(), made, group_id, tags, options.slot_copies, shards
         )
 
     def _tagged(
@@ -232,14 +233,16 @@ class CachePolicy:
         self, keys: Iterable[Any], version: int | None
     ) -> tuple[str | None, dict[str, Any], str]:
         tenant = self._tenant()
-        prefix, epoch = self.options.prefix, self._epoch()
+        options = self.options
+        prefix, epoch, slots = options.prefix, self._epoch(), options.slot_copies
+        shards = 1 if options.tenant_slots is None else options.shards_for(tenant)
         entries: dict[str, Any] = {}
         for key in keys:
             made = self.make_key(key, version=version)
             if made not in _portable_keys:
                 self._validate(made)
-            entries[entry_keys(prefix, tenant, epoch, made, "", ()).entry] = key
-        return tenant, entries, namespace_key(prefix, tenant)
+            entries[entry_keys(prefix, tenant, epoch, made, "", (), slots, shards).entry] = key
+        return tenant, entries, namespace_key(prefix, tenant, shards)
 
     def _validate(self, made: str) -> None:
         """Django's ``validate_key`` (memcached portability warnings); remember good keys.

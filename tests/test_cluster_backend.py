@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import threading
 import uuid
+from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from django.core.cache import caches
 from django.test import override_settings
 
@@ -24,7 +27,7 @@ from fragmented_keys_django import TenantContext, metrics
 from fragmented_keys_django.keys import register_global_tag
 
 from . import servers
-from .race_support import reset_retrier
+from .race_support import reset_retrier, settle_retries
 
 pytestmark = [
     pytest.mark.redis,
@@ -41,7 +44,7 @@ DATA_COMMANDS = {
 }  # fmt: skip
 
 
-def cluster_caches(cluster: servers.RedisClusterTopology, **wrapper: object) -> dict:
+def cluster_caches(cluster: servers.RedisClusterTopology, **wrapper: Any) -> dict:
     """``default``: our ``RedisClusterCache`` on the suite's cluster; ``fragmented`` over it."""
     return {
         "default": {
@@ -402,3 +405,133 @@ def test_reading_from_replicas_is_refused_with_the_fix(redis_cluster):
         with refused, TenantContext.use_tenant("acme"):
             caches["fragmented"].get_with_tags("page", TAGS)
         caches["default"].client.close()
+
+
+# -- a tenant spread over several hash slots (TENANT_SLOTS) -------------------------------
+
+
+@pytest.fixture
+def spread(request, redis_cluster):
+    """The fragmented alias with a tenant over 3 hash slots, one per primary: ``(frag, tenant)``.
+
+    ``request.param`` (indirect): options for the store's ``RedisCluster``.
+    """
+    metrics.reset()
+    tenant = None
+    conf = cluster_caches(redis_cluster)
+    with override_settings(CACHES=conf):
+        frag = caches["fragmented"]
+        primaries = {node.port for node in redis_cluster.primaries()}
+        from fragmented_keys_django.keys import namespace_key, tenant_slot_keys
+
+        for i in range(1000):  # a tenant whose three slots are on three primaries
+            candidate = f"big-{i}"
+            keys = tenant_slot_keys(namespace_key("t", candidate, 3))
+            owners = {
+                redis_cluster.owner(redis_cluster.keyslot(frag.store.make_key(k))).port
+                for k in keys
+            }
+            if owners == primaries:
+                tenant = candidate
+                break
+        assert tenant is not None
+        caches["default"].client.close()
+    options = {"TENANT_SLOTS": {tenant: 3}}
+    conf = cluster_caches(redis_cluster, OPTIONS=options)
+    conf["default"]["OPTIONS"].update(getattr(request, "param", {}))
+    with override_settings(CACHES=conf):
+        yield caches["fragmented"], tenant
+        caches["fragmented"].close()
+        caches["default"].client.close()
+    reset_retrier()
+
+
+def entry_node(cluster, frag, key: str, tags) -> int:
+    """Port of the primary holding the entry *key* with *tags* (current tenant)."""
+    _, _, ek = frag._tagged(key, tags, "", None)
+    return cluster.owner(cluster.keyslot(frag.store.make_key(ek.entry))).port
+
+
+def test_a_tenant_over_three_slots_reads_in_one_mget_and_bumps_every_slot(redis_cluster, spread):
+    frag, tenant = spread
+    keys = [f"page-{i}" for i in range(30)]
+    with TenantContext.use_tenant(tenant):
+        for key in keys:
+            frag.set_with_tags(key, f"v1-{key}", TAGS)
+        nodes = {entry_node(redis_cluster, frag, key, TAGS) for key in keys}
+        assert nodes == {node.port for node in redis_cluster.primaries()}, "entries spread"
+        for key in keys[:6]:  # a warm read: one MGET on the entry's node
+            counter = Counter(redis_cluster)
+            assert frag.get_with_tags(key, TAGS) == f"v1-{key}"
+            assert counter.delta() == {entry_node(redis_cluster, frag, key, TAGS): {"mget": 1}}
+        got = frag.get_many_with_tags({key: TAGS for key in keys})
+        assert got == {key: f"v1-{key}" for key in keys}
+        counter = Counter(redis_cluster)
+        assert frag.invalidate_tags(TAGS) == 2
+        delta = counter.delta()
+        # One command per slot, on its node: the three slots' versions all written.
+        assert delta == {node.port: {"evalsha": 1} for node in redis_cluster.primaries()}
+        for key in keys:
+            assert frag.get_with_tags(key, TAGS, default=MISS) is MISS, key
+        frag.set_with_tags(keys[0], "v2", TAGS)
+        frag.clear()  # the namespace of every slot
+        assert frag.get_with_tags(keys[0], TAGS, default=MISS) is MISS
+        frag.set_many({"a": 1, "b": 2})  # untagged entries: the tenant's first slot
+        assert frag.get_many(["a", "b"]) == {"a": 1, "b": 2}
+        assert frag.get("a") == 1
+    with TenantContext.use_tenant("other"):  # one slot, as before
+        frag.set_with_tags("page", "x", TAGS)
+        assert frag.get_with_tags("page", TAGS) == "x"
+    assert store_errors() == {}
+
+
+#: Fail fast on a paused node: before the cluster notices it (``cluster-node-timeout`` 1 s).
+FAIL_FAST = {
+    "socket_timeout": 0.3,
+    "socket_connect_timeout": 0.3,
+    "cluster_error_retry_attempts": 0,
+}
+
+
+@pytest.mark.parametrize("spread", [FAIL_FAST], indirect=True)
+def test_a_bump_that_misses_one_slot_of_a_spread_tenant_serves_nothing_stale(redis_cluster, spread):
+    frag, tenant = spread
+    keys = [f"page-{i}" for i in range(30)]
+    with TenantContext.use_tenant(tenant):
+        for key in keys:
+            frag.set_with_tags(key, "before", TAGS)
+        paused = redis_cluster.node(entry_node(redis_cluster, frag, keys[0], TAGS))
+        on_others = [k for k in keys if entry_node(redis_cluster, frag, k, TAGS) != paused.port]
+        paused.pause()  # SIGSTOP: the bump cannot reach this slot's node
+        try:
+            frag.invalidate_tags(TAGS)  # the failure is survived: kept and retried
+            assert store_errors(), "the bump failed on the paused node (no failover yet)"
+            for key in on_others:  # the slots it reached: invalidated
+                assert frag.get_with_tags(key, TAGS, default=MISS) is MISS, key
+            for key in keys:  # nothing written before the bump comes back
+                assert frag.get_with_tags(key, TAGS, default="after") != "before", key
+        finally:
+            redis_cluster.heal()  # SIGCONT (the cluster may have promoted its replica)
+        # The bump is retried until it lands on the paused slot too.
+        assert settle_retries(30) == 0
+        for key in keys:
+            assert frag.get_with_tags(key, TAGS, default="after") != "before", key
+            assert frag.get_or_set_with_tags(key, "fresh", TAGS) == "fresh"
+            assert frag.get_with_tags(key, TAGS) == "fresh"
+
+
+def test_tenant_slots_need_a_cluster_store():
+    from fragmented_keys_django.exceptions import ConfigurationError
+
+    conf = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "fragmented": {
+            "BACKEND": "fragmented_keys_django.FragmentedKeysCacheBackend",
+            "OPTIONS": {"TENANT_SLOTS": {"big": 3}},
+        },
+    }
+    with override_settings(CACHES=conf), pytest.raises(ConfigurationError, match="not a cluster"):
+        caches["fragmented"].get("x")
+    conf["fragmented"]["OPTIONS"]["TENANT_SLOTS"] = {"big": 0}
+    with override_settings(CACHES=conf), pytest.raises(ConfigurationError, match="from 1 to 64"):
+        caches["fragmented"].get("x")

@@ -114,8 +114,17 @@ class RedisClusterCacheClient(RedisCacheClient):
         return client
 
     def async_options(self) -> tuple[list[tuple[str, int]], dict[str, Any]]:
-        """``(seed nodes, keyword arguments)`` for a ``redis.asyncio.cluster.RedisCluster``."""
-        return list(self._nodes), dict(self._cluster_options)
+        """``(seed nodes, keyword arguments)`` for a ``redis.asyncio.cluster.RedisCluster``.
+
+        A ``retry`` option (redis-py's sync ``Retry``) becomes its asyncio twin.
+        """
+        options = dict(self._cluster_options)
+        retry = options.get("retry")
+        if retry is not None:
+            from redis.asyncio.retry import Retry
+
+            options["retry"] = Retry(retry._backoff, retry._retries)
+        return list(self._nodes), options
 
     def get_client(self, key: Any = None, *, write: bool = False) -> Any:
         return self.cluster()

@@ -42,7 +42,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..exceptions import ConfigurationError
-from ..keys import hash_slot, slot_copies
+from ..keys import hash_slot, slot_copies, tenant_slot_keys
 from .base import AsyncStoreAdapter, Envelope
 from .redis_codec import STAMP_LUA, STAMP_SHA, Plan, RedisCodec, django_codec
 
@@ -98,6 +98,7 @@ class ClusterCodec(RedisCodec):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._copies: dict[str, list[tuple[int, str]]] = {}
+        self._spreads: dict[tuple[str, ...], bool] = {}
 
     def pack(self, *commands: Sequence[Any]) -> list[tuple]:  # type: ignore[override]
         return [tuple(command) for command in commands]
@@ -106,6 +107,43 @@ class ClusterCodec(RedisCodec):
         plans = [self.write(k, e, timeout, False) for k, e in envelopes.items()]
         commands = [command for p in plans for command in p.packed]
         return Plan(commands, len(commands), lambda replies: [])  # type: ignore[arg-type]
+
+    def read(self, keys: Sequence[str], entries: int) -> Plan:
+        """One ``MGET``; keys of several slots (a tenant spread over ``TENANT_SLOTS``, read
+        many at once) one ``MGET`` per slot, pipelined (one round trip per node)."""
+        plan = super().read(keys, entries)
+        command = plan.packed[0]
+        slots = [hash_slot(k) for k in command[1:]] if self._spread(keys, command) else None
+        if slots is None:
+            return plan
+        groups: dict[int, list[int]] = {}
+        for i, slot in enumerate(slots):
+            groups.setdefault(slot, []).append(i)
+        order = list(groups.values())
+        commands = [("MGET", *[command[1 + i] for i in idx]) for idx in order]
+        decode = self.decode_entry
+
+        def finish(replies: list[Any]) -> list[Any]:
+            raws: list[Any] = [None] * len(slots)
+            for idx, values in zip(order, replies, strict=True):
+                for i, value in zip(idx, values, strict=True):
+                    raws[i] = value
+            for i in range(entries):
+                raws[i] = decode(raws[i])
+            return raws
+
+        return Plan(commands, len(commands), finish)  # type: ignore[arg-type]
+
+    def _spread(self, keys: Sequence[str], command: tuple) -> bool:
+        """True if *command*'s keys (store keys of *keys*) span hash slots (remembered per tuple)."""
+        known = self._spreads.get(keys) if type(keys) is tuple else None  # type: ignore[arg-type]
+        if known is None:
+            known = len({hash_slot(k) for k in command[1:]}) > 1
+            if type(keys) is tuple:
+                if len(self._spreads) >= 8192:
+                    self._spreads.clear()
+                self._spreads[keys] = known  # type: ignore[index]
+        return known
 
     def copies_of(self, key: str) -> list[tuple[int, str]] | None:
         """``(slot, store key)`` of every slot's copy of shared version *key*; ``None`` if not one.
@@ -142,8 +180,9 @@ class ClusterCodec(RedisCodec):
             if every is not None:
                 copies += every
                 continue
-            made = inner(key)
-            by_slot.setdefault(hash_slot(made), []).append((made, token))
+            for one in tenant_slot_keys(key) or (key,):  # each of the tenant's TENANT_SLOTS
+                made = inner(one)
+                by_slot.setdefault(hash_slot(made), []).append((made, token))
         commands: list[tuple] = []
         for pairs in by_slot.values():
             if len(pairs) == 1:
@@ -256,10 +295,19 @@ class RedisClusterAdapter:
             return [self._retrying(lambda: self._command(commands[0]))]
 
         def pipelined() -> list[Any]:
-            pipe = self._cluster().pipeline()
-            for command in commands:
-                pipe.execute_command(*command)
-            return pipe.execute()
+            client = self._cluster()
+            for attempt in (0, 1):
+                pipe = client.pipeline()
+                for command in commands:
+                    pipe.execute_command(*command)
+                try:
+                    return pipe.execute()
+                except Exception as exc:
+                    if attempt or not _is_noscript(exc):
+                        raise
+                    for script in _SCRIPTS.values():  # a node that never saw them
+                        client.execute_command("SCRIPT", "LOAD", script)
+            raise AssertionError("unreachable")
 
         return self._retrying(pipelined)
 
@@ -319,8 +367,10 @@ class RedisClusterAdapter:
         commands, copies = self.codec.set_tokens_by_slot(tokens, timeout)
         if copies:
             self._delete_copies(copies)
-        for command in commands:  # one per slot: a tenant's bump is one command
-            self._retrying(lambda command=command: self._command(command))
+        if len(commands) == 1:  # one slot: a tenant's bump is one command
+            self._retrying(lambda: self._command(commands[0]))
+        elif commands:  # a tenant over several slots: a pipeline, one round trip per node
+            self._send(commands)
 
     def create_tokens(self, tokens: Mapping[str, int], timeout: float | None) -> dict[str, Any]:
         """``SET NX`` + ``GET`` per key, pipelined (one node: the keys share a slot)."""
@@ -482,10 +532,19 @@ class AsyncRedisClusterAdapter:
             return [await self._retrying(lambda: self._command(commands[0]))]
 
         async def pipelined() -> list[Any]:
-            pipe = self.client.pipeline()
-            for command in commands:
-                pipe.execute_command(*command)
-            return await pipe.execute()
+            client = self.client
+            for attempt in (0, 1):
+                pipe = client.pipeline()
+                for command in commands:
+                    pipe.execute_command(*command)
+                try:
+                    return await pipe.execute()
+                except Exception as exc:
+                    if attempt or not _is_noscript(exc):
+                        raise
+                    for script in _SCRIPTS.values():
+                        await client.execute_command("SCRIPT", "LOAD", script)
+            raise AssertionError("unreachable")
 
         return await self._retrying(pipelined)
 
