@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 from django.core.cache import caches
 from django.test import override_settings
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from fragmented_keys_django import TenantContext, metrics
 from fragmented_keys_django.keys import register_global_tag
@@ -489,7 +489,7 @@ def test_a_tenant_over_three_slots_reads_in_one_mget_and_bumps_every_slot(redis_
 FAIL_FAST = {
     "socket_timeout": 0.3,
     "socket_connect_timeout": 0.3,
-    "cluster_error_retry_attempts": 0,
+    "retry": Retry(NoBackoff(), 0),
 }
 
 
