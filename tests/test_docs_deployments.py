@@ -33,6 +33,7 @@ DEPLOYMENTS = {
     "database-cache": ([pytest.mark.django_db(transaction=True)], True),
     "memcached": ([pytest.mark.memcached], True),
     "redis-cluster": ([pytest.mark.redis, pytest.mark.cluster], True),
+    "redis-cluster-tenant-slots": ([pytest.mark.redis, pytest.mark.cluster], True),
     "sentinel": (
         [pytest.mark.redis, pytest.mark.sentinel, pytest.mark.django_db(transaction=True)],
         True,
@@ -62,6 +63,8 @@ def rewrite(name: str, code: str) -> str:
     elif name == "redis-cluster":
         seeds = ",".join(f"redis://{h}:{p}" for h, p in servers.redis_cluster().startup_nodes[:2])
         code = code.replace("redis://127.0.0.1:7000,redis://127.0.0.1:7001", seeds)
+    elif name == "redis-cluster-tenant-slots":
+        code = code.replace("redis://127.0.0.1:7000", servers.redis_cluster().url)
     elif name == "sentinel":
         topology = servers.sentinel()
         topology.heal()
