@@ -13,8 +13,13 @@ and stamping script as on one Redis); what differs is how a plan reaches the clu
   versions) are kept as one copy per hash slot; their bump deletes the copy in
   every slot, one script per primary, sent to every primary before any reply is
   read (one round trip per node, concurrently; ``asyncio.gather`` on the async
-  adapter). A node whose script fails (its slots moving) gets the deletes one by
-  one through the client's redirects instead;
+  adapter). Keys a primary cannot delete (not local: their slot is moving), and
+  every key of a primary whose script failed, are deleted one by one through the
+  client's redirects;
+* a tenant spread over N slots (``TENANT_SLOTS``): a bump of its versions writes
+  them in each slot, one command per slot in one cluster pipeline (one round trip
+  per node; gathered on the async adapter); a read over keys of several slots
+  (``get_many_with_tags``) is one ``MGET`` per slot, pipelined;
 * ``TRYAGAIN`` (a multi-key command on a slot whose keys are split by a migration)
   and a cluster that is briefly down (failover) are retried with backoff for up
   to :data:`RETRY_SECONDS`; then the error goes to the caller's outage policy
@@ -196,7 +201,7 @@ class ClusterCodec(RedisCodec):
 
 
 def _errors() -> tuple[type[BaseException], ...]:
-    """``(retried errors, errors to convert)`` of redis-py's cluster client."""
+    """The errors of redis-py's cluster client that a call retries for :data:`RETRY_SECONDS`."""
     from redis.exceptions import ClusterError, TryAgainError
 
     return (TryAgainError, ClusterError)
