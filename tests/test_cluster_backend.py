@@ -535,3 +535,29 @@ def test_tenant_slots_need_a_cluster_store():
     conf["fragmented"]["OPTIONS"]["TENANT_SLOTS"] = {"big": 0}
     with override_settings(CACHES=conf), pytest.raises(ConfigurationError, match="from 1 to 64"):
         caches["fragmented"].get("x")
+
+
+def test_an_unreachable_cluster_is_a_logged_counted_miss(caplog):
+    from .race_support import free_port
+
+    conf = {
+        "default": {
+            "BACKEND": "fragmented_keys_django.cache_backends.redis_cluster.RedisClusterCache",
+            "LOCATION": f"redis://127.0.0.1:{free_port()}",  # nothing listens there
+            "OPTIONS": {"socket_timeout": 0.2, "socket_connect_timeout": 0.2},
+        },
+        "fragmented": {
+            "BACKEND": "fragmented_keys_django.FragmentedKeysCacheBackend",
+            "CACHE_NAME": "default",
+        },
+    }
+    metrics.reset()
+    with override_settings(CACHES=conf), TenantContext.use_tenant("acme"):
+        frag = caches["fragmented"]
+        assert frag.get_with_tags("page", TAGS, default=MISS) is MISS
+        assert frag.get_or_set_with_tags("page", "computed", TAGS) == "computed"
+    assert store_errors(), "counted"
+    assert any(
+        r.levelname in ("WARNING", "ERROR") and "acme" in r.getMessage() for r in caplog.records
+    )
+    reset_retrier()
