@@ -27,6 +27,12 @@ tenant's read stays one single-slot ``MGET``::
 copy of T's slot. A bump of such a version deletes its copy in every slot
 (:func:`slot_copies`); a read that finds its copy missing re-creates it with a
 fresh token, as any missing version.
+
+A tenant spread over N hash slots of a cluster (``TENANT_SLOTS``, ``shards=N``)
+has the hash tag ``T.N.j`` for its slot j: an entry with tags lives in slot
+:func:`shard_of` of its digest with its own copy of every version it records;
+a bump names slot 0's version and is written in every slot
+(:func:`tenant_slot_keys`).
 """
 
 from __future__ import annotations
