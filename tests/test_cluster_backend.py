@@ -561,3 +561,24 @@ def test_an_unreachable_cluster_is_a_logged_counted_miss(caplog):
         r.levelname in ("WARNING", "ERROR") and "acme" in r.getMessage() for r in caplog.records
     )
     reset_retrier()
+
+
+def test_a_tenant_over_three_slots_async(redis_cluster, spread):
+    frag, tenant = spread
+    keys = [f"page-{i}" for i in range(12)]
+
+    async def scenario():
+        with TenantContext.use_tenant(tenant):
+            for key in keys:
+                await frag.aset_with_tags(key, f"v1-{key}", TAGS)
+            got = await frag.aget_many_with_tags({key: TAGS for key in keys})
+            assert got == {key: f"v1-{key}" for key in keys}
+            assert await frag.ainvalidate_tags(TAGS) == 2
+            for key in keys:
+                assert await frag.aget_with_tags(key, TAGS, default=MISS) is MISS
+
+    with TenantContext.use_tenant(tenant):
+        nodes = {entry_node(redis_cluster, frag, key, TAGS) for key in keys}
+    assert len(nodes) > 1, "entries on several primaries"
+    async_to_sync(scenario)()
+    assert store_errors() == {}
