@@ -104,6 +104,7 @@ class ClusterCodec(RedisCodec):
         super().__init__(*args, **kwargs)
         self._copies: dict[str, list[tuple[int, str]]] = {}
         self._spreads: dict[tuple[str, ...], bool] = {}
+        self._direct: dict[tuple[str, ...], tuple[int, bytes]] = {}
 
     def pack(self, *commands: Sequence[Any]) -> list[tuple]:  # type: ignore[override]
         return [tuple(command) for command in commands]
@@ -138,6 +139,17 @@ class ClusterCodec(RedisCodec):
             return raws
 
         return Plan(commands, len(commands), finish)  # type: ignore[arg-type]
+
+    def direct(self, keys: Sequence[str], command: tuple) -> tuple[int, bytes]:
+        """``(slot, packed command)`` of a one-slot read *command* (remembered per tuple of keys)."""
+        hit = self._direct.get(keys) if type(keys) is tuple else None  # type: ignore[arg-type]
+        if hit is None:
+            hit = (hash_slot(command[1]), RedisCodec.pack(self, command))
+            if type(keys) is tuple:
+                if len(self._direct) >= 8192:
+                    self._direct.clear()
+                self._direct[keys] = hit  # type: ignore[index]
+        return hit
 
     def _spread(self, keys: Sequence[str], command: tuple) -> bool:
         """True if *command*'s keys (store keys of *keys*) span hash slots (remembered per tuple)."""
@@ -205,6 +217,29 @@ def _errors() -> tuple[type[BaseException], ...]:
     from redis.exceptions import ClusterError, TryAgainError
 
     return (TryAgainError, ClusterError)
+
+
+#: Returned by the direct read when the routed path must answer.
+_ROUTED = object()
+
+
+def _redirects() -> tuple[type[BaseException], ...]:
+    """Replies that mean another node (or later): ``MOVED``, ``ASK``, ``TRYAGAIN``, ``CLUSTERDOWN``."""
+    from redis.exceptions import AskError, ClusterDownError, TryAgainError
+
+    return (AskError, TryAgainError, ClusterDownError)  # MovedError is an AskError
+
+
+def _client_errors() -> tuple[type[BaseException], ...]:
+    from redis.exceptions import RedisClusterException, RedisError
+
+    return (RedisError, RedisClusterException)
+
+
+def _connection_errors() -> tuple[type[BaseException], ...]:
+    from redis.exceptions import ConnectionError, TimeoutError
+
+    return (ConnectionError, TimeoutError)
 
 
 def _backoff(attempt: int) -> float:
@@ -322,8 +357,45 @@ class RedisClusterAdapter:
     # -- the adapter protocol -----------------------------------------------------
 
     def read(self, keys: Sequence[str], entries: int) -> list[Any]:
-        """One ``MGET`` on the node owning the keys' slot."""
-        return self._do(self.codec.read(keys, entries))
+        """One ``MGET`` on the node owning the keys' slot.
+
+        Sent straight to that node (the client's slot map, a pooled connection,
+        the ``MGET`` packed once per tuple of keys): redis-py's routing costs
+        more CPU than the read. Any redirect or connection error is left to
+        the routed path (``MOVED``, ``ASK``, ``TRYAGAIN``, retries).
+        """
+        plan = self.codec.read(keys, entries)
+        if len(plan.packed) == 1:
+            reply = self._direct(*self.codec.direct(keys, plan.packed[0]))
+            if reply is not _ROUTED:
+                return plan.finish([reply])
+        return self._do(plan)
+
+    def _direct(self, slot: int, packed: bytes) -> Any:
+        """Send *packed* to the primary of *slot* and return its reply, or :data:`_ROUTED`."""
+        try:
+            client = self._cluster()
+        except _client_errors():  # not built (no node answers): the routed path reports it
+            return _ROUTED
+        nodes = client.nodes_manager.slots_cache.get(slot)
+        redis_node = nodes[0].redis_connection if nodes else None
+        if redis_node is None:
+            return _ROUTED
+        pool = redis_node.connection_pool
+        try:
+            conn = pool.get_connection()
+        except (OSError, _connection_errors()):  # the node unreachable: the routed path retries
+            return _ROUTED
+        try:
+            conn.send_packed_command((packed,))
+            return conn.read_response()
+        except _redirects():  # the connection is in step: the routed path follows it
+            return _ROUTED
+        except (OSError, _connection_errors()):  # broken: dropped, the routed path retries
+            conn.disconnect()
+            return _ROUTED
+        finally:
+            pool.release(conn)
 
     def write(self, key: str, envelope: Envelope, timeout: Any, add: bool = False) -> bool:
         return self._do(self.codec.write(key, envelope, timeout, add))
