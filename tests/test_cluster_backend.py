@@ -142,6 +142,7 @@ def test_tagged_api_works_on_a_cluster_and_a_warm_read_is_one_mget_on_one_node(r
 
 
 def test_a_tagged_write_is_one_script_on_one_node(redis_cluster, frag):
+    forget_scripts(redis_cluster)  # the first write loads them
     node = tenant_node(redis_cluster, frag, "acme")
     with TenantContext.use_tenant("acme"):
         frag.set_with_tags("page", "v0", TAGS)  # versions exist
@@ -176,7 +177,15 @@ def test_a_read_with_a_global_tag_is_one_mget_on_one_node(redis_cluster, frag):
     assert [calls for calls in delta.values()] == [{"mget": 1}]
 
 
+def forget_scripts(cluster: servers.RedisClusterTopology) -> None:
+    """``SCRIPT FLUSH`` on every node: as a new cluster (or a replaced node) starts."""
+    for node in cluster.live():
+        node.client().script_flush()
+
+
 def test_async_tagged_api_on_a_cluster(redis_cluster, frag):
+    forget_scripts(redis_cluster)  # async calls load the scripts themselves
+
     async def scenario():
         with TenantContext.use_tenant("acme"):
             await frag.aset_with_tags("page", "v1", TAGS)
@@ -320,6 +329,8 @@ def test_a_global_bump_async_reaches_every_tenant(redis_cluster, frag):
     register_global_tag("Country")
     tags = [*TAGS, ("Country", "FR")]
     tenants = tenants_on_every_primary(redis_cluster, frag, per_node=1)
+
+    forget_scripts(redis_cluster)
 
     async def scenario():
         for tenant in tenants:
@@ -581,4 +592,24 @@ def test_a_tenant_over_three_slots_async(redis_cluster, spread):
         nodes = {entry_node(redis_cluster, frag, key, TAGS) for key in keys}
     assert len(nodes) > 1, "entries on several primaries"
     async_to_sync(scenario)()
+    assert store_errors() == {}
+
+
+def test_async_reads_follow_a_slot_moved_under_them(redis_cluster, frag):
+    node = tenant_node(redis_cluster, frag, "acme")
+    with TenantContext.use_tenant("acme"):
+        slot = redis_cluster.keyslot(frag.store.make_key(frag.tag_version_keys(TAGS)[0]))
+    target = next(p for p in redis_cluster.primaries() if p.port != node.port)
+
+    async def scenario():
+        with TenantContext.use_tenant("acme"):
+            await frag.aset_with_tags("page", "v1", TAGS)
+            assert await frag.aget_with_tags("page", TAGS) == "v1"  # the slot map is warm
+            redis_cluster.reshard_slot(slot, target)  # MOVED for the client's map
+            assert await frag.aget_with_tags("page", TAGS) == "v1"
+            assert await frag.ainvalidate_tags(TAGS) == 2
+            assert await frag.aget_with_tags("page", TAGS, default=MISS) is MISS
+
+    async_to_sync(scenario)()
+    assert redis_cluster.owner(slot).port == target.port
     assert store_errors() == {}

@@ -325,8 +325,8 @@ class RedisClusterAdapter:
         except Exception as exc:
             if not _is_noscript(exc):
                 raise
-            for script in _SCRIPTS.values():  # every one: the next calls need no reload
-                client.execute_command("SCRIPT", "LOAD", script)
+            for script in _SCRIPTS.values():  # on every primary, every one
+                client.script_load(script)
             return client.execute_command(*command)
 
     def _send(self, commands: list[tuple]) -> list[Any]:
@@ -346,7 +346,7 @@ class RedisClusterAdapter:
                     if attempt or not _is_noscript(exc):
                         raise
                     for script in _SCRIPTS.values():  # a node that never saw them
-                        client.execute_command("SCRIPT", "LOAD", script)
+                        client.script_load(script)
             raise AssertionError("unreachable")
 
         return self._retrying(pipelined)
@@ -600,8 +600,8 @@ class AsyncRedisClusterAdapter:
         except Exception as exc:
             if not _is_noscript(exc):
                 raise
-            for script in _SCRIPTS.values():
-                await client.execute_command("SCRIPT", "LOAD", script)
+            for script in _SCRIPTS.values():  # on every primary
+                await client.script_load(script)
             return await client.execute_command(*command)
 
     async def _send(self, commands: list[tuple]) -> list[Any]:
@@ -620,7 +620,7 @@ class AsyncRedisClusterAdapter:
                     if attempt or not _is_noscript(exc):
                         raise
                     for script in _SCRIPTS.values():
-                        await client.execute_command("SCRIPT", "LOAD", script)
+                        await client.script_load(script)
             raise AssertionError("unreachable")
 
         return await self._retrying(pipelined)
@@ -629,7 +629,43 @@ class AsyncRedisClusterAdapter:
         return plan.finish(await self._send(plan.packed))  # type: ignore[arg-type]
 
     async def read(self, keys: Sequence[str], entries: int) -> list[Any]:
-        return await self._do(self.codec.read(keys, entries))
+        """One ``MGET``, sent straight to the slot's node as the sync adapter's."""
+        plan = self.codec.read(keys, entries)
+        if len(plan.packed) == 1:
+            reply = await self._direct(*self.codec.direct(keys, plan.packed[0]))
+            if reply is not _ROUTED:
+                return plan.finish([reply])
+        return await self._do(plan)
+
+    async def _direct(self, slot: int, packed: bytes) -> Any:
+        """Send *packed* to the primary of *slot*; its reply, or :data:`_ROUTED`.
+
+        A connection whose exchange did not finish cleanly (an error, a
+        cancelled task: its reply may still come) is closed before it goes back.
+        """
+        nodes = self.client.nodes_manager.slots_cache.get(slot)
+        if not nodes:  # not initialised yet, or a slot not covered: the routed path
+            return _ROUTED
+        node = nodes[0]
+        try:
+            conn = node.acquire_connection()
+        except _client_errors():  # every connection of the node in use
+            return _ROUTED
+        try:
+            await node.disconnect_if_needed(conn)
+            await conn.send_packed_command(packed)
+            reply = await conn.read_response()
+        except _redirects():  # in step: the routed path follows the redirect
+            node.release(conn)
+            return _ROUTED
+        except BaseException as exc:
+            await conn.disconnect()
+            node.release(conn)
+            if isinstance(exc, (OSError, *_connection_errors())):
+                return _ROUTED  # the routed path retries and refreshes the slot map
+            raise
+        node.release(conn)
+        return reply
 
     async def write(self, key: str, envelope: Envelope, timeout: Any, add: bool = False) -> bool:
         return await self._do(self.codec.write(key, envelope, timeout, add))
