@@ -613,3 +613,12 @@ def test_async_reads_follow_a_slot_moved_under_them(redis_cluster, frag):
     async_to_sync(scenario)()
     assert redis_cluster.owner(slot).port == target.port
     assert store_errors() == {}
+
+
+def test_the_plain_store_clears_every_primary_after_a_failover(redis_cluster, frag):
+    store = frag.store
+    store.set("a", 1)
+    assert store.get("a") == 1  # the client knows the primaries
+    redis_cluster.failover(redis_cluster.primaries()[0])
+    assert store.clear() is True
+    assert store.get("a") is None

@@ -151,6 +151,21 @@ class RedisClusterCacheClient(RedisCacheClient):
             pipe.delete(key)
         pipe.execute()
 
+    def clear(self) -> bool:
+        """``FLUSHDB`` on every primary; a stale map of primaries (after a failover) is re-read first.
+
+        A node the client still takes for a primary answers ``READONLY`` once it
+        is a replica: the slot map is re-read and the flush sent again.
+        """
+        from redis.exceptions import ConnectionError, ReadOnlyError
+
+        client = self.cluster()
+        try:
+            return bool(client.flushdb())
+        except (ReadOnlyError, ConnectionError):
+            client.nodes_manager.initialize()
+            return bool(client.flushdb())
+
     def close(self) -> None:
         """Close the shared cluster client's connections and forget it (rebuilt on next use)."""
         with _lock:

@@ -26,9 +26,11 @@ and stamping script as on one Redis); what differs is how a plan reaches the clu
   (logged, counted, the operation's fallback). Errors of the cluster client that
   are not ``RedisError`` (``SlotNotCoveredError``) are raised as ``ClusterError``,
   a store error;
-* ``NOSCRIPT`` (a primary that never saw the script: a new node, a promoted
-  replica) loads the adapter's scripts on every primary (``SCRIPT LOAD``) and
-  calls again.
+* ``NOSCRIPT`` (a primary that never saw the script: a new or flushed node, a
+  promoted replica: Redis 7 does not replicate its script cache) loads the
+  adapter's scripts on the primaries the client knows, then sends the script's
+  body (``EVAL``), routed by its keys like the ``EVALSHA``: it runs even where
+  the client's map of primaries was stale.
 
 The store's ``client.cluster()`` is the process's sync ``RedisCluster``; the adapter
 exposes it as :attr:`RedisClusterAdapter.client`. Async calls use one
@@ -257,6 +259,20 @@ def _converted(exc: BaseException) -> BaseException:
     return exc
 
 
+def _with_bodies(commands: list[tuple]) -> list[tuple]:
+    """*commands* with each ``EVALSHA`` of ours as an ``EVAL`` of the script's body.
+
+    What a node that lacks a script (``NOSCRIPT``: a promoted replica, a new or
+    flushed node) is sent instead: routed by its keys like the ``EVALSHA``,
+    whatever the client's map of primaries, and the node caches the body for
+    the next ``EVALSHA``.
+    """
+    return [
+        ("EVAL", _SCRIPTS[c[1]], *c[2:]) if c[0] == "EVALSHA" and c[1] in _SCRIPTS else c
+        for c in commands
+    ]
+
+
 def _is_noscript(exc: BaseException) -> bool:
     from redis.exceptions import NoScriptError
 
@@ -325,9 +341,9 @@ class RedisClusterAdapter:
         except Exception as exc:
             if not _is_noscript(exc):
                 raise
-            for script in _SCRIPTS.values():  # on every primary, every one
-                client.script_load(script)
-            return client.execute_command(*command)
+            for body in _SCRIPTS.values():  # on the primaries the client knows: next calls
+                client.script_load(body)
+            return client.execute_command(*_with_bodies([command])[0])
 
     def _send(self, commands: list[tuple]) -> list[Any]:
         """Send *commands*: one command as it is, more in a cluster pipeline (grouped per node)."""
@@ -335,18 +351,19 @@ class RedisClusterAdapter:
             return [self._retrying(lambda: self._command(commands[0]))]
 
         def pipelined() -> list[Any]:
-            client = self._cluster()
+            client, sent = self._cluster(), commands
             for attempt in (0, 1):
                 pipe = client.pipeline()
-                for command in commands:
+                for command in sent:
                     pipe.execute_command(*command)
                 try:
                     return pipe.execute()
                 except Exception as exc:
                     if attempt or not _is_noscript(exc):
                         raise
-                    for script in _SCRIPTS.values():  # a node that never saw them
-                        client.script_load(script)
+                    for body in _SCRIPTS.values():
+                        client.script_load(body)
+                    sent = _with_bodies(sent)  # a node that never saw them
             raise AssertionError("unreachable")
 
         return self._retrying(pipelined)
@@ -600,27 +617,28 @@ class AsyncRedisClusterAdapter:
         except Exception as exc:
             if not _is_noscript(exc):
                 raise
-            for script in _SCRIPTS.values():  # on every primary
-                await client.script_load(script)
-            return await client.execute_command(*command)
+            for body in _SCRIPTS.values():  # on the primaries the client knows: next calls
+                await client.script_load(body)
+            return await client.execute_command(*_with_bodies([command])[0])
 
     async def _send(self, commands: list[tuple]) -> list[Any]:
         if len(commands) == 1:
             return [await self._retrying(lambda: self._command(commands[0]))]
 
         async def pipelined() -> list[Any]:
-            client = self.client
+            client, sent = self.client, commands
             for attempt in (0, 1):
                 pipe = client.pipeline()
-                for command in commands:
+                for command in sent:
                     pipe.execute_command(*command)
                 try:
                     return await pipe.execute()
                 except Exception as exc:
                     if attempt or not _is_noscript(exc):
                         raise
-                    for script in _SCRIPTS.values():
-                        await client.script_load(script)
+                    for body in _SCRIPTS.values():
+                        await client.script_load(body)
+                    sent = _with_bodies(sent)
             raise AssertionError("unreachable")
 
         return await self._retrying(pipelined)
