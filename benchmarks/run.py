@@ -13,6 +13,10 @@ django-redis ``get``/``set``/``get_many``, an unregistered model save, a bare
 the ratio of medians to that baseline, Redis commands per call
 (``INFO commandstats`` deltas) and round trips per call (socket writes).
 
+The cluster rows (a tagged read and a bump on a Redis Cluster, against a plain get on
+the same cluster) run on a throwaway 3+3 cluster started from ``tests/servers.py``
+when ``redis-server`` and ``redis-cli`` are installed (``benchmarks/_cluster.py``).
+
 Redis: ``$REDIS_URL`` (default ``redis://127.0.0.1:6379``), database ``--db``
 (default 11), which is FLUSHDB'ed: give it a database nothing else uses.
 Results go to ``benchmarks/results/latest.{json,md}`` unless ``--no-write``.
@@ -38,6 +42,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import _cluster  # noqa: E402
 import _harness as h  # noqa: E402
 import _replay  # noqa: E402
 
@@ -1013,6 +1018,7 @@ def main(argv: list[str] | None = None) -> int:
             plan = Plan(args.quick)
             log(f" fragmented_keys_django {fragmented_keys_django.__version__}, Redis DB {args.db}")
             rows, memory = bench(plan, client, log)
+            rows += _cluster.bench_cluster(plan, log)
             profile = profile_warm_read(1000 if args.quick else 5000) if args.profile else ""
             client.flushdb()
             from fragmented_keys_django import outbox

@@ -488,9 +488,10 @@ class FragmentedKeysCacheBackend(CachePolicy, BaseCache):
     def tag_version_keys(self, tags: Iterable[Any], tenant: Any = MISSING) -> list[str]:
         """Return the version keys of the (non-constant) *tags* in *tenant* (default: current)."""
         tid = self._tenant_arg(tenant)
-        prefix = self.options.prefix
+        prefix, slots = self.options.prefix, self.options.slot_copies
+        shards = self.options.shards_for(tid)
         return [
-            tag_version_key(prefix, tid, s.name, s.instance)
+            tag_version_key(prefix, tid, s.name, s.instance, slots, shards)
             for s in normalize_tags(tags)
             if not s.constant
         ]

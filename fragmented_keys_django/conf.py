@@ -8,6 +8,7 @@ raise ``ConfigurationError`` (a typo must not be silently ignored).
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 import numbers
@@ -79,7 +80,13 @@ _OPTION_DEFAULTS: dict[str, Any] = {
     # True: the shared Redis store keeps a failover epoch (stores/failover.py), for a
     # primary whose endpoint moves on failover; None: only Sentinel stores keep one.
     "FAILOVER_EPOCH": None,
+    # Hash slots a tenant's keys are spread over on a Redis Cluster store: a dict
+    # {tenant_id: N}, or a callable (tenant_id) -> N (or its dotted path); N = 1 for others.
+    "TENANT_SLOTS": None,
 }
+
+#: The most hash slots one tenant may span (``TENANT_SLOTS``): each bump writes to all.
+MAX_TENANT_SLOTS = 64
 
 # Stores whose set/set_many either lands or raises; others get read-back checks.
 _RELIABLE_STORES = (
@@ -233,6 +240,33 @@ def _adapter_class(value: Any, where: str) -> Any:
     return cls
 
 
+def _tenant_slots(value: Any, where: str) -> Any:
+    """``TENANT_SLOTS`` checked: ``None``, a dict of tenant ids to counts, or a callable."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = import_dotted(value, where)
+    if isinstance(value, dict):
+        for tenant, n in value.items():
+            _slot_count(n, f"{where}[{tenant!r}]")
+        return dict(value)
+    if callable(value):
+        return value
+    raise ConfigurationError(
+        f"{where} must be a dict {{tenant_id: number of hash slots}} or a callable "
+        f"(tenant_id) -> int (or its dotted path), got {value!r}"
+    )
+
+
+def _slot_count(n: Any, where: str) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_TENANT_SLOTS:
+        raise ConfigurationError(
+            f"{where} must be an int from 1 to {MAX_TENANT_SLOTS} (hash slots of the tenant), "
+            f"got {n!r}"
+        )
+    return n
+
+
 def _url(value: Any, where: str) -> str | None:
     if value is None:
         return None
@@ -265,6 +299,25 @@ class BackendOptions:
     circuit_breaker: float
     store_adapter: Any = None
     failover_epoch: bool | None = None
+    #: The store has Redis Cluster hash slots (its BACKEND class says ``hash_slots = True``):
+    #: versions shared by every tenant are kept as one copy per slot (see :mod:`.keys`).
+    slot_copies: bool = False
+    #: ``TENANT_SLOTS``: ``None``, ``{tenant_id: N}`` or a callable; see :meth:`shards_for`.
+    tenant_slots: Any = None
+
+    def shards_for(self, tenant: str | None) -> int:
+        """Return how many hash slots *tenant*'s keys are spread over (1 unless ``TENANT_SLOTS``).
+
+        Raises ``ConfigurationError`` if a ``TENANT_SLOTS`` callable returns
+        something else than an int from 1 to ``MAX_TENANT_SLOTS``.
+        """
+        spread = self.tenant_slots
+        if spread is None or tenant is None:
+            return 1
+        if type(spread) is dict:
+            return spread.get(tenant, 1)
+        where = f"CACHES[{self.alias!r}]['OPTIONS']['TENANT_SLOTS']({tenant!r})"
+        return _slot_count(spread(tenant), where)
 
     @classmethod
     def from_params(cls, alias: str, location: str, params: dict[str, Any]) -> BackendOptions:
@@ -319,6 +372,11 @@ class BackendOptions:
                 f"store) or None (only on Sentinel stores, where it cannot be turned off), "
                 f"got {o['FAILOVER_EPOCH']!r}"
             )
+        if o["TENANT_SLOTS"] is not None and (o["SHARED"] or o["TENANT_STORES"] is not None):
+            raise ConfigurationError(
+                f"{where}: TENANT_SLOTS (a tenant spread over hash slots of a Redis Cluster "
+                f"store) excludes SHARED and TENANT_STORES."
+            )
         if o["SHARED"] and (o["TENANT_REQUIRED"] or o["TENANT_STORES"] is not None):
             raise ConfigurationError(
                 f"{where}: SHARED=True (one namespace for every tenant) excludes TENANT_REQUIRED "
@@ -356,6 +414,7 @@ class BackendOptions:
             ),
             store_adapter=_adapter_class(o["STORE_ADAPTER"], f"{where}['STORE_ADAPTER']"),
             failover_epoch=o["FAILOVER_EPOCH"],
+            tenant_slots=_tenant_slots(o["TENANT_SLOTS"], f"{where}['TENANT_SLOTS']"),
         )
 
 
@@ -382,8 +441,37 @@ def alias_options(alias: str) -> BackendOptions:
 
         conf = settings.CACHES[alias]
         params = {k: v for k, v in conf.items() if k not in ("BACKEND", "LOCATION")}
-        hit = _options[alias] = BackendOptions.from_params(alias, conf.get("LOCATION", ""), params)
+        hit = BackendOptions.from_params(alias, conf.get("LOCATION", ""), params)
+        store = settings.CACHES.get(hit.cache_name) or {}
+        if _has_hash_slots(store.get("BACKEND")):
+            hit = dataclasses.replace(hit, slot_copies=True)
+        elif hit.tenant_slots is not None:
+            raise ConfigurationError(
+                f"CACHES[{alias!r}]['OPTIONS']['TENANT_SLOTS'] spreads tenants over hash slots "
+                f"of a Redis Cluster, but CACHE_NAME {hit.cache_name!r} is not a cluster store "
+                f"(fragmented_keys_django.cache_backends.redis_cluster.RedisClusterCache). "
+                f"Remove TENANT_SLOTS or point CACHE_NAME at a cluster store."
+            )
+        _options[alias] = hit
     return hit
+
+
+def _has_hash_slots(backend_path: Any) -> bool:
+    """True if the Django cache class at *backend_path* keeps keys in Redis Cluster hash slots.
+
+    Decided by what the class says (``hash_slots = True``, subclasses
+    included); a path that cannot be imported says nothing here (the store's
+    own construction reports it).
+    """
+    if not isinstance(backend_path, str):
+        return False
+    from django.utils.module_loading import import_string
+
+    try:
+        cls = import_string(backend_path)
+    except ImportError:
+        return False
+    return bool(getattr(cls, "hash_slots", False))
 
 
 # alias_options() answers, forgotten when CACHES changes.

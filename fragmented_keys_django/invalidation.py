@@ -364,7 +364,7 @@ def bump_now(
     for alias, tenant, keys, tags, fanout in entries:
         flush = keys is None
         if flush:
-            keys = [namespace_key(routing.route(alias).options.prefix, tenant)]
+            keys = [_namespace_key(alias, tenant)]
         tags = tuple(map(tuple, tags or ()))
         items.append(_Bump(alias, tenant, list(keys), tags, flush, fanout=fanout))
     failed: set[int] = set()
@@ -455,7 +455,7 @@ def keep_flush(alias: str, tenant: str | None) -> None:
     tenant's entries are not served here. No database or store call is made
     on the caller's path: the retry thread keeps the flush in the outbox.
     """
-    key = namespace_key(routing.route(alias).options.prefix, tenant)
+    key = _namespace_key(alias, tenant)
     _retrier.add_flush(_Bump(alias, tenant, [key], (), True, unsaved=True))
 
 
@@ -538,7 +538,14 @@ async def adispatch(items: list[_Bump], strict: bool) -> None:
 
 def flush_bump(route: Route, tenant: str | None) -> _Bump:
     """The bump of *tenant*'s namespace on *route*'s alias: ``clear()``, ``invalidate_tenant()``."""
-    return _Bump(route.alias, tenant, [namespace_key(route.options.prefix, tenant)], (), True)
+    return _Bump(route.alias, tenant, [_namespace_key(route.alias, tenant)], (), True)
+
+
+def _namespace_key(alias: str, tenant: str | None) -> str:
+    """*tenant*'s namespace version key on *alias* (on a cluster, the one of its first slot:
+    the store adapter writes it in each of the tenant's ``TENANT_SLOTS``)."""
+    options = routing.route(alias).options
+    return namespace_key(options.prefix, tenant, options.shards_for(tenant))
 
 
 def tag_bumps(route: Route, tenant: str | None, pairs: list[tuple[str, str]]) -> list[_Bump]:
@@ -547,7 +554,9 @@ def tag_bumps(route: Route, tenant: str | None, pairs: list[tuple[str, str]]) ->
     A global tag's version lives in the public namespace: its bump is the
     public namespace's (``tenant=None``), whatever tenant asked for it, so
     that a failure bypasses, and a drained outbox marker reaches, every
-    tenant. A ``SHARED`` alias has one namespace for every tenant.
+    tenant. A ``SHARED`` alias has one namespace for every tenant. On a Redis
+    Cluster store the global bump names one slot's copy of each version; the
+    store adapter deletes the copy in every slot (:func:`.keys.slot_copies`).
     """
     where = None if route.options.shared else tenant
     prefix = route.options.prefix
@@ -555,10 +564,12 @@ def tag_bumps(route: Route, tenant: str | None, pairs: list[tuple[str, str]]) ->
     common = [(n, i) for n, i in pairs if is_global_tag(n)]
     items = []
     if scoped:
-        keys = [tag_version_key(prefix, where, n, i) for n, i in scoped]
+        shards = route.options.shards_for(where)
+        keys = [tag_version_key(prefix, where, n, i, False, shards) for n, i in scoped]
         items.append(_Bump(route.alias, where, keys, tuple(scoped)))
     if common:
-        keys = [tag_version_key(prefix, None, n, i) for n, i in common]
+        slots = route.options.slot_copies
+        keys = [tag_version_key(prefix, None, n, i, slots) for n, i in common]
         items.append(_Bump(route.alias, None, keys, tuple(common)))
     return items
 
@@ -841,12 +852,11 @@ class _Retrier:
                 # A public flush would not reach what public bumps also carry: the
                 # versions every tenant reads (global tags, the safety net's).
                 continue
-            prefix = routing.route(alias).options.prefix
             dropped = [i for i in self._pending if (i.alias, i.tenant) == (alias, tenant)]
             kept = [i for i in self._pending if (i.alias, i.tenant) != (alias, tenant)]
             space = dropped[0].space if dropped else _space(alias, tenant)
             refs = tuple(dict.fromkeys(r for i in dropped for r in i.outbox))
-            flush = _Bump(alias, tenant, [namespace_key(prefix, tenant)], (), True, space, refs)
+            flush = _Bump(alias, tenant, [_namespace_key(alias, tenant)], (), True, space, refs)
             flush.unsaved = any(i.unsaved for i in dropped)
             kept.append(flush)
             self._pending = kept

@@ -395,7 +395,9 @@ def _items(route: routing.Route, targets: set[tuple[str, str | None]]) -> list[A
     by_tenant: dict[str | None, list[str]] = {}
     for name, tenant in sorted(targets, key=lambda t: (t[0], t[1] or "")):
         where = None if options.shared else tenant
-        by_tenant.setdefault(where, []).append(keys.net_version_key(options.prefix, where, name))
+        shards = options.shards_for(where)
+        key = keys.net_version_key(options.prefix, where, name, options.slot_copies, None, shards)
+        by_tenant.setdefault(where, []).append(key)
     # The "all tenants" versions live in each store a tenant reads from: with
     # TENANT_STORES they fan out, the tenants listed when the bump is written
     # (after the commit; a listing that fails is retried like a store outage).

@@ -245,9 +245,18 @@ class CachePolicy:
             raise TypeError(f"group_id must be a string, got {group_id!r}")
         if keys_mod._global_tags and tags and self.options.tenant_stores is not None:
             self._route.no_global_tags(tags)
-        store_keys = self._store_keys(tenant)
+        options = self.options
+        shards = 1 if options.tenant_slots is None else options.shards_for(tenant)
         ek = entry_keys(
-            self.options.prefix, tenant, self._epoch(), made, group_id, tags, store_keys
+            options.prefix,
+            tenant,
+            self._epoch(),
+            made,
+            group_id,
+            tags,
+            options.slot_copies,
+            shards,
+            self._store_keys(tenant),
         )
         return tenant, ek
 
@@ -283,14 +292,16 @@ class CachePolicy:
         the store's (:meth:`_store_keys`).
         """
         tenant = self._tenant()
-        prefix, epoch = self.options.prefix, self._epoch()
+        options = self.options
+        prefix, epoch, slots = options.prefix, self._epoch(), options.slot_copies
+        shards = 1 if options.tenant_slots is None else options.shards_for(tenant)
         entries: dict[str, Any] = {}
         for key in keys:
             made = self.make_key(key, version=version)
             if made not in _portable_keys:
                 self._validate(made)
-            entries[entry_keys(prefix, tenant, epoch, made, "", ()).entry] = key
-        return tenant, entries, (namespace_key(prefix, tenant), *self._store_keys(tenant))
+            entries[entry_keys(prefix, tenant, epoch, made, "", (), slots, shards).entry] = key
+        return tenant, entries, (namespace_key(prefix, tenant, shards), *self._store_keys(tenant))
 
     def _validate(self, made: str) -> None:
         """Django's ``validate_key`` (memcached portability warnings); remember good keys.

@@ -56,7 +56,7 @@ from . import invalidation, metrics, outbox, routing
 from .conf import resolve_alias
 from .dbcache import IsolatedDatabaseCache
 from .exceptions import ConfigurationError, InvalidTenant
-from .keys import tenant_key_prefix
+from .keys import tenant_key_prefixes
 from .stores.redis_py import RedisAdapter
 from .tenancy import retire
 from .tenancy.context import tenant_id_of
@@ -183,9 +183,11 @@ def _common_prefix(texts: list[str]) -> str:
 class _Pass:
     """One pass over one store for several tenants: their stored prefixes and counts.
 
-    Every tenant's stored prefix has the same length in a store (the store's
-    ``KEY_PREFIX:VERSION:`` then ``fk:{<16 hex>}:``), so a key's first
-    ``length`` characters name its tenant, if any: one dict lookup per key.
+    A tenant's stored prefix is the store's ``KEY_PREFIX:VERSION:`` then
+    ``fk:{<16 hex>}:`` (or ``fk:{<16 hex>.N.j}:`` for slot j of a tenant spread
+    over N hash slots of a cluster, ``TENANT_SLOTS``), so a key's first
+    characters name its tenant, if any: one dict lookup per prefix length
+    (one length, or two with ``TENANT_SLOTS``).
     """
 
     def __init__(
@@ -201,18 +203,23 @@ class _Pass:
         self.dry_run = dry_run
         self.progress = progress
         self.tenants = tuple(part.tenant for part in parts.values())
-        lengths = {len(p) for p in parts}
-        if len(lengths) != 1:  # pragma: no cover - one key function, one digest length
-            raise ConfigurationError(f"store {name!r}: tenant prefixes of unequal length")
-        self.length = lengths.pop()
-        self.blength = len(next(iter(self.by_bytes)))  # the same for all: only hex digits differ
+        self.lengths = sorted({len(p) for p in parts})
+        self.blengths = sorted({len(p) for p in self.by_bytes})
         self.common = _common_prefix(list(parts))
 
     def part_of(self, key: bytes | str) -> StorePurge | None:
         """The :class:`StorePurge` of the tenant *key* belongs to, or ``None`` (another tenant)."""
         if isinstance(key, bytes):
-            return self.by_bytes.get(key[: self.blength])
-        return self.parts.get(key[: self.length])
+            for n in self.blengths:
+                part = self.by_bytes.get(key[:n])
+                if part is not None:
+                    return part
+            return None
+        for n in self.lengths:
+            part = self.parts.get(key[:n])
+            if part is not None:
+                return part
+        return None
 
     def group(self, keys: Iterable[Any]) -> dict[int, tuple[StorePurge, list[Any]]]:
         """*keys* of our tenants, grouped by tenant (others' keys dropped)."""
@@ -636,9 +643,10 @@ def purge_tenants(
             listable = kind in ("redis", "redis-cluster", "database")
             parts = {}
             for tenant in here:
-                raw = tenant_key_prefix(route.options.prefix, tenant)
-                prefix = stored_prefix(store, raw) if listable else str(store.make_key(raw))
-                parts[prefix] = StorePurge(name, kind, prefix, tenant)
+                shards = route.options.shards_for(tenant)
+                for raw in tenant_key_prefixes(route.options.prefix, tenant, shards):
+                    prefix = stored_prefix(store, raw) if listable else str(store.make_key(raw))
+                    parts[prefix] = StorePurge(name, kind, prefix, tenant)
             runs.append((name, store, client, here, parts))
         started = timezone.now()
         if not dry_run:

@@ -1,7 +1,8 @@
 """Fixtures shared by the suite.
 
 ``store`` runs a test once per store kind (locmem, the database cache, Redis
-through django-redis, memcached through Django's ``PyMemcacheCache``); ``frag`` is
+through django-redis, memcached through Django's ``PyMemcacheCache``, a Redis
+Cluster through our ``RedisClusterCache``); ``frag`` is
 the fragmented alias over that store. ``memcached_server``, ``redis_cluster`` and
 ``sentinel`` are the throwaway servers of ``tests/servers.py``, started on first use.
 
@@ -61,6 +62,13 @@ def store_settings(kind: str, **wrapper: object) -> dict:
             "KEY_PREFIX": uuid.uuid4().hex[:8],
             "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 2, "SOCKET_TIMEOUT": 2},
         }
+    elif kind == "cluster":  # our RedisClusterCache on the suite's Redis Cluster
+        store = {
+            "BACKEND": "fragmented_keys_django.cache_backends.redis_cluster.RedisClusterCache",
+            "LOCATION": servers.redis_cluster().url,
+            "KEY_PREFIX": uuid.uuid4().hex[:8],
+            "OPTIONS": {"socket_timeout": 2, "socket_connect_timeout": 2},
+        }
     elif kind == "file":
         import tempfile
 
@@ -90,6 +98,7 @@ STORES = [
     pytest.param("db", id="db", marks=pytest.mark.django_db(transaction=True)),
     pytest.param("redis", id="redis", marks=pytest.mark.redis),
     pytest.param("memcached", id="memcached", marks=pytest.mark.memcached),
+    pytest.param("cluster", id="cluster", marks=[pytest.mark.redis, pytest.mark.cluster]),
 ]
 
 

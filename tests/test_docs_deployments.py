@@ -4,7 +4,7 @@ Each ``<!-- recipe: NAME settings -->`` block is executed and its ``CACHES`` app
 ``override_settings``; only addresses are rewritten (the suite's Redis databases,
 memcached, cluster and sentinels from tests/servers.py), and each store gets a unique
 ``KEY_PREFIX``. Where the page says the backend works on that store, the same tagged
-scenario runs through it; for the "coming" Redis Cluster the store itself is exercised.
+scenario runs through it.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ DEPLOYMENTS = {
     "single-redis": ([pytest.mark.redis], True),
     "database-cache": ([pytest.mark.django_db(transaction=True)], True),
     "memcached": ([pytest.mark.memcached], True),
-    "redis-cluster": ([pytest.mark.redis, pytest.mark.cluster], False),
+    "redis-cluster": ([pytest.mark.redis, pytest.mark.cluster], True),
+    "redis-cluster-tenant-slots": ([pytest.mark.redis, pytest.mark.cluster], True),
     "sentinel": (
         [pytest.mark.redis, pytest.mark.sentinel, pytest.mark.django_db(transaction=True)],
         True,
@@ -60,8 +61,10 @@ def rewrite(name: str, code: str) -> str:
     elif name == "memcached":
         code = code.replace("127.0.0.1:11211", servers.memcached().location)
     elif name == "redis-cluster":
-        code = code.replace("valkey://127.0.0.1:7000", servers.redis_cluster().url)
-        code = code.replace("redis://", "valkey://")
+        seeds = ",".join(f"redis://{h}:{p}" for h, p in servers.redis_cluster().startup_nodes[:2])
+        code = code.replace("redis://127.0.0.1:7000,redis://127.0.0.1:7001", seeds)
+    elif name == "redis-cluster-tenant-slots":
+        code = code.replace("redis://127.0.0.1:7000", servers.redis_cluster().url)
     elif name == "sentinel":
         topology = servers.sentinel()
         topology.heal()

@@ -1,4 +1,4 @@
-"""The async cache API (``a*`` methods) of the wrapper, over the same three stores.
+"""The async cache API (``a*`` methods) of the wrapper, over the same stores (and the cluster).
 
 Django 5.2's ``BaseCacheTests`` has no async cases (its tests_async.py covers
 DummyCache only), so these mirror representative sync contract cases and
@@ -18,6 +18,7 @@ from .test_django_cache_contract import (
     DJANGO_REDIS_PKG_CACHES,
     LOCMEM_CACHES,
     STORE_SUFFIX,
+    cluster_caches,
     memcached_caches,
 )
 
@@ -29,6 +30,7 @@ from .test_django_cache_contract import (
         pytest.param(DJANGO_REDIS_PKG_CACHES, id="django_redis", marks=pytest.mark.redis),
         # A callable: memcached starts when a test uses it, not at collection.
         pytest.param(memcached_caches, id="memcached", marks=pytest.mark.memcached),
+        pytest.param(cluster_caches, id="cluster", marks=[pytest.mark.redis, pytest.mark.cluster]),
     ]
 )
 def cache(request):

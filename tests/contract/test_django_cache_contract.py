@@ -5,7 +5,8 @@
 Django's test CACHES (default, prefix, v2, custom_key, custom_key2, cull,
 zero_cull) turned into a FragmentedKeysCacheBackend wrapping its own inner
 store alias ``<alias>__store`` -- over LocMemCache, Django's RedisCache,
-django-redis and Django's PyMemcacheCache.
+django-redis, Django's PyMemcacheCache and our RedisClusterCache (on the suite's
+Redis Cluster); the RedisClusterCache is also run bare, as a Django backend.
 
 Cases that cannot apply to a wrapper are listed in ``NOT_APPLICABLE`` and
 skipped with that reason; cases rewritten to reach the inner store are in
@@ -13,8 +14,8 @@ skipped with that reason; cases rewritten to reach the inner store are in
 
 Redis-backed classes use the suite's Redis (tests/redis_dbs.py: its own
 throwaway server unless ``FKD_TEST_REDIS_DBS`` names databases of another);
-the memcached class the suite's own memcached (tests/servers.py), started when
-the class runs, not when this module is imported.
+the memcached and cluster classes the suite's own memcached and Redis Cluster
+(tests/servers.py), started when the class runs, not when this module is imported.
 """
 
 import copy
@@ -162,6 +163,19 @@ def memcached_caches(**params) -> dict:
     )
 
 
+CLUSTER_BACKEND = "fragmented_keys_django.cache_backends.redis_cluster.RedisClusterCache"
+
+
+def cluster_store() -> dict:
+    """Our RedisClusterCache over the suite's Redis Cluster (started by this call if needed)."""
+    return {"BACKEND": CLUSTER_BACKEND, "LOCATION": servers.redis_cluster().url}
+
+
+def cluster_caches(**params) -> dict:
+    """The wrapped CACHES over the suite's Redis Cluster."""
+    return fragmented_caches_setting(cluster_store(), exclude=REDIS_EXCLUDED, **params)
+
+
 @not_applicable
 @override_settings(CACHES=LOCMEM_CACHES)
 class LocMemWrapperContractTests(WrapperContractTests, TestCase):
@@ -234,3 +248,35 @@ class MemcachedWrapperContractTests(WrapperContractTests, TestCase):
         self.assertIsNone(cache.get("small_value"))
         cache.set("after", "b")
         self.assertEqual(cache.get("after"), "b")
+
+
+@pytest.mark.redis
+@pytest.mark.cluster
+@not_applicable
+class ClusterWrapperContractTests(WrapperContractTests, TestCase):
+    """The contract through the wrapper over our RedisClusterCache (its cluster adapter)."""
+
+    incr_decr_type_error = (TypeError, redis.ResponseError)
+
+    @classmethod
+    def setUpClass(cls):
+        # Settings are made here, not at import: the cluster starts only when this class runs.
+        cls._overridden_settings = {**(cls._overridden_settings or {}), "CACHES": cluster_caches()}
+        super().setUpClass()
+
+
+@pytest.mark.redis
+@pytest.mark.cluster
+class ClusterStoreContractTests(dj.BaseCacheTests, TestCase):
+    """Django's contract for RedisClusterCache itself, as Django runs it for its RedisCache."""
+
+    incr_decr_type_error = redis.ResponseError
+
+    @classmethod
+    def setUpClass(cls):
+        setting = dj.caches_setting_for_tests(base=cluster_store(), exclude=REDIS_EXCLUDED)
+        for conf in setting.values():
+            conf.setdefault("KEY_PREFIX", "")
+            conf["KEY_PREFIX"] = f"{STORE_KEY_PREFIX}-bare{conf['KEY_PREFIX']}"
+        cls._overridden_settings = {**(cls._overridden_settings or {}), "CACHES": setting}
+        super().setUpClass()
