@@ -14,6 +14,7 @@ killed, replica resumed and promoted: tests/servers.py) and failed on the code b
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
@@ -260,6 +261,72 @@ def test_failover_epoch_option_on_a_primary_endpoint_that_moves(sentinel, moving
         assert aget("page", TAGS, default=MISS) is MISS
         frag.set_with_tags("page", "fresh", TAGS)
         assert aget("page", TAGS) == "fresh"
+
+
+@pytest.mark.parametrize("api", ["sync", "async"])
+def test_a_reconnection_inside_redis_py_s_health_check_is_checked_too(tmp_path, api):
+    """A restart from persistence loses a bump; the pooled socket is silent (a crashed host),
+    so redis-py's health check (``health_check_interval``) reconnects inside the send: that
+    new socket must be checked like any other, or the old epoch token matches again."""
+    from .race_support import RedisServer
+
+    server = RedisServer(workdir=str(tmp_path)).start()
+    proxy = RoundTripProxy("127.0.0.1", server.port, silent_on_close=True).__enter__()
+    pool = {"health_check_interval": 1, "retry_on_timeout": True}
+    conf = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": proxy.url(db=0),
+            "KEY_PREFIX": f"fkd-{uuid.uuid4().hex[:8]}",
+            "OPTIONS": {
+                "SOCKET_CONNECT_TIMEOUT": 1,
+                "SOCKET_TIMEOUT": 1,
+                "CONNECTION_POOL_KWARGS": pool,
+            },
+        },
+        "fragmented": {
+            "BACKEND": "fragmented_keys_django.FragmentedKeysCacheBackend",
+            "CACHE_NAME": "default",
+            "PREFIX": "t",
+            "OPTIONS": {"FAILOVER_EPOCH": True},
+        },
+    }
+    try:
+        with override_settings(CACHES=conf), TenantContext.use_tenant("acme"):
+            frag = caches["fragmented"]
+
+            def restart_losing_the_bump() -> None:
+                server.proc.kill()
+                server.proc.wait()
+                server.proc = None
+                server.start()  # from the RDB taken before the bump: a new replication id
+
+            async def on_one_loop() -> object:  # one event loop: its pooled connection is reused
+                await frag.aset_with_tags("page", "old value", TAGS)
+                assert await frag.aget_with_tags("page", TAGS) == "old value"
+                server.client().save()
+                assert await frag.ainvalidate_tags(TAGS) == 1
+                restart_losing_the_bump()
+                await asyncio.sleep(1.5)
+                return await frag.aget_with_tags("page", TAGS, default=MISS)
+
+            if api == "async":
+                first = asyncio.run(on_one_loop())
+            else:
+                frag.set_with_tags("page", "old value", TAGS)
+                assert frag.get_with_tags("page", TAGS) == "old value"
+                server.client().save()  # the state a restart will load: entry, version, epoch
+                assert frag.invalidate_tags(TAGS) == 1  # acknowledged, then lost:
+                restart_losing_the_bump()
+                time.sleep(1.5)  # past health_check_interval: the next send checks health first
+                first = frag.get_with_tags("page", TAGS, default=MISS)
+            assert first is MISS, f"served {first!r}: the lost bump was undone"
+            assert frag.get_with_tags("page", TAGS, default=MISS) is MISS
+            caches["fragmented"].close()
+    finally:
+        proxy.__exit__(None, None, None)
+        server.stop()
+        reset_retrier()
 
 
 def test_failover_epoch_option_needs_a_redis_store():

@@ -26,8 +26,12 @@ __all__ = ["RoundTripProxy"]
 class RoundTripProxy:
     """Forward one local port to *host*:*port*, counting round trips (see the module)."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, *, silent_on_close: bool = False) -> None:
         self.target = (host, port)
+        # True: when the server side closes, the client's socket stays open and silent
+        # (a crashed host: no FIN reaches the client), as a black-holed network does.
+        self.silent_on_close = silent_on_close
+        self._held: list[socket.socket] = []
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self._lock = threading.Lock()
@@ -56,6 +60,8 @@ class RoundTripProxy:
     def __exit__(self, *exc: object) -> None:
         self._stop = True
         self._listener.close()
+        for sock in self._held:
+            sock.close()
 
     def _accept(self) -> None:
         while not self._stop:
@@ -63,7 +69,11 @@ class RoundTripProxy:
                 client, _ = self._listener.accept()
             except OSError:  # closed: the proxy stops
                 return
-            server = socket.create_connection(self.target)
+            try:
+                server = socket.create_connection(self.target)
+            except OSError:  # the server is down: refuse this client
+                client.close()
+                continue
             thread = threading.Thread(target=self._pump, args=(client, server), daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -74,8 +84,14 @@ class RoundTripProxy:
             while not self._stop:
                 ready, _, _ = select.select([client, server], [], [], 0.5)
                 for sock in ready:
-                    data = sock.recv(65536)
+                    try:
+                        data = sock.recv(65536)
+                    except OSError:
+                        data = b""
                     if not data:
+                        if sock is server and self.silent_on_close:
+                            self._held.append(client)
+                            client = None  # kept open, never answered
                         return
                     if sock is client:
                         if answered:
@@ -87,5 +103,6 @@ class RoundTripProxy:
                         answered = True
                         client.sendall(data)
         finally:
-            client.close()
+            if client is not None:
+                client.close()
             server.close()

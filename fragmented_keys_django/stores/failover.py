@@ -37,6 +37,8 @@ import logging
 import weakref
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+
 from ..keys import FAILOVER_EPOCH_KEY
 from ..metrics import count
 
@@ -78,7 +80,16 @@ class FailoverEpoch:
 
         Raises redis-py's ``ConnectionError`` if the server is not a primary
         (the caller's retry reconnects), and what the connection raises.
+
+        The connection's health check runs here, first: a failed one reconnects
+        (redis-py's retry), and the new socket is then checked like any other.
+        The caller must send its own command with ``check_health=False`` and
+        :meth:`confirm` the socket afterwards, or redis-py could reconnect
+        inside the send to a server never checked (a restarted or promoted
+        primary whose epoch key still holds the old token).
         """
+        if conn._sock is not None:
+            conn.check_health()
         sock = conn._sock
         if sock is not None and sock in self._checked:
             return
@@ -91,8 +102,21 @@ class FailoverEpoch:
             conn.read_response()
         self._checked.add(conn._sock)
 
+    def confirm(self, conn: Any) -> None:
+        """After a command on *conn*: raise ``ConnectionError`` if it ran on a socket never checked.
+
+        Replies read on such a socket are dropped and the caller's retry sends
+        the whole exchange again, checked (every exchange is idempotent).
+        """
+        if conn._sock is None or conn._sock not in self._checked:
+            raise RedisConnectionError(
+                "the connection reconnected to a server the failover epoch did not check"
+            )
+
     async def acheck(self, conn: Any) -> None:
         """Async twin of :meth:`check`, for a ``redis.asyncio`` connection (once per stream)."""
+        if conn._writer is not None:
+            await conn.check_health()
         writer = conn._writer
         if writer is not None and writer in self._checked:
             return
@@ -104,6 +128,13 @@ class FailoverEpoch:
             await conn.send_packed_command((rewrite,))
             await conn.read_response()
         self._checked.add(conn._writer)
+
+    def aconfirm(self, conn: Any) -> None:
+        """:meth:`confirm` for a ``redis.asyncio`` connection (its stream writer)."""
+        if conn._writer is None or conn._writer not in self._checked:
+            raise RedisConnectionError(
+                "the connection reconnected to a server the failover epoch did not check"
+            )
 
     def _verdict(self, conn: Any, info: Any, current: Any) -> bytes | None:
         """The ``SET`` to send (packed) if the epoch is not this primary's, else ``None``.
@@ -117,9 +148,7 @@ class FailoverEpoch:
         role, replid = _field(info, b"role"), _field(info, b"master_replid")
         where = f"{getattr(conn, 'host', '?')}:{getattr(conn, 'port', '?')}"
         if role != b"master" or not replid:
-            from redis.exceptions import ConnectionError
-
-            raise ConnectionError(
+            raise RedisConnectionError(
                 f"Redis at {where} is not a primary (INFO replication: role {role!r}): the "
                 f"failover epoch needs the primary; reconnecting"
             )

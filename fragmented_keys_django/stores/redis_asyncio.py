@@ -79,8 +79,10 @@ class AsyncRedisAdapter:
             else:  # each (re)connection checked before its first command
 
                 async def exchange() -> list[Any]:
-                    await epoch.acheck(conn)
-                    return await _exchange(conn, plan)
+                    await epoch.acheck(conn)  # runs the health check first
+                    replies = await _exchange(conn, plan, check_health=False)
+                    epoch.aconfirm(conn)
+                    return replies
 
                 replies = await conn.retry.call_with_retry(
                     exchange, lambda _error: conn.disconnect()
@@ -169,9 +171,9 @@ class AsyncRedisAdapter:
             return await self._do(self.codec.evalsha(keys, args))
 
 
-async def _exchange(conn: Any, plan: Plan) -> list[Any]:
+async def _exchange(conn: Any, plan: Plan, check_health: bool = True) -> list[Any]:
     """Send *plan* on *conn* and read every reply (see ``redis_py._exchange``)."""
-    await conn.send_packed_command((plan.packed,))  # an iterable of chunks
+    await conn.send_packed_command((plan.packed,), check_health=check_health)
     replies, error = [], None
     for _ in range(plan.replies):
         try:

@@ -100,8 +100,10 @@ class RedisAdapter:
             else:  # each (re)connection checked before its first command
 
                 def exchange() -> list[Any]:
-                    epoch.check(conn)
-                    return _exchange(conn, plan)
+                    epoch.check(conn)  # runs the health check first
+                    replies = _exchange(conn, plan, check_health=False)
+                    epoch.confirm(conn)
+                    return replies
 
                 replies = conn.retry.call_with_retry(exchange, lambda _error: conn.disconnect())
         finally:
@@ -219,9 +221,13 @@ class RedisAdapter:
         self._aio.clear()
 
 
-def _exchange(conn: Any, plan: Plan) -> list[Any]:
-    """Send *plan* on *conn* and read every reply; a reply that fails leaves no others unread."""
-    conn.send_packed_command((plan.packed,))  # an iterable of chunks
+def _exchange(conn: Any, plan: Plan, check_health: bool = True) -> list[Any]:
+    """Send *plan* on *conn* and read every reply; a reply that fails leaves no others unread.
+
+    *check_health*: redis-py's health check before the send (``False`` where the
+    failover epoch ran it already: see :meth:`.failover.FailoverEpoch.check`).
+    """
+    conn.send_packed_command((plan.packed,), check_health=check_health)  # iterable of chunks
     replies, error = [], None
     for _ in range(plan.replies):
         try:
