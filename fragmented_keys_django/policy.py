@@ -448,11 +448,22 @@ class CachePolicy:
         if self._suspect(tenant):
             self._bypass(tenant)
             return {}
-        values = yield "read", (*entries, *vkeys), len(entries)
-        versions = values[len(entries) :]
+        extra: dict[str, None] = {}
+        if deps._remembered:  # dependency keys of nested entries, fetched in the same read
+            for entry in entries:
+                extra.update(dict.fromkeys(deps.remembered(entry) or ()))
+        n = len(entries)
+        values = yield "read", (*entries, *vkeys, *extra), n
+        versions = values[n : n + len(vkeys)]
         out = {}
-        for env, key in zip(values, entries.values(), strict=False):
-            hit, value = protocol.decode_env(env, versions)
+        fetched: dict[str, Any] | None = None
+        for env, (entry, key) in zip(values, entries.items(), strict=False):
+            if protocol.held(env) is None:
+                hit, value = protocol.decode_env(env, versions)
+            else:  # a nested entry (see deps.py): served only if its dependencies hold
+                if fetched is None:
+                    fetched = dict(zip(extra, values[n + len(vkeys) :], strict=True))
+                hit, value = yield from protocol.check_held(env, versions, fetched, entry)
             if hit:
                 out[key] = value
         return out

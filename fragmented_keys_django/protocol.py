@@ -222,10 +222,16 @@ def store_steps(
     if adapter.stamps:
         fresh = [fresh_token() for _ in ek.version_keys]
         request = ("stamp", ek.entry, ek.version_keys, value, timeout, version_timeout, fresh, add)
-        return (yield from _writing(((key, value),), request))
+        done = yield from _writing(((key, value),), request)
+        if done is None:  # an add met an entry holding dependencies: live only if they hold
+            if (yield from decode_steps(ek, (yield "read", ek.read_keys, 1)))[0]:
+                return False
+            request = (*request[:-1], False)  # it is dead: write over it
+            done = yield from _writing(((key, value),), request)
+        return done
     if add:
         values = yield "read", ek.read_keys, 1
-        if decode(values)[0]:
+        if (yield from decode_steps(ek, values))[0]:
             return False
         tokens = yield from write_tokens(adapter, ek.version_keys, version_timeout, values[1:])
         if tokens is None:

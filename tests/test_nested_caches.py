@@ -595,6 +595,35 @@ def test_get_touch_incr_and_delete_check_a_nested_entrys_dependencies(frag, api)
         assert frag.delete("n") is True
 
 
+def test_get_many_and_add_see_a_nested_entry_as_get_does(frag, api):
+    """Django's contract: ``get_many`` returns what ``get`` returns, ``add`` never overwrites it."""
+    b = _backend(frag)
+
+    def loader():
+        return b.get_or_set_with_tags("inner", lambda: "i", [("Item", 1)]) + "+outer"
+
+    async def aloader():
+        return await b.aget_or_set_with_tags("inner", lambda: "i", [("Item", 1)]) + "+outer"
+
+    chosen = loader if api == "sync" else aloader
+    with TenantContext.use_tenant("a"):
+        assert frag.get_or_set_with_tags("page", chosen, []) == "i+outer"
+        deps.forget()  # as in a process that never read it: no remembered dependency keys
+        assert frag.get("page") == "i+outer"
+        assert frag.get_many(["page", "other"]) == {"page": "i+outer"}
+        deps.forget()
+        assert frag.get_many(["page"]) == {"page": "i+outer"}
+        assert frag.add("page", "overwritten") is False
+        deps.forget()
+        assert frag.add("page", "overwritten") is False
+        assert frag.get("page") == "i+outer"
+        frag.invalidate_tags([("Item", 1)])  # its dependency moved: it is not live any more
+        assert frag.get_many(["page"]) == {}
+        assert frag.add("page", "added") is True
+        assert frag.get("page") == "added"
+        assert frag.get_many(["page"]) == {"page": "added"}
+
+
 def test_the_redis_entry_format_keeps_dependencies_and_early_recompute_data():
     """``\\x00fk3:`` entries round-trip, with and without the early-recompute meta."""
     from fragmented_keys_django.stores.redis_codec import HEADER_DEPS, RedisCodec

@@ -61,7 +61,9 @@ STAMP_CHUNK = 500
 # expects ('' when none); ARGV[5]: n; ARGV[6..5+n]: fresh tokens for missing
 # versions; then one value per entry, already stamped with ARGV[4] (the bare
 # payload when ARGV[4] is ''). Returns the stamp written (the current tokens),
-# or 0 when 'add' found a live entry. The client learns the stamp, so the next
+# 0 when 'add' found a live entry, or -1 when 'add' found an entry holding
+# dependencies (fk3, nested caches) stamped alike: only the client can read its
+# dependency keys (on a cluster they may live in other slots) and tell. The client learns the stamp, so the next
 # write usually needs no restamping here (no copy of the payload inside Lua).
 STAMP_LUA = """
 local n = tonumber(ARGV[5])
@@ -85,9 +87,12 @@ if ARGV[1] == 'add' then
   local cur = redis.call('GET', KEYS[n + 1])
   if cur then
     local kind = string.sub(cur, 1, 5)
-    if (kind == '\\0fk1:' or kind == '\\0fk2:')
-        and string.sub(cur, 6, 6 + string.len(stamp)) == stamp .. '\\0' then
-      return 0
+    if string.sub(cur, 6, 6 + string.len(stamp)) == stamp .. '\\0' then
+      if kind == '\\0fk1:' or kind == '\\0fk2:' then
+        return 0
+      elseif kind == '\\0fk3:' then
+        return -1
+      end
     end
   end
 end
@@ -385,8 +390,14 @@ class RedisCodec:
         args = ("add" if add else "set", self.px(timeout), vpx, expected, len(vkeys), *fresh)
         return keys, (*args, payload), vkeys, expected
 
-    def stamped(self, vkeys: tuple[str, ...], expected: bytes, stamp: Any) -> bool:
-        """Learn the stamp a script call returned; False when an ``add`` found a live entry."""
+    def stamped(self, vkeys: tuple[str, ...], expected: bytes, stamp: Any) -> bool | None:
+        """Learn the stamp a script call returned; False when an ``add`` found a live entry.
+
+        ``None`` when an ``add`` found an entry that holds dependencies (nested
+        caches): it is live only if they hold, which the caller must check.
+        """
+        if stamp == -1:
+            return None
         if not stamp:
             return False
         if stamp != expected:
