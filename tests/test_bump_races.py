@@ -339,9 +339,14 @@ def test_value_computed_before_a_returned_bump_is_never_served(caches_conf):
 
 
 def _redis_client(store):
-    """The raw redis-py client of a django-redis store, else None."""
+    """The raw redis-py client of a django-redis store or of Django's ``RedisCache`` (our
+    ``RedisClusterCache`` included: its client is a ``RedisCluster``), else None."""
+    from django.core.cache.backends.redis import RedisCache
+
     if type(store).__module__.startswith("django_redis"):
         return store.client.get_client(write=True)
+    if isinstance(store, RedisCache):
+        return store._cache.get_client(None, write=True)
     return None
 
 
