@@ -532,10 +532,17 @@ class RedisClusterAdapter:
         sent, errors = [], []
         for node, keys in by_node.items():
             try:
-                conn = client.get_redis_connection(node).connection_pool.get_connection()
+                pool = client.get_redis_connection(node).connection_pool
+                conn = pool.get_connection()
+            except Exception:  # the node unreachable: its keys are routed one by one
+                errors.append((node, keys))
+                continue
+            try:
                 conn.send_command("EVAL", DELETE_COPIES_LUA, 0, *keys)
                 sent.append((node, keys, conn))
-            except Exception:  # the node unreachable: its keys are routed one by one
+            except Exception:  # the same, and the connection goes back to its pool
+                conn.disconnect()
+                pool.release(conn)
                 errors.append((node, keys))
         left: list[str] = []
         for node, keys, conn in sent:
