@@ -330,26 +330,33 @@ def forget_tenant(
     tenant: str,
     keyed_before: datetime.datetime,
     marked_before: datetime.datetime,
+    dry_run: bool = False,
 ) -> int:
     """Delete *tenant*'s rows of *alias* in every outbox database; return how many.
 
     Rows with keys written before *keyed_before*, markers (no keys) written
     before *marked_before*: those a namespace bump made then covers (a purge:
-    the tenant is erased). Errors propagate.
+    the tenant is erased). *dry_run*: count them, delete nothing. Errors
+    propagate.
     """
     total = 0
     for db in databases():
         conn = connections[db]
         q = conn.ops.quote_name
         adapt = conn.ops.adapt_datetimefield_value
-        sql = (
-            f"DELETE FROM {_table(db)} WHERE {q('alias')} = %s AND {q('tenant')} = %s AND ("
+        where = (
+            f"{_table(db)} WHERE {q('alias')} = %s AND {q('tenant')} = %s AND ("
             f"({q('keys')} IS NOT NULL AND {q('created')} <= %s) OR "
             f"({q('keys')} IS NULL AND {q('created')} <= %s))"
         )
+        params = [alias, tenant, adapt(keyed_before), adapt(marked_before)]
         with conn.cursor() as cur:
-            cur.execute(sql, [alias, tenant, adapt(keyed_before), adapt(marked_before)])
-            total += max(cur.rowcount, 0)
+            if dry_run:
+                cur.execute(f"SELECT COUNT(*) FROM {where}", params)
+                total += cur.fetchone()[0]
+            else:
+                cur.execute(f"DELETE FROM {where}", params)
+                total += max(cur.rowcount, 0)
     return total
 
 

@@ -100,7 +100,7 @@ class StorePurge:
 
 @dataclass
 class PurgeReport:
-    """The result of :func:`purge_tenant`: per store, and outbox rows deleted."""
+    """The result of :func:`purge_tenant`: per store, and outbox rows deleted (found, dry run)."""
 
     tenant: str
     alias: str
@@ -530,8 +530,12 @@ def _location(store: Any) -> Any:
 # -- the outbox ------------------------------------------------------------------------
 
 
-def _forget_outbox(alias: str, tenant: str, before: datetime.datetime) -> int:
+def _forget_outbox(
+    alias: str, tenant: str, before: datetime.datetime, dry_run: bool = False
+) -> int:
     """Delete *tenant*'s outbox rows of *alias* that the namespace bump made at *before* covers.
+
+    *dry_run*: count them only.
 
     Rows with keys (failed bumps) written before it, and markers older than
     ``outbox.MARKER_GRACE`` then (their process died: a drain would flush the
@@ -539,7 +543,7 @@ def _forget_outbox(alias: str, tenant: str, before: datetime.datetime) -> int:
     still running, whose process deletes them.
     """
     marked_before = before - datetime.timedelta(seconds=outbox.MARKER_GRACE)
-    return outbox.forget_tenant(alias, tenant, before, marked_before)
+    return outbox.forget_tenant(alias, tenant, before, marked_before, dry_run)
 
 
 # -- the API ---------------------------------------------------------------------------
@@ -671,9 +675,8 @@ def purge_tenants(
                 alias,
                 extra={"tenant": label, "alias": alias, "operation": "purge"},
             )
-        if not dry_run:
-            for tenant in ids:
-                reports[tenant].outbox_rows = _forget_outbox(alias, tenant, started)
+        for tenant in ids:
+            reports[tenant].outbox_rows = _forget_outbox(alias, tenant, started, dry_run)
     finally:
         if built:
             live = live_stores()

@@ -489,6 +489,8 @@ def test_outbox_rows_of_the_tenant_are_deleted():
         ]
         OutboxEntry.objects.bulk_create(rows)
         outbox.reset()
+        dry = purge_tenant("acme", "fragmented", dry_run=True)
+        assert dry.outbox_rows == 2 and OutboxEntry.objects.count() == 5  # counted, kept
         report = purge_tenant("acme", "fragmented")
         assert report.outbox_rows == 2
         left = sorted((r.alias, r.tenant, r.keys is None) for r in OutboxEntry.objects.all())

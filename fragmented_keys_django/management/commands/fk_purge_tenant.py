@@ -114,8 +114,8 @@ class Command(FragmentedCommand):
                 )
         if dry:
             self.stdout.write(
-                f"dry run: tenant {tenant} has {report.matched} key(s) on alias {report.alias}; "
-                f"nothing bumped or deleted"
+                f"dry run: tenant {tenant} has {report.matched} key(s) on alias {report.alias} "
+                f"and {report.outbox_rows} outbox row(s); nothing bumped or deleted"
             )
         else:
             self.stdout.write(
