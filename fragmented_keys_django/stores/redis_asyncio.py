@@ -18,15 +18,16 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import redis
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, ResponseError
 
-from .base import AsyncStoreAdapter, Envelope, StoreAdapter, ThreadedAsyncAdapter
+from .base import AsyncStoreAdapter, StoreAdapter, ThreadedAsyncAdapter
 from .redis_codec import Plan, RedisCodec
+from .redis_ops import AsyncCodecRequests
 
 __all__ = ["AsyncRedisAdapter", "for_running_loop"]
 
@@ -38,7 +39,7 @@ os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
 _IDLE = 16
 
 
-class AsyncRedisAdapter:
+class AsyncRedisAdapter(AsyncCodecRequests):
     """A :class:`~.base.AsyncStoreAdapter` on a ``redis.asyncio`` client bound to one event loop.
 
     Each method sends the same :class:`~.redis_codec.Plan` as the sync adapter's
@@ -94,74 +95,6 @@ class AsyncRedisAdapter:
             else:
                 await self._pool.release(conn)
         return plan.finish(replies)
-
-    def token(self, value: int) -> bytes:
-        return str(value).encode()
-
-    async def read(self, keys: Sequence[str], entries: int) -> list[Any]:
-        return await self._do(self.codec.read(keys, entries))
-
-    async def write(self, key: str, envelope: Envelope, timeout: Any, add: bool = False) -> bool:
-        return await self._do(self.codec.write(key, envelope, timeout, add))
-
-    async def write_unlock(self, key: str, envelope: Envelope, timeout: Any, lock: str) -> None:
-        await self._do(self.codec.write_unlock(key, envelope, timeout, lock))
-
-    async def stamp(
-        self,
-        entry: str,
-        version_keys: Sequence[str],
-        value: Any,
-        timeout: Any,
-        version_timeout: float | None,
-        fresh: Sequence[int],
-        add: bool,
-    ) -> bool:
-        c = self.codec
-        keys, args, vkeys, expected = c.stamp_call(
-            entry, version_keys, value, timeout, version_timeout, fresh, add
-        )
-        return c.stamped(vkeys, expected, await self._eval(keys, args))
-
-    async def stamp_many(
-        self,
-        values: Mapping[str, Any],
-        version_keys: Sequence[str],
-        timeout: Any,
-        version_timeout: float | None,
-        fresh: Sequence[int],
-    ) -> None:
-        c = self.codec
-        vkeys, keys, fixed, payloads = c.stamp_many_calls(
-            values, version_keys, timeout, version_timeout, fresh
-        )
-        for i, chunk_keys in enumerate(keys):
-            stamp = await self._eval(chunk_keys, [*fixed, *payloads[i]])
-            if stamp != fixed[3]:
-                c.learn(vkeys, stamp)
-                payloads[i + 1 :] = [c.restamp(p, fixed[3], stamp) for p in payloads[i + 1 :]]
-                fixed[3] = stamp
-
-    async def set_tokens(self, tokens: Mapping[str, int], timeout: float | None) -> None:
-        await self._do(self.codec.set_tokens(tokens, timeout))
-
-    async def create_tokens(
-        self, tokens: Mapping[str, int], timeout: float | None
-    ) -> dict[str, Any]:
-        return await self._do(self.codec.create_tokens(tokens, timeout))
-
-    async def delete(self, key: str) -> bool:
-        return await self._do(self.codec.delete(key))
-
-    async def delete_many(self, keys: Sequence[str]) -> None:
-        if keys:
-            await self._do(self.codec.delete_many(keys))
-
-    async def touch(self, key: str, timeout: Any) -> bool:
-        return await self._do(self.codec.touch(key, timeout))
-
-    async def set_many(self, envelopes: Mapping[str, Envelope], timeout: Any) -> list[str]:
-        return await self._do(self.codec.set_many(envelopes, timeout)) if envelopes else []
 
     async def _eval(self, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         try:

@@ -50,8 +50,9 @@ from typing import Any
 
 from ..exceptions import ConfigurationError
 from ..keys import hash_slot, slot_copies, tenant_slot_keys
-from .base import AsyncStoreAdapter, Envelope
+from .base import AsyncStoreAdapter
 from .redis_codec import STAMP_LUA, STAMP_SHA, Plan, RedisCodec, django_codec
+from .redis_ops import AsyncCodecRequests, CodecRequests
 
 __all__ = [
     "RETRY_SECONDS",
@@ -279,7 +280,7 @@ def _is_noscript(exc: BaseException) -> bool:
     return isinstance(exc, NoScriptError)
 
 
-class RedisClusterAdapter:
+class RedisClusterAdapter(CodecRequests):
     """A :class:`~.base.StoreAdapter` for a Redis Cluster store, on its ``RedisCluster``.
 
     *cluster* returns the store's sync ``redis.cluster.RedisCluster`` (a
@@ -414,48 +415,6 @@ class RedisClusterAdapter:
         finally:
             pool.release(conn)
 
-    def write(self, key: str, envelope: Envelope, timeout: Any, add: bool = False) -> bool:
-        return self._do(self.codec.write(key, envelope, timeout, add))
-
-    def write_unlock(self, key: str, envelope: Envelope, timeout: Any, lock: str) -> None:
-        self._do(self.codec.write_unlock(key, envelope, timeout, lock))
-
-    def stamp(
-        self,
-        entry: str,
-        version_keys: Sequence[str],
-        value: Any,
-        timeout: Any,
-        version_timeout: float | None,
-        fresh: Sequence[int],
-        add: bool,
-    ) -> bool:
-        """One ``EVALSHA`` on the node owning the entry's slot."""
-        c = self.codec
-        keys, args, vkeys, expected = c.stamp_call(
-            entry, version_keys, value, timeout, version_timeout, fresh, add
-        )
-        return c.stamped(vkeys, expected, self._eval(keys, args))
-
-    def stamp_many(
-        self,
-        values: Mapping[str, Any],
-        version_keys: Sequence[str],
-        timeout: Any,
-        version_timeout: float | None,
-        fresh: Sequence[int],
-    ) -> None:
-        c = self.codec
-        vkeys, keys, fixed, payloads = c.stamp_many_calls(
-            values, version_keys, timeout, version_timeout, fresh
-        )
-        for i, chunk_keys in enumerate(keys):
-            stamp = self._eval(chunk_keys, [*fixed, *payloads[i]])
-            if stamp != fixed[3]:
-                c.learn(vkeys, stamp)
-                payloads[i + 1 :] = [c.restamp(p, fixed[3], stamp) for p in payloads[i + 1 :]]
-                fixed[3] = stamp
-
     def set_tokens(self, tokens: Mapping[str, int], timeout: float | None) -> None:
         """One command per hash slot; shared versions: their copy in every slot deleted."""
         commands, copies = self.codec.set_tokens_by_slot(tokens, timeout)
@@ -466,26 +425,10 @@ class RedisClusterAdapter:
         elif commands:  # a tenant over several slots: a pipeline, one round trip per node
             self._send(commands)
 
-    def create_tokens(self, tokens: Mapping[str, int], timeout: float | None) -> dict[str, Any]:
-        """``SET NX`` + ``GET`` per key, pipelined (one node: the keys share a slot)."""
-        return self._do(self.codec.create_tokens(tokens, timeout))
-
-    def token(self, value: int) -> bytes:
-        return str(value).encode()
-
-    def delete(self, key: str) -> bool:
-        return self._do(self.codec.delete(key))
-
     def delete_many(self, keys: Sequence[str]) -> None:
         """One ``DEL`` per key, pipelined per node (the keys may span slots)."""
         if keys:
             self._send([("DEL", self.codec.inner(k)) for k in keys])
-
-    def touch(self, key: str, timeout: Any) -> bool:
-        return self._do(self.codec.touch(key, timeout))
-
-    def set_many(self, envelopes: Mapping[str, Envelope], timeout: Any) -> list[str]:
-        return self._do(self.codec.set_many(envelopes, timeout)) if envelopes else []
 
     def _eval(self, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         command = ("EVALSHA", STAMP_SHA, len(keys), *keys, *args)
@@ -580,7 +523,7 @@ def _by_node(manager: Any, copies: list[tuple[int, str]]) -> dict[Any, list[str]
     return by_node
 
 
-class AsyncRedisClusterAdapter:
+class AsyncRedisClusterAdapter(AsyncCodecRequests):
     """The async twin of :class:`RedisClusterAdapter`, on a ``redis.asyncio.cluster.RedisCluster``.
 
     One per event loop (its connections belong to the loop); the same plans
@@ -692,47 +635,6 @@ class AsyncRedisClusterAdapter:
         node.release(conn)
         return reply
 
-    async def write(self, key: str, envelope: Envelope, timeout: Any, add: bool = False) -> bool:
-        return await self._do(self.codec.write(key, envelope, timeout, add))
-
-    async def write_unlock(self, key: str, envelope: Envelope, timeout: Any, lock: str) -> None:
-        await self._do(self.codec.write_unlock(key, envelope, timeout, lock))
-
-    async def stamp(
-        self,
-        entry: str,
-        version_keys: Sequence[str],
-        value: Any,
-        timeout: Any,
-        version_timeout: float | None,
-        fresh: Sequence[int],
-        add: bool,
-    ) -> bool:
-        c = self.codec
-        keys, args, vkeys, expected = c.stamp_call(
-            entry, version_keys, value, timeout, version_timeout, fresh, add
-        )
-        return c.stamped(vkeys, expected, await self._eval(keys, args))
-
-    async def stamp_many(
-        self,
-        values: Mapping[str, Any],
-        version_keys: Sequence[str],
-        timeout: Any,
-        version_timeout: float | None,
-        fresh: Sequence[int],
-    ) -> None:
-        c = self.codec
-        vkeys, keys, fixed, payloads = c.stamp_many_calls(
-            values, version_keys, timeout, version_timeout, fresh
-        )
-        for i, chunk_keys in enumerate(keys):
-            stamp = await self._eval(chunk_keys, [*fixed, *payloads[i]])
-            if stamp != fixed[3]:
-                c.learn(vkeys, stamp)
-                payloads[i + 1 :] = [c.restamp(p, fixed[3], stamp) for p in payloads[i + 1 :]]
-                fixed[3] = stamp
-
     async def set_tokens(self, tokens: Mapping[str, int], timeout: float | None) -> None:
         """One command per slot and one script per primary for shared copies, all gathered."""
         commands, copies = self.codec.set_tokens_by_slot(tokens, timeout)
@@ -746,23 +648,9 @@ class AsyncRedisClusterAdapter:
             if isinstance(result, BaseException):
                 raise result
 
-    async def create_tokens(
-        self, tokens: Mapping[str, int], timeout: float | None
-    ) -> dict[str, Any]:
-        return await self._do(self.codec.create_tokens(tokens, timeout))
-
-    async def delete(self, key: str) -> bool:
-        return await self._do(self.codec.delete(key))
-
     async def delete_many(self, keys: Sequence[str]) -> None:
         if keys:
             await self._send([("DEL", self.codec.inner(k)) for k in keys])
-
-    async def touch(self, key: str, timeout: Any) -> bool:
-        return await self._do(self.codec.touch(key, timeout))
-
-    async def set_many(self, envelopes: Mapping[str, Envelope], timeout: Any) -> list[str]:
-        return await self._do(self.codec.set_many(envelopes, timeout)) if envelopes else []
 
     async def _eval(self, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         command = ("EVALSHA", STAMP_SHA, len(keys), *keys, *args)

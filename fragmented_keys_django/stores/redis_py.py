@@ -27,17 +27,18 @@ Its async twin (:meth:`RedisAdapter.aio`) is :mod:`.redis_asyncio`'s, on a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from .base import AsyncStoreAdapter, Envelope
+from .base import AsyncStoreAdapter
 from .failover import FailoverEpoch
 from .redis_codec import Plan, RedisCodec, django_codec, django_redis_codec
+from .redis_ops import CodecRequests
 
 __all__ = ["RedisAdapter", "redis_adapter"]
 
 
-class RedisAdapter:
+class RedisAdapter(CodecRequests):
     """A :class:`~.base.StoreAdapter` for a Redis store, on its own redis-py client.
 
     *client* returns the primary's ``redis.Redis`` (a zero-argument callable:
@@ -117,81 +118,6 @@ class RedisAdapter:
     def redis_client(self) -> Any:
         """Return the store's ``redis.Redis`` client of the primary (for operator tools: purge)."""
         return self._client()
-
-    def read(self, keys: Sequence[str], entries: int) -> list[Any]:
-        """One ``MGET``; the first *entries* values decoded as envelopes, the rest left as bytes."""
-        return self._do(self.codec.read(keys, entries))
-
-    def write(self, key: str, envelope: Envelope, timeout: Any, add: bool = False) -> bool:
-        """One ``SET`` (``NX`` with *add*; a ``DEL`` for a timeout of 0)."""
-        return self._do(self.codec.write(key, envelope, timeout, add))
-
-    def write_unlock(self, key: str, envelope: Envelope, timeout: Any, lock: str) -> None:
-        """The entry's ``SET`` (or ``DEL``) and the lock's ``DEL``, pipelined."""
-        self._do(self.codec.write_unlock(key, envelope, timeout, lock))
-
-    def stamp(
-        self,
-        entry: str,
-        version_keys: Sequence[str],
-        value: Any,
-        timeout: Any,
-        version_timeout: float | None,
-        fresh: Sequence[int],
-        add: bool,
-    ) -> bool:
-        """One script call (``EVALSHA``)."""
-        c = self.codec
-        keys, args, vkeys, expected = c.stamp_call(
-            entry, version_keys, value, timeout, version_timeout, fresh, add
-        )
-        return c.stamped(vkeys, expected, self._eval(keys, args))
-
-    def stamp_many(
-        self,
-        values: Mapping[str, Any],
-        version_keys: Sequence[str],
-        timeout: Any,
-        version_timeout: float | None,
-        fresh: Sequence[int],
-    ) -> None:
-        """One script call per ``STAMP_CHUNK`` entries, so a large write never holds the server long."""
-        c = self.codec
-        vkeys, keys, fixed, payloads = c.stamp_many_calls(
-            values, version_keys, timeout, version_timeout, fresh
-        )
-        for i, chunk_keys in enumerate(keys):
-            stamp = self._eval(chunk_keys, [*fixed, *payloads[i]])
-            if stamp != fixed[3]:  # learnt: the next chunks need no restamping
-                c.learn(vkeys, stamp)
-                payloads[i + 1 :] = [c.restamp(p, fixed[3], stamp) for p in payloads[i + 1 :]]
-                fixed[3] = stamp
-
-    def set_tokens(self, tokens: Mapping[str, int], timeout: float | None) -> None:
-        """``SET ... PX`` of each token, pipelined, no ``MULTI``."""
-        self._do(self.codec.set_tokens(tokens, timeout))
-
-    def create_tokens(self, tokens: Mapping[str, int], timeout: float | None) -> dict[str, Any]:
-        """``SET NX`` + ``GET`` per key, pipelined."""
-        return self._do(self.codec.create_tokens(tokens, timeout))
-
-    def token(self, value: int) -> bytes:
-        return str(value).encode()
-
-    def delete(self, key: str) -> bool:
-        return self._do(self.codec.delete(key))
-
-    def delete_many(self, keys: Sequence[str]) -> None:
-        if keys:
-            self._do(self.codec.delete_many(keys))
-
-    def touch(self, key: str, timeout: Any) -> bool:
-        """``PEXPIRE`` (``PERSIST`` for ``None``, ``DEL`` for 0), as Django's ``touch``."""
-        return self._do(self.codec.touch(key, timeout))
-
-    def set_many(self, envelopes: Mapping[str, Envelope], timeout: Any) -> list[str]:
-        """The entries' ``SET``, pipelined."""
-        return self._do(self.codec.set_many(envelopes, timeout)) if envelopes else []
 
     def _eval(self, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """Run the stamping script (``EVALSHA``; loaded first if the server lacks it)."""
