@@ -61,8 +61,9 @@ def run_without_threads(coro_fn):
     return out["value"]
 
 
-@pytest.mark.parametrize("kind", ["redis", "django-redis-builtin"])
-def test_every_async_method_runs_without_a_thread(kind):
+async def every_async_method() -> bool:
+    """Call every ``a*`` method of ``caches["fragmented"]`` and a ``@tagged_cache`` on an
+    ``async def``, checking each result (also run on a Sentinel store: test_sentinel_backend)."""
     calls = {"loader": 0}
 
     @tagged_cache(timeout=60, tags=["User:{uid}"])
@@ -70,41 +71,43 @@ def test_every_async_method_runs_without_a_thread(kind):
         calls["loader"] += 1
         return {"uid": uid}
 
-    async def scenario():
-        frag = caches["fragmented"]
-        async with TenantContext.use_tenant("acme"):
-            assert await frag.aset("k", 1) is None
-            assert await frag.aget("k") == 1
-            assert await frag.aadd("k2", 2) is True
-            assert await frag.ahas_key("k2") is True
-            assert await frag.aincr("k") == 2
-            assert await frag.atouch("k", 60) is True
-            assert await frag.aset_many({"a": "A", "b": "B"}) == []
-            assert await frag.aget_many(["a", "b"]) == {"a": "A", "b": "B"}
-            await frag.adelete_many(["a"])
-            assert await frag.adelete("b") is True
-            assert await frag.aset_with_tags("t", "T", TAGS) is True
-            assert await frag.aget_with_tags("t", TAGS) == "T"
-            assert await frag.aget_many_with_tags(["t"], TAGS) == {"t": "T"}
+    frag = caches["fragmented"]
+    async with TenantContext.use_tenant("acme"):
+        assert await frag.aset("k", 1) is None
+        assert await frag.aget("k") == 1
+        assert await frag.aadd("k2", 2) is True
+        assert await frag.ahas_key("k2") is True
+        assert await frag.aincr("k") == 2
+        assert await frag.atouch("k", 60) is True
+        assert await frag.aset_many({"a": "A", "b": "B"}) == []
+        assert await frag.aget_many(["a", "b"]) == {"a": "A", "b": "B"}
+        await frag.adelete_many(["a"])
+        assert await frag.adelete("b") is True
+        assert await frag.aset_with_tags("t", "T", TAGS) is True
+        assert await frag.aget_with_tags("t", TAGS) == "T"
+        assert await frag.aget_many_with_tags(["t"], TAGS) == {"t": "T"}
 
-            async def load():
-                return "L"
+        async def load():
+            return "L"
 
-            assert await frag.aget_or_set_with_tags("l", load, TAGS) == "L"  # miss: lock, store
-            assert await frag.aget_or_set_with_tags("l", load, TAGS) == "L"  # hit
-            assert await profile(7) == {"uid": 7}
-            assert await profile(7) == {"uid": 7}
-            assert calls["loader"] == 1
-            assert await frag.aget_tag_version("User", "1") != 0
-            assert await frag.ainvalidate_tags(TAGS) == 1
-            assert await frag.aget_with_tags("t", TAGS) is None
-            assert await frag.adelete_with_tags("l", TAGS) is True
-            await frag.aclear()
-            assert await frag.aget("k") is None
-        return True
+        assert await frag.aget_or_set_with_tags("l", load, TAGS) == "L"  # miss: lock, store
+        assert await frag.aget_or_set_with_tags("l", load, TAGS) == "L"  # hit
+        assert await profile(7) == {"uid": 7}
+        assert await profile(7) == {"uid": 7}
+        assert calls["loader"] == 1
+        assert await frag.aget_tag_version("User", "1") != 0
+        assert await frag.ainvalidate_tags(TAGS) == 1
+        assert await frag.aget_with_tags("t", TAGS) is None
+        assert await frag.adelete_with_tags("l", TAGS) is True
+        await frag.aclear()
+        assert await frag.aget("k") is None
+    return True
 
+
+@pytest.mark.parametrize("kind", ["redis", "django-redis-builtin"])
+def test_every_async_method_runs_without_a_thread(kind):
     with override_settings(CACHES=store_settings(kind)):
-        assert run_without_threads(scenario) is True
+        assert run_without_threads(every_async_method) is True
 
 
 def test_each_async_to_sync_call_has_its_own_loop_and_works():

@@ -19,6 +19,7 @@ import time
 import uuid
 
 import pytest
+import redis
 from asgiref.sync import async_to_sync
 from django.core.cache import caches
 from django.test import override_settings
@@ -29,6 +30,7 @@ from fragmented_keys_django.stores.failover import epoch_token
 
 from . import servers
 from .race_support import reset_retrier
+from .test_async_native import every_async_method, run_without_threads
 from .wire import RoundTripProxy
 
 pytestmark = [
@@ -204,6 +206,158 @@ def test_a_bump_lost_in_a_failover_does_not_serve_the_entry_again(sentinel, frag
     reset_retrier()
     with TenantContext.use_tenant("acme"):
         assert caches["fragmented"].get_with_tags("page", TAGS, default=MISS) is MISS
+
+
+# -- the async API: native redis.asyncio through the sentinels, no thread ---------------
+
+
+async def aeventually(check, timeout: float = 15.0):
+    """:func:`eventually` for an async *check*, on the running loop."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value or time.monotonic() > deadline:
+            return value
+        await asyncio.sleep(0.1)
+
+
+async def _aprobe(frag) -> bool:
+    """An async write and read back: true once the backend serves from the primary again."""
+    await frag.aset_with_tags("probe", 1, [])
+    return await frag.aget("probe") == 1
+
+
+def test_every_async_method_runs_without_a_thread(sentinel, frag):
+    """Guarantee AS3 on Sentinel: every ``a*`` method runs on ``redis.asyncio`` through the
+    sentinels, on an event loop that refuses ``run_in_executor`` (they ran the sync adapter
+    in a worker thread before), and each read is one ``MGET`` on the primary."""
+    assert run_without_threads(every_async_method) is True
+
+    primary, replica = sentinel.primary, sentinel.replica
+
+    async def reads() -> tuple:
+        async with TenantContext.use_tenant("acme"):
+            await frag.aset_with_tags("page", "v", TAGS)
+            before = _commands(primary, "mget"), _commands(replica, "mget")
+            values = [await frag.aget_with_tags("page", TAGS) for _ in range(3)]
+            return values, before
+
+    values, before = run_without_threads(reads)
+    assert values == ["v", "v", "v"]
+    assert (_commands(primary, "mget"), _commands(replica, "mget")) == (
+        before[0] + 3,
+        before[1],
+    )
+
+
+def test_the_async_client_takes_the_store_s_settings(sentinel):
+    """The ``redis.asyncio`` sentinel client is built from the store's own settings: the
+    ``LOCATION``'s database and the ``CONNECTION_POOL_KWARGS`` (here one connection); what
+    one API writes, the other reads (the same keys, database and bytes)."""
+    conf = sentinel_caches(sentinel)
+    conf["default"]["LOCATION"] = f"redis://{servers.SERVICE}/5"
+    conf["default"]["OPTIONS"]["CONNECTION_POOL_KWARGS"] = {"max_connections": 1}
+    with override_settings(CACHES=conf), TenantContext.use_tenant("acme"):
+        frag = caches["fragmented"]
+        try:
+
+            async def writes() -> tuple:
+                async with TenantContext.use_tenant("acme"):
+                    await frag.aset_with_tags("page", "async", TAGS)
+                    read = await frag.aget_with_tags("page", TAGS)
+                    pool = routing.route("fragmented").shared_adapter().aio()._pool
+                    return read, pool.max_connections
+
+            assert run_without_threads(writes) == ("async", 1)
+            assert frag.get_with_tags("page", TAGS) == "async"
+            frag.set_with_tags("page", "sync", TAGS)
+
+            async def read() -> object:
+                async with TenantContext.use_tenant("acme"):
+                    return await frag.aget_with_tags("page", TAGS)
+
+            assert run_without_threads(read) == "sync"
+            prefix = conf["default"]["KEY_PREFIX"].encode()
+            port = sentinel.primary.port
+            for db, written in ((5, True), (0, False)):
+                with redis.Redis(host="127.0.0.1", port=port, db=db, socket_timeout=2) as server:
+                    assert any(k.startswith(prefix) for k in server.keys("*")) is written
+        finally:
+            frag.close()
+            reset_retrier()
+
+
+def test_an_async_read_after_a_failover_follows_the_new_primary(sentinel, frag):
+    """One event loop across the failover: its pooled connections to the old primary break,
+    the next ones find the new primary through the sentinels and pass the epoch check."""
+    metrics.reset()
+    old = sentinel.primary
+
+    async def scenario() -> object:
+        async with TenantContext.use_tenant("acme"):
+            await frag.aset_with_tags("page", "before", TAGS)
+            assert await frag.aget_with_tags("page", TAGS) == "before"
+            _replicated(sentinel)
+            sentinel.kill_primary()
+            new = sentinel.wait_for_failover(old)
+            assert await aeventually(lambda: _aprobe(frag))
+            # What was cached before the failover is not served after it (the epoch).
+            assert await frag.aget_with_tags("page", TAGS, default=MISS) is MISS
+            await frag.aset_with_tags("page", "after", TAGS)
+            before = _commands(new, "mget")
+            assert await frag.aget_with_tags("page", TAGS) == "after"
+            assert _commands(new, "mget") == before + 1  # read on the new primary
+            assert await frag.ainvalidate_tags(TAGS) == 1
+            assert await frag.aget_with_tags("page", TAGS, default=MISS) is MISS
+            return new
+
+    new = run_without_threads(scenario)
+    assert any(b"fk:" in k for k in new.client().keys("*"))
+    assert metrics.snapshot()[("-", "failover_epoch")] >= 1
+
+
+def test_a_bump_lost_in_a_failover_does_not_serve_the_entry_again_async(sentinel, frag):
+    """The lost bump of :func:`test_a_bump_lost_in_a_failover_does_not_serve_the_entry_again`
+    through the async API, without a thread: the entry must miss.
+
+    The read after the failover is the first call of a new event loop (a request after the
+    failover), so it is the async connection's own epoch check that invalidates the entry:
+    no call failed, so the breaker never opened and its recovery probe (sync) never ran.
+    """
+    metrics.reset()
+    old, replica = sentinel.primary, sentinel.replica
+
+    async def bump_then_lose_it() -> None:
+        async with TenantContext.use_tenant("acme"):
+            await frag.aset_with_tags("page", "stale after the bump", TAGS)
+            assert await frag.aget_with_tags("page", TAGS) == "stale after the bump"
+            _replicated(sentinel)  # the entry and its versions are on the replica
+            sentinel.pause(replica)
+            try:
+                sentinel.cut_replication()
+                assert await frag.ainvalidate_tags(TAGS) == 1  # acknowledged by the primary only
+                assert await frag.aget_with_tags("page", TAGS, default=MISS) is MISS
+                sentinel.kill_primary()
+            finally:
+                sentinel.resume(replica)
+
+    async def read() -> object:
+        async with TenantContext.use_tenant("acme"):
+            return await caches["fragmented"].aget_with_tags("page", TAGS, default=MISS)
+
+    run_without_threads(bump_then_lose_it)
+    assert sentinel.wait_for_failover(old).port == replica.port
+    first = run_without_threads(read)
+    assert first is MISS, f"served {first!r}: the lost bump was undone"
+    assert invalidation.pending_retries() == 0
+    assert not invalidation.is_suspect("fragmented", "acme")
+    seen = metrics.snapshot()
+    assert seen.get(("fragmented", "breaker_open"), 0) == 0  # no sync probe stepped in
+    assert seen[("-", "failover_epoch")] == 1
+    # A process that never saw the bump nor the failover (no adapter, no connection yet).
+    routing.reset()
+    reset_retrier()
+    assert run_without_threads(read) is MISS
 
 
 @pytest.fixture

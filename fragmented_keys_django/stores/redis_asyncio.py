@@ -4,9 +4,12 @@ Built from the sync :class:`~.redis_py.RedisAdapter` of the same store: its
 codec (serializer, compressor, key function, learnt stamps) and its primary's
 connection settings (URL, credentials, socket timeouts, pool class and
 ``CONNECTION_POOL_KWARGS``: ``max_connections``, a ``BlockingConnectionPool``
-and its ``timeout``). Each call is one round trip, as in the sync adapter,
-awaited on the event loop: the cache path of a native async caller (an ASGI
-view) uses no thread.
+and its ``timeout``). For django-redis's ``SentinelClient``, the primary
+``redis.asyncio.sentinel.Sentinel(...).master_for(service)`` names, from the
+same sentinels and options (:class:`SentinelConnection`), with the
+store's failover epoch checked on each new connection. Each call is one round
+trip, as in the sync adapter, awaited on the event loop: the cache path of a
+native async caller (an ASGI view) uses no thread.
 
 An asyncio connection belongs to the loop that opened it, and
 ``async_to_sync`` runs a new loop per call: :func:`for_running_loop` keeps one
@@ -19,17 +22,19 @@ import asyncio
 import os
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+import redis.asyncio.sentinel as aiosentinel
 from redis.exceptions import NoScriptError, ResponseError
 
 from .base import AsyncStoreAdapter, StoreAdapter, ThreadedAsyncAdapter
 from .redis_codec import Plan, RedisCodec
 from .redis_ops import AsyncCodecRequests
 
-__all__ = ["AsyncRedisAdapter", "for_running_loop"]
+__all__ = ["AsyncRedisAdapter", "Connection", "SentinelConnection", "for_running_loop"]
 
 _lock = threading.Lock()
 # This process's id, kept by a fork hook (os.getpid() is a system call on every read).
@@ -37,6 +42,33 @@ _pid = [os.getpid()]
 os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
 #: Clean connections an async adapter keeps between calls (more go back to the pool).
 _IDLE = 16
+
+
+@dataclass(frozen=True)
+class SentinelConnection:
+    """How this module reaches a Sentinel-managed primary: django-redis's settings.
+
+    What django-redis's ``SentinelConnectionFactory`` builds its sync pool from:
+    *sentinels* (the ``SENTINELS`` option: ``(host, port)`` pairs),
+    *service_name* (the ``LOCATION`` URL's host), *sentinel_kwargs* (the
+    ``SENTINEL_KWARGS`` option, or ``None``: the sentinels then take the
+    ``socket_*`` options of *connection_kwargs*), *connection_kwargs* (the
+    factory's connection options: ``USERNAME``, ``PASSWORD``, ``SOCKET_TIMEOUT``,
+    ``SOCKET_CONNECT_TIMEOUT`` in seconds, and ``CONNECTION_POOL_KWARGS``) and
+    *url_kwargs* (the ``LOCATION`` URL's own: ``db``, credentials, query
+    options; they win, as in redis-py's ``from_url``).
+    """
+
+    sentinels: tuple[tuple[str, int], ...]
+    service_name: str
+    sentinel_kwargs: dict[str, Any] | None
+    connection_kwargs: dict[str, Any] = field(default_factory=dict)
+    url_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+#: How this module reaches a store's primary: ``(url, pool class, pool kwargs)``,
+#: a :class:`SentinelConnection`, or ``None`` (a custom connection factory: a worker thread).
+Connection = tuple[str, type, dict[str, Any]] | SentinelConnection | None
 
 
 class AsyncRedisAdapter(AsyncCodecRequests):
@@ -119,6 +151,28 @@ async def _exchange(conn: Any, plan: Plan, check_health: bool = True) -> list[An
     return replies
 
 
+def _async_options(kwargs: dict[str, Any], classes: Any) -> dict[str, Any]:
+    """redis-py connection options *kwargs* for ``redis.asyncio``: its twin classes.
+
+    A ``connection_class`` becomes the class of the same name in module
+    *classes* (``redis.asyncio.connection`` or ``.sentinel``), or is left to the
+    pool's default (the URL's scheme, ``ssl``) when there is none; a ``retry``
+    becomes ``redis.asyncio``'s with the same backoff and retries.
+    """
+    options = dict(kwargs)
+    connection_class = options.pop("connection_class", None)
+    if connection_class is not None:
+        same = getattr(classes, connection_class.__name__, None)
+        if same is not None:
+            options["connection_class"] = same
+    retry = options.pop("retry", None)
+    if retry is not None:
+        from redis.asyncio.retry import Retry
+
+        options["retry"] = Retry(retry._backoff, retry._retries)
+    return options
+
+
 def _async_pool(url: str, pool_class: type, kwargs: dict[str, Any]) -> aioredis.ConnectionPool:
     """A ``redis.asyncio`` pool with the settings of a redis-py pool (class, kwargs) for *url*."""
     cls = (
@@ -126,34 +180,45 @@ def _async_pool(url: str, pool_class: type, kwargs: dict[str, Any]) -> aioredis.
         if issubclass(pool_class, redis.BlockingConnectionPool)
         else aioredis.ConnectionPool
     )
-    options = dict(kwargs)
-    connection_class = options.pop("connection_class", None)
-    if connection_class is not None:
-        same = getattr(aioredis.connection, connection_class.__name__, None)
-        if same is not None:  # else: from_url picks it from the URL's scheme
-            options["connection_class"] = same
-    retry = options.pop("retry", None)
-    if retry is not None:
-        from redis.asyncio.retry import Retry
+    return cls.from_url(url, **_async_options(kwargs, aioredis.connection))
 
-        options["retry"] = Retry(retry._backoff, retry._retries)
-    return cls.from_url(url, **options)
+
+def _sentinel_client(settings: SentinelConnection) -> aioredis.Redis:
+    """A ``redis.asyncio`` client of the primary the sentinels of *settings* name.
+
+    ``redis.asyncio.sentinel.Sentinel(...).master_for(service)``, as django-redis's
+    ``SentinelConnectionFactory`` builds its sync pool: the sentinels get
+    ``SENTINEL_KWARGS`` (or the ``socket_*`` options), the primary's connections
+    the factory's options and the ``LOCATION`` URL's (``db``, credentials). Its
+    connections ask the sentinels for the primary on each (re)connection and
+    drop one that reaches a demoted primary; never a replica.
+    """
+    options = _async_options(settings.connection_kwargs, aiosentinel)
+    primary = dict(settings.url_kwargs)
+    scheme_class = primary.pop("connection_class", None)  # rediss://: TLS to the primary
+    if scheme_class is not None and issubclass(scheme_class, redis.SSLConnection):
+        primary["ssl"] = True
+    sentinel = aiosentinel.Sentinel(
+        list(settings.sentinels), sentinel_kwargs=settings.sentinel_kwargs, **options
+    )
+    return sentinel.master_for(settings.service_name, redis_class=aioredis.Redis, **primary)
 
 
 def for_running_loop(
     registry: dict[int, tuple[Any, int, AsyncStoreAdapter]],
     adapter: StoreAdapter,
     codec: RedisCodec,
-    connection: tuple[str, type, dict[str, Any]] | None,
+    connection: Connection,
     epoch: Any = None,
 ) -> AsyncStoreAdapter:
     """Return the async adapter of a Redis store for the running loop, made once per loop and process.
 
     *registry* is the sync *adapter*'s ``{id(loop): (loop, pid, async adapter)}``;
-    *codec* and *connection* (``(url, pool class, pool kwargs)``) are its
-    encoding and its primary's settings; *epoch* its failover epoch, if any
-    (:mod:`.failover`). Without connection settings (a sentinel or custom
-    connection factory) the sync adapter runs in a worker thread instead.
+    *codec* and *connection* (``(url, pool class, pool kwargs)``, or a
+    :class:`SentinelConnection`) are its encoding and its primary's
+    settings; *epoch* its failover epoch, if any (:mod:`.failover`). Without
+    connection settings (a custom connection factory) the sync adapter runs in
+    a worker thread instead.
     """
     loop = asyncio.get_running_loop()
     hit = registry.get(id(loop))
@@ -166,6 +231,8 @@ def for_running_loop(
                 del registry[key]  # its connections are closed when collected
         if connection is None:
             made: AsyncStoreAdapter = ThreadedAsyncAdapter(adapter)
+        elif isinstance(connection, SentinelConnection):
+            made = AsyncRedisAdapter(codec, _sentinel_client(connection), epoch)
         else:
             url, pool_class, kwargs = connection
             client = aioredis.Redis(connection_pool=_async_pool(url, pool_class, kwargs))

@@ -22,18 +22,23 @@ already bumped there. The encoding is :mod:`.redis_codec`'s.
   one pipeline (no ``MULTI``).
 
 Its async twin (:meth:`RedisAdapter.aio`) is :mod:`.redis_asyncio`'s, on a
-``redis.asyncio`` client built from the same connection settings.
+``redis.asyncio`` client built from the same connection settings (for a
+``SentinelClient`` store: the same sentinels, service and options,
+:class:`~.redis_asyncio.SentinelConnection`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .base import AsyncStoreAdapter
 from .failover import FailoverEpoch
 from .redis_codec import Plan, RedisCodec, django_codec, django_redis_codec
 from .redis_ops import CodecRequests
+
+if TYPE_CHECKING:  # redis.asyncio is imported once an async call needs it
+    from .redis_asyncio import Connection, SentinelConnection
 
 __all__ = ["RedisAdapter", "redis_adapter"]
 
@@ -44,7 +49,8 @@ class RedisAdapter(CodecRequests):
     *client* returns the primary's ``redis.Redis`` (a zero-argument callable:
     the store may rebuild it); *connection* is how :mod:`.redis_asyncio`
     reaches the same server: ``(url, pool class, pool keyword arguments)``,
-    or ``None`` when it cannot (sentinel, custom connection factories): the
+    a :class:`~.redis_asyncio.SentinelConnection` (through the same
+    sentinels), or ``None`` when it cannot (custom connection factories): the
     async face then runs this adapter in a worker thread. Each method sends
     the codec's :class:`~.redis_codec.Plan` in one round trip.
     """
@@ -62,7 +68,7 @@ class RedisAdapter(CodecRequests):
         store: Any,
         client: Callable[[], Any],
         codec: RedisCodec,
-        connection: tuple[str, type, dict[str, Any]] | None,
+        connection: Connection,
     ) -> None:
         self.store = store
         self.codec = codec
@@ -175,18 +181,53 @@ def _is_reply_error(exc: BaseException) -> bool:
     return isinstance(exc, ResponseError)
 
 
-def _django_redis_connection(store: Any) -> tuple[str, type, dict[str, Any]] | None:
-    """How to reach django-redis *store*'s primary: ``(url, pool class, pool kwargs)``."""
-    from django_redis.pool import ConnectionFactory
+def _django_redis_connection(store: Any) -> Connection:
+    """How to reach django-redis *store*'s primary: ``(url, pool class, pool kwargs)``,
+    a :class:`~.redis_asyncio.SentinelConnection` (its ``SentinelConnectionFactory``),
+    or ``None``."""
+    from django_redis.pool import ConnectionFactory, SentinelConnectionFactory
 
     client = store.client
     factory = client.connection_factory
+    if type(factory) is SentinelConnectionFactory:
+        return _django_redis_sentinel(factory, str(client._server[0]))
     if type(factory) is not ConnectionFactory:
-        return None  # sentinel or custom factory: its own way of finding the primary
+        return None  # a custom factory: its own way of finding the primary
     params = dict(factory.make_connection_params(str(client._server[0])))
     params.pop("parser_class", None)
     url = params.pop("url")
     return url, factory.pool_cls, {**params, **factory.pool_cls_kwargs}
+
+
+def _django_redis_sentinel(factory: Any, url: str) -> SentinelConnection:
+    """The settings django-redis's ``SentinelConnectionFactory`` *factory* reaches *url*'s primary with.
+
+    *url* is the ``SentinelClient``'s primary ``LOCATION`` (``redis://service/db``,
+    with its ``is_master`` query option, dropped here: the async client always
+    asks the sentinels for the primary).
+    """
+    from urllib.parse import parse_qs, urlencode, urlparse
+
+    from redis.connection import parse_url
+
+    from .redis_asyncio import SentinelConnection
+
+    parsed = urlparse(url)
+    query = parse_qs(parsed.query, keep_blank_values=True)
+    query.pop("is_master", None)
+    url_kwargs = parse_url(parsed._replace(query=urlencode(query, doseq=True)).geturl())
+    for name in ("host", "port"):  # the sentinels name the primary's address
+        url_kwargs.pop(name, None)
+    params = dict(factory.make_connection_params(""))
+    for name in ("url", "parser_class"):
+        params.pop(name, None)
+    return SentinelConnection(
+        sentinels=tuple((str(host), int(port)) for host, port in factory.options["SENTINELS"]),
+        service_name=str(parsed.hostname),
+        sentinel_kwargs=factory.options.get("SENTINEL_KWARGS"),
+        connection_kwargs={**params, **factory.pool_cls_kwargs},
+        url_kwargs=url_kwargs,
+    )
 
 
 def _django_connection(store: Any) -> tuple[str, type, dict[str, Any]] | None:
@@ -204,7 +245,8 @@ def redis_adapter(store: Any) -> RedisAdapter | None:
     client, which find or encode keys their own way), or Django's
     ``RedisCache``. With django-redis's ``SentinelClient`` the adapter talks
     to the primary the sentinels name (never a replica: django-redis's own
-    reads would go to one) and keeps a failover epoch (:mod:`.failover`).
+    reads would go to one), sync and async (``redis.asyncio``'s sentinel
+    client), and keeps a failover epoch (:mod:`.failover`).
     """
     from django.core.cache.backends.redis import RedisCache
 
@@ -241,7 +283,7 @@ def _adapter(
     store: Any,
     client: Callable[[], Any],
     codec: RedisCodec,
-    connection: tuple[str, type, dict[str, Any]] | None,
+    connection: Connection,
 ) -> RedisAdapter:
     """The adapter, its codec encoding text as the store's connections do."""
     options = client().connection_pool.connection_kwargs
