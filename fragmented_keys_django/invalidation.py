@@ -823,7 +823,9 @@ class _Retrier:
         return (space, _ALL) in self._suspect
 
     def _ensure_thread(self) -> None:
-        """Start the retry thread if none runs (lock held)."""
+        """Start the retry thread if none runs (lock held); replace one that died."""
+        if self._thread is not None and not self._thread.is_alive():
+            self._thread = None
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="fkd-bump-retry", daemon=True)
             self._thread.start()
@@ -1085,6 +1087,24 @@ class _Retrier:
         return True
 
     def _run(self) -> None:
+        """The retry thread: :meth:`_rounds` until nothing is left; if it ever dies, say so.
+
+        Whatever kills it (nothing should: every round's errors are caught),
+        the thread gives its place up under the lock, logged at ERROR and
+        counted, and wakes a successor for what is still pending.
+        """
+        try:
+            self._rounds()
+        except BaseException as exc:
+            metrics.record_error("-", None, "bump_retry", exc, what="the retry thread died")
+            with self._lock:
+                if self._thread is threading.current_thread():
+                    self._thread = None
+                    if self._pending or self._recovering or self._landed:
+                        self._ensure_thread()
+            raise
+
+    def _rounds(self) -> None:
         from django.db import connections
 
         delay = self.interval
@@ -1099,7 +1119,12 @@ class _Retrier:
                 metrics.record_error("-", None, "bump_retry", exc, what="bump retry loop failed")
             finally:
                 for conn in connections.all(initialized_only=True):
-                    conn.close_if_unusable_or_obsolete()  # kept between rounds otherwise
+                    try:
+                        conn.close_if_unusable_or_obsolete()  # kept between rounds otherwise
+                    except Exception as exc:  # its database is down, or closed to this thread
+                        metrics.record_error(
+                            "-", None, "bump_retry", exc, what=f"database {conn.alias}"
+                        )
             with self._lock:
                 # Decide to exit under the lock: an add() racing with this
                 # either lands first (and we go on) or finds no thread and

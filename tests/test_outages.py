@@ -425,3 +425,39 @@ def test_bump_failing_while_the_retry_thread_exits_is_still_retried(server, monk
                 "(its tenant stays bypassed here and stale everywhere else)"
             )
         frag.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_retry_thread_survives_a_database_it_cannot_use(server, django_db_blocker, monkeypatch):
+    """A database the retry thread cannot use (down, or closed to it, as pytest-django's blocker
+    closes it) must not kill the thread: a dead thread stayed registered, so no bump was ever
+    retried again (seen in a full run: every later outage test waited in vain)."""
+    from django.db import connections
+
+    from fragmented_keys_django import invalidation
+
+    real_flush = invalidation._Retrier.flush
+    rounds = threading.Semaphore(0)
+
+    def flush_with_the_database(self):
+        rounds.release()
+        connections["default"].ensure_connection()  # as a round that drains the outbox does
+        return real_flush(self)
+
+    monkeypatch.setattr(invalidation._Retrier, "flush", flush_with_the_database)
+    with use_server(server):
+        frag = caches["fragmented"]
+        with TenantContext.use_tenant("acme"):
+            frag.set_with_tags("page", "old", TAGS)
+            server.stop()
+            frag.invalidate_tags(TAGS)  # fails: the retry thread starts
+            assert rounds.acquire(timeout=10), "the retry thread never ran"
+            django_db_blocker.block()  # from now on its database use raises
+            try:
+                assert rounds.acquire(timeout=10) and rounds.acquire(timeout=10)
+            finally:
+                django_db_blocker.restore()
+            server.start()
+            assert settle_retries(10) == 0, "the retry thread died: the bump is never retried"
+            assert frag.get_with_tags("page", TAGS, default=None) is None
+        frag.close()
