@@ -431,10 +431,7 @@ class CachePolicy:
         if self._suspect(tenant):
             self._bypass(tenant)
             return default
-        values = yield "read", ek.read_keys, 1
-        hit, value = protocol.decode(values)
-        if not hit and type(values[0]) is tuple:  # it may hold dependencies (see deps.py)
-            hit, value = yield from protocol.decode_steps(ek, values)
+        hit, value, _ = yield from self._read(ek)
         return value if hit else default
 
     def _touch(self, adapter: Any, tenant: str | None, ek: EntryKeys, timeout: Any) -> Steps:
@@ -497,16 +494,22 @@ class CachePolicy:
         """The store of *tenant*'s versions: dependencies are checked within one (see deps.py)."""
         return self.version_space(tenant)[0]
 
-    def _read(self, ek: EntryKeys, extra: tuple[str, ...]) -> Steps:
-        """Steps: read *ek*'s entry, its versions and the dependency keys *extra* remembered with it.
+    def _read(self, ek: EntryKeys) -> Steps:
+        """Steps: read *ek*'s entry and its versions; with the dependency keys remembered with it.
 
         Returns ``(hit, value, values)``, *values* the entry and its own
         versions as read (the dependency keys left out). One round trip, and
         one more when the entry holds dependency keys this process had not seen
-        with it (see :mod:`.deps`). The callers inline the common case (no
-        remembered keys), so a read of an entry that was never nested costs no
-        more than before.
+        with it (see :mod:`.deps`); an entry that was never nested reads its
+        keys only.
         """
+        extra = deps._remembered.get(ek.entry) if deps._remembered else None
+        if extra is None:
+            values = yield "read", ek.read_keys, 1
+            hit, value = protocol.decode(values)
+            if not hit and type(values[0]) is tuple:  # it may hold dependencies
+                hit, value = yield from protocol.decode_steps(ek, values)
+            return hit, value, values
         values = yield "read", (*ek.read_keys, *extra), 1
         hit, value = yield from protocol.decode_steps(ek, values, extra)
         return hit, value, values[: len(ek.read_keys)]
@@ -527,14 +530,7 @@ class CachePolicy:
         if (yield from self._bypassed(tenant)):
             self._unknown()
             return default
-        extra = deps._remembered.get(ek.entry) if deps._remembered else None
-        if extra is None:
-            values = yield "read", ek.read_keys, 1
-            hit, value = protocol.decode(values)
-            if not hit and type(values[0]) is tuple:  # it may hold dependencies
-                hit, value = yield from protocol.decode_steps(ek, values)
-        else:
-            hit, value, values = yield from self._read(ek, extra)
+        hit, value, values = yield from self._read(ek)
         self._signal(hit, tenant, key, specs)
         frame = deps._current.get()
         if frame is not None:
@@ -598,14 +594,7 @@ class CachePolicy:
             self._unknown()
             return (yield from protocol.compute(default))
         try:
-            extra = deps._remembered.get(ek.entry) if deps._remembered else None
-            if extra is None:
-                values = yield "read", ek.read_keys, 1
-                hit, value = protocol.decode(values)
-                if not hit and type(values[0]) is tuple:  # it may hold dependencies
-                    hit, value = yield from protocol.decode_steps(ek, values)
-            else:
-                hit, value, values = yield from self._read(ek, extra)
+            hit, value, values = yield from self._read(ek)
         except metrics.store_errors() as exc:
             self._failed("get_or_set_with_tags", tenant, exc)
             self._unknown()

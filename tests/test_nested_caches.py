@@ -642,3 +642,30 @@ def test_the_redis_entry_format_keeps_dependencies_and_early_recompute_data():
     assert codec.decode_entry(raw) == ((b"1", b"2"), {"x": 1}, held)
     meta = ((b"1",), [3], 1234.5, 0.25, held)
     assert codec.decode_entry(codec.entry_bytes(meta)) == ((b"1",), [3], 1234.5, 0.25, held)
+
+
+def test_a_plain_get_of_a_warm_nested_entry_is_one_round_trip_on_redis():
+    """Plain ``get`` fetches the dependency keys it saw with the entry, as the tagged reads do
+    (it read the entry, then its dependencies, on every call)."""
+    server = urlsplit(base_url())
+    with RoundTripProxy(server.hostname, server.port) as proxy:
+        conf = store_settings("redis")
+        conf["default"]["LOCATION"] = proxy.url(redis_db("count"))
+        with override_settings(CACHES=conf):
+            frag = caches["fragmented"]
+
+            def loader():
+                return frag.get_or_set_with_tags("inner", lambda: "i", [("Item", 1)]) + "+o"
+
+            counts = []
+            with TenantContext.use_tenant(f"t-{uuid.uuid4().hex[:6]}"):
+                assert frag.get_or_set_with_tags("outer", loader, []) == "i+o"
+                deps.forget()  # a process that never read it
+                for _ in range(3):
+                    proxy.reset()
+                    assert frag.get("outer") == "i+o"
+                    counts.append(proxy.count)
+                frag.invalidate_tags([("Item", 1)])
+                assert frag.get("outer") is None
+            frag.close()
+    assert counts == [2, 1, 1]
