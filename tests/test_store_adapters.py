@@ -17,6 +17,7 @@ from django.core.cache import caches
 from django.core.cache.backends.redis import RedisCache
 from django.test import override_settings
 from django_redis.cache import RedisCache as DjangoRedisCache
+from django_redis.pool import ConnectionFactory
 
 from fragmented_keys_django import ConfigurationError, TenantContext
 
@@ -140,3 +141,38 @@ def test_adapters_of_per_thread_stores_die_with_their_thread(kind):
     assert errors == []
     assert len(alive) == 5
     assert survivors == [None] * 5
+
+
+class TeamConnectionFactory(ConnectionFactory):
+    """A team's own django-redis connection factory (e.g. one that fetches a token per pool)."""
+
+
+def test_a_custom_connection_factory_keeps_the_fast_path_and_its_async_side_works():
+    """The package cannot rebuild a custom factory's connections on ``redis.asyncio``, so the
+    async side of that store runs the sync adapter in a worker thread (as Django's own ``a*``);
+    it must still give the sync side's answers and the sync side keeps one command per call."""
+    from asgiref.sync import async_to_sync
+
+    from fragmented_keys_django.stores import ThreadedAsyncAdapter, adapter_for
+
+    conf = _conf("django_redis.cache.RedisCache")
+    conf["default"]["OPTIONS"] = {
+        "CONNECTION_FACTORY": "tests.test_store_adapters.TeamConnectionFactory"
+    }
+    assert _commands(conf) == (["EVALSHA"], ["MGET"])
+    with override_settings(CACHES=conf):
+        frag = caches["fragmented"]
+
+        async def both_ways() -> tuple:
+            assert isinstance(adapter_for(frag.store).aio(), ThreadedAsyncAdapter)
+            await frag.aset_with_tags("a", "from async", [("User", "2")])
+            return await frag.aget_with_tags("a", [("User", "2")])
+
+        with TenantContext.use_tenant("acme"):
+            assert async_to_sync(both_ways)() == "from async"
+            assert frag.get_with_tags("a", [("User", "2")]) == "from async"
+            frag.set_with_tags("b", "from sync", [("User", "2")])
+            assert async_to_sync(frag.aget_with_tags)("b", [("User", "2")]) == "from sync"
+            assert frag.invalidate_tags([("User", "2")]) == 1
+            assert async_to_sync(frag.aget_with_tags)("b", [("User", "2")]) is None
+        frag.close()
