@@ -47,6 +47,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.core.cache.backends.db import DatabaseCache
 from django.db import connections, router
 from django.utils import timezone
@@ -700,8 +701,6 @@ async def apurge_tenant(
     configs), which Django only offers sync: it runs in one thread hop
     (``sync_to_async``), so the event loop is never blocked.
     """
-    from asgiref.sync import sync_to_async
-
     return await sync_to_async(purge_tenant, thread_sensitive=True)(
         tenant, alias, batch=batch, stores=stores, dry_run=dry_run, progress=progress
     )
