@@ -669,3 +669,35 @@ def test_a_plain_get_of_a_warm_nested_entry_is_one_round_trip_on_redis():
                 assert frag.get("outer") is None
             frag.close()
     assert counts == [2, 1, 1]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_nested_computation_inside_a_transaction_follows_its_rules(frag, api):
+    """Inside ``atomic()``: an outer value computed in a clean transaction is stored at the commit
+    with its dependencies (an inner bump after the commit reaches it), and one computed after the
+    transaction bumped an inner tag is not stored at all (its inner read bypassed the cache)."""
+    from django.db import transaction
+
+    b = _backend(frag)
+    data = {"inner": "i1"}
+
+    def loader():
+        return b.get_or_set_with_tags("inner", lambda: data["inner"], [("Item", 1)]) + "+o"
+
+    async def aloader():
+        return await b.aget_or_set_with_tags("inner", lambda: data["inner"], [("Item", 1)]) + "+o"
+
+    chosen = loader if api == "sync" else aloader
+    with TenantContext.use_tenant("a"):
+        with transaction.atomic():
+            assert frag.get_or_set_with_tags("outer", chosen, []) == "i1+o"
+        assert b.get("outer") == "i1+o"  # stored at the commit
+        data["inner"] = "i2"
+        b.invalidate_tags([("Item", 1)])
+        assert b.get("outer") is None  # its dependency moved
+        with transaction.atomic():
+            b.invalidate_tags([("Item", 1)])  # a bump waits for the commit: reads bypass
+            assert frag.get_or_set_with_tags("outer", chosen, []) == "i2+o"
+        assert b.get("outer") is None  # computed from bypassed reads: never stored
+        assert frag.get_or_set_with_tags("outer", chosen, []) == "i2+o"
+        assert b.get("outer") == "i2+o"
